@@ -1,0 +1,39 @@
+# dmsac: `make run` and `make test` each set up everything on a fresh machine first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG ?= configs/vehicle.yaml
+ARGS ?=
+# PyTorch first, pinned: an unpinned torch pulls several GB of CUDA packages.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup run test lint promtool monitor clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+run: setup
+	$(PY) -m cluster.train --config $(CONFIG) $(ARGS)
+
+# Real Prometheus/promtool from the OS packages, installed when missing and possible.
+promtool:
+	@command -v promtool >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
+	  || echo "warning: promtool not installed; Prometheus tests will be skipped"; }
+
+test: setup promtool
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q $(ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Per-environment context providers (the dynamics map and the empty context)."""

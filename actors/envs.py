@@ -1,0 +1,52 @@
+"""The vectorized-environment interface the rollout worker steps.
+
+Every environment (the vehicle environment, gymnasium adapters) presents
+``num_envs`` copies stepped together with numpy arrays and resets finished
+copies itself. ``VecStep.final_obs`` keeps the true next observation of a
+finished episode; ``VecStep.obs`` is what the policy acts on next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VecStep:
+    """One step of ``num_envs`` environments."""
+
+    obs: np.ndarray
+    """``[n, obs_dim]`` observation to act on next (the reset observation where an episode ended)."""
+    final_obs: np.ndarray
+    """``[n, obs_dim]`` true next observation of this transition (never the reset one)."""
+    reward: np.ndarray
+    """``[n]`` unscaled reward."""
+    terminated: np.ndarray
+    """``[n]`` bool: a terminal state (no bootstrap)."""
+    truncated: np.ndarray
+    """``[n]`` bool: a time limit (bootstrap through it)."""
+    dynamics_samples: np.ndarray | None = None
+    """``[n, 4]`` ``(u, v_meas at step start, a_meas, theta_meas)`` or ``None`` when the env has none."""
+    speed_error: np.ndarray | None = None
+    """``[n]`` |v - v_ref| of this step (vehicle environment), for episode summaries."""
+
+
+class VectorEnv(Protocol):
+    """``num_envs`` environments stepped together; finished ones reset themselves."""
+
+    num_envs: int
+    observation_dim: int
+    action_dim: int
+    action_low: np.ndarray
+    action_high: np.ndarray
+
+    def reset(self, seed: int) -> np.ndarray:
+        """Reset all copies from ``seed``; returns ``[n, obs_dim]``."""
+        ...
+
+    def step(self, actions: np.ndarray) -> VecStep:
+        """Step all copies with ``actions`` of shape ``[n, action_dim]`` in env units."""
+        ...

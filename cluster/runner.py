@@ -1,0 +1,61 @@
+"""Pieces every driver shares: the run directory, the schedule, progress lines, the summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+from cluster.config import Config, config_to_yaml
+from learner.service import Progress, Schedule
+
+log = logging.getLogger("dmsac")
+
+
+def make_schedule(config: Config) -> Schedule:
+    return Schedule(
+        warmup_steps=config.train.warmup_steps,
+        update_to_data=config.train.update_to_data,
+        block_updates=config.learner.block_updates,
+        broadcast_every=config.learner.broadcast_every,
+        batch_size=config.learner.batch_size,
+    )
+
+
+def prepare_run_dir(config: Config) -> Path:
+    run_dir = Path(config.train.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config_to_yaml(config))
+    return run_dir
+
+
+def format_progress(progress: Progress, extra: str = "") -> str:
+    recent = "n/a" if math.isnan(progress.recent_return) else f"{progress.recent_return:.1f}"
+    line = (
+        f"env_steps={progress.env_steps} updates={progress.updates} updates/s={progress.updates_per_second:.1f} "
+        f"utd={progress.update_to_data:.2f} recent_return={recent} episodes={progress.episodes} "
+        f"weights_v={progress.weights_version} replay={progress.replay_size}"
+    )
+    return f"{line} {extra}".rstrip()
+
+
+def summary_dict(progress: Progress, wall_seconds: float, history: list[tuple[int, float]]) -> dict:
+    stats = progress.last_stats.as_dict() if progress.last_stats else {}
+    return {
+        "env_steps": progress.env_steps,
+        "updates": progress.updates,
+        "episodes": progress.episodes,
+        "recent_return": progress.recent_return,
+        "weights_version": progress.weights_version,
+        "wall_seconds": wall_seconds,
+        "last_stats": stats,
+        "counters": progress.counters,
+        "return_curve": [[step, value] for step, value in history],
+    }
+
+
+def write_summary(run_dir: Path, summary: dict) -> Path:
+    path = run_dir / "final_stats.json"
+    path.write_text(json.dumps(summary, indent=2, allow_nan=True))
+    return path

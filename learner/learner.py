@@ -1,0 +1,169 @@
+"""The learner: replay ingestion, blocks of SAC updates, snapshots, and published weights."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import TypedDict
+
+import numpy as np
+import torch
+
+from learner.config import LearnerConfig, ReplayConfig
+from learner.replay import ReplayBuffer
+from learner.sac import NONFINITE_SLICE, SAC, STAT_FIELDS, stats_from_vector
+from learner.types import Fragment, UpdateStats, VersionedWeights
+from learner.weights import GateVerdict, WeightGate, all_finite, make_versioned
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when visible, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("learner.device is 'cuda' but no CUDA device is visible")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Dimensions:
+    obs_dim: int
+    context_dim: int
+    action_dim: int
+
+    @property
+    def policy_in(self) -> int:
+        return self.obs_dim + self.context_dim
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """A block of updates: its statistics, and the index of the first non-finite update (if any)."""
+
+    stats: UpdateStats
+    first_bad_index: int | None
+    batch_indices: torch.Tensor
+    """``[updates, batch]`` replay indices each update used (for emergency checkpoints and replays)."""
+
+
+class LearnerState(TypedDict):
+    """Everything a checkpoint holds (plain containers: loadable with ``weights_only=True``)."""
+
+    sac: dict
+    counters: dict
+    seen_fragments: list
+    torch_rng: torch.Tensor
+
+
+class Learner:
+    """Owns SAC, the replay buffer and the counters; no Ray, no actors."""
+
+    def __init__(self, dims: Dimensions, config: LearnerConfig, replay: ReplayConfig, device: torch.device, seed: int):
+        self.dims = dims
+        self.config = config
+        self.device = device
+        self.sac = SAC(dims.policy_in, dims.action_dim, config, device, seed)
+        self.replay = ReplayBuffer(replay.capacity, dims.obs_dim, dims.context_dim, dims.action_dim, device, seed + 2)
+        self.gate = WeightGate(self.policy_tensors(), dims.policy_in, dims.action_dim, config.hidden_sizes)
+        self.env_steps = 0
+        self.weights_version = 0
+        self._last_seq: dict[tuple[int, int], int] = {}
+
+    # -- ingestion -------------------------------------------------------------------------
+    def ingest(self, fragment: Fragment) -> int:
+        """Insert a fragment's valid transitions; a fragment already seen inserts nothing."""
+        source = (fragment.actor_id, fragment.incarnation)
+        if fragment.seq <= self._last_seq.get(source, -1):
+            log.debug("duplicate fragment %s ignored", fragment.key)
+            return 0
+        self._last_seq[source] = fragment.seq
+        self.env_steps += fragment.env_steps
+        valid = fragment.valid.reshape(-1)
+        batch = {
+            name: torch.from_numpy(np.ascontiguousarray(flatten(getattr(fragment, name))[valid]))
+            for name in ("obs", "context", "action", "reward", "next_obs", "next_context", "terminated")
+        }
+        self.replay.add(batch)
+        return int(valid.sum())
+
+    # -- updates ---------------------------------------------------------------------------
+    def update_block(self, count: int) -> BlockResult:
+        """Run ``count`` updates; the host reads the accumulated statistics once, at the end."""
+        batch_size = self.config.batch_size
+        accumulated = torch.zeros(len(STAT_FIELDS), device=self.device)
+        first_bad = torch.tensor(-1, device=self.device)
+        indices = torch.empty((count, batch_size), dtype=torch.long, device=self.device)
+        for i in range(count):
+            index = self.replay.sample_indices(batch_size)
+            indices[i] = index
+            vector = self.sac.update(self.replay.gather(index))
+            accumulated = accumulated * self.sac.keep + vector
+            bad = vector[NONFINITE_SLICE].sum() > 0
+            first_bad = torch.where((first_bad < 0) & bad, i, first_bad)
+        values = torch.cat([accumulated, first_bad.float().reshape(1)]).tolist()  # the one host sync
+        bad_index = int(values[-1])
+        return BlockResult(stats_from_vector(values[:-1], count), bad_index if bad_index >= 0 else None, indices)
+
+    def replay_updates(self, indices: torch.Tensor) -> None:
+        """Re-run updates on recorded batch indices (after a restore: reproduces the block's good prefix)."""
+        for index in indices:
+            self.sac.update(self.replay.gather(index))
+
+    # -- snapshots and state ---------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """A device copy of networks, targets, optimizers, temperature and RNGs (for rollback)."""
+        return copy.deepcopy(self.sac.state_dict())
+
+    def restore(self, snapshot: dict) -> None:
+        self.sac.load_state_dict(copy.deepcopy(snapshot))
+
+    def parameters_finite(self) -> bool:
+        tensors = {**prefixed("actor", self.sac.actor), **prefixed("critic", self.sac.critic)}
+        tensors.update(prefixed("target", self.sac.critic_target))
+        tensors["alpha"] = self.sac.temperature.alpha()
+        return all_finite(tensors)
+
+    def state_dict(self) -> LearnerState:
+        return LearnerState(
+            sac=self.sac.state_dict(),
+            counters={"env_steps": self.env_steps, "weights_version": self.weights_version},
+            seen_fragments=[[a, i, s] for (a, i), s in sorted(self._last_seq.items())],
+            torch_rng=torch.get_rng_state(),
+        )
+
+    def load_state_dict(self, state: LearnerState) -> None:
+        self.sac.load_state_dict(state["sac"])
+        self.env_steps = int(state["counters"]["env_steps"])
+        self.weights_version = int(state["counters"]["weights_version"])
+        self._last_seq = {(int(a), int(i)): int(s) for a, i, s in state["seen_fragments"]}
+        torch.set_rng_state(state["torch_rng"])
+
+    # -- weights ---------------------------------------------------------------------------
+    def policy_tensors(self) -> dict[str, torch.Tensor]:
+        return {name: t.detach().cpu().clone() for name, t in self.sac.actor.state_dict().items()}
+
+    def publish(self) -> tuple[VersionedWeights | None, GateVerdict]:
+        """Gate the current policy; on acceptance return it as the next version."""
+        tensors = self.policy_tensors()
+        verdict = self.gate.check(tensors)
+        if not verdict.accepted:
+            log.warning("weight broadcast rejected (%s): %s", verdict.reason, verdict.detail)
+            return None, verdict
+        self.weights_version += 1
+        return make_versioned(self.weights_version, tensors), verdict
+
+    @property
+    def updates_done(self) -> int:
+        return self.sac.updates_done
+
+
+def flatten(array: np.ndarray) -> np.ndarray:
+    """``[k, n, ...]`` → ``[k*n, ...]``."""
+    return array.reshape(array.shape[0] * array.shape[1], *array.shape[2:])
+
+
+def prefixed(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{name}": tensor for name, tensor in module.state_dict().items()}

@@ -1,0 +1,45 @@
+"""SAC losses as small pure functions of tensors (hand-checkable in tests)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def soft_q_target(
+    scaled_reward: torch.Tensor,
+    terminated: torch.Tensor,
+    gamma: float | torch.Tensor,
+    next_q1: torch.Tensor,
+    next_q2: torch.Tensor,
+    next_log_prob: torch.Tensor,
+    alpha: torch.Tensor,
+) -> torch.Tensor:
+    """``r + γ (1 − terminated) (min(Q1', Q2') − α log π(a'|s'))``.
+
+    Only termination stops the bootstrap: a time-limit truncation is not a
+    terminal state, so truncated transitions bootstrap from their true next
+    observation.
+    """
+    soft_value = torch.minimum(next_q1, next_q2) - alpha * next_log_prob
+    return scaled_reward + gamma * (1.0 - terminated.float()) * soft_value
+
+
+def critic_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Sum of the two critics' mean squared errors against the same target."""
+    return (q1 - target).pow(2).mean() + (q2 - target).pow(2).mean()
+
+
+def actor_loss(alpha: torch.Tensor, log_prob: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
+    """``E[α log π(a|s) − min(Q1, Q2)(s, a)]`` for reparameterized ``a``."""
+    return (alpha * log_prob - torch.minimum(q1, q2)).mean()
+
+
+def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """``−E[log α · (log π + H_target)]``: raises α when entropy is below target."""
+    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
+
+
+@torch.no_grad()
+def polyak_update(targets: list[torch.Tensor], sources: list[torch.Tensor], tau: float) -> None:
+    """``target ← (1 − τ) target + τ source`` for every pair, in place."""
+    torch._foreach_lerp_(targets, sources, tau)

@@ -1,0 +1,77 @@
+"""Replay buffer preallocated on the learner's device; sampling never leaves it."""
+
+from __future__ import annotations
+
+import torch
+
+FIELDS = ("obs", "context", "action", "reward", "next_obs", "next_context", "terminated")
+
+
+class ReplayBuffer:
+    """A ring of ``capacity`` transitions stored as device tensors.
+
+    ``add`` takes a batch of transitions (any leading size); when the ring is
+    full the oldest are overwritten. ``sample`` draws indices on the device with
+    the buffer's own generator, so sampling is reproducible and resumable.
+    """
+
+    def __init__(
+        self, capacity: int, obs_dim: int, context_dim: int, action_dim: int, device: torch.device, seed: int = 0
+    ) -> None:
+        self.capacity = capacity
+        self.device = device
+        shapes = {
+            "obs": (obs_dim,),
+            "context": (context_dim,),
+            "action": (action_dim,),
+            "reward": (),
+            "next_obs": (obs_dim,),
+            "next_context": (context_dim,),
+            "terminated": (),
+        }
+        self.storage = {name: torch.zeros((capacity, *shape), device=device) for name, shape in shapes.items()}
+        self.position = 0
+        self.size = 0
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, batch: dict[str, torch.Tensor]) -> None:
+        count = int(batch["reward"].shape[0])
+        if count == 0:
+            return
+        if count > self.capacity:  # only the newest `capacity` can survive
+            batch = {k: v[-self.capacity :] for k, v in batch.items()}
+            count = self.capacity
+        index = (self.position + torch.arange(count, device=self.device)) % self.capacity
+        for name in FIELDS:
+            self.storage[name][index] = batch[name].to(self.device, dtype=torch.float32, non_blocking=True)
+        self.position = (self.position + count) % self.capacity
+        self.size = min(self.size + count, self.capacity)
+
+    def sample_indices(self, batch_size: int) -> torch.Tensor:
+        return torch.randint(0, self.size, (batch_size,), device=self.device, generator=self.generator)
+
+    def gather(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: tensor[index] for name, tensor in self.storage.items()}
+
+    def state_dict(self) -> dict:
+        live = slice(0, self.size)
+        return {
+            "storage": {k: v[live].cpu() for k, v in self.storage.items()},
+            "position": self.position,
+            "size": self.size,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        size = int(state["size"])
+        if size > self.capacity:
+            raise ValueError(f"replay snapshot holds {size} transitions, capacity is {self.capacity}")
+        for name in FIELDS:
+            self.storage[name][:size] = state["storage"][name].to(self.device)
+        self.position = int(state["position"]) % self.capacity
+        self.size = size
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,70 @@
+"""Entropy temperature strategies: fixed, or learned toward a target entropy."""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+
+from learner.losses import temperature_loss
+
+
+class Temperature(Protocol):
+    def alpha(self) -> torch.Tensor:
+        """Current alpha as a 0-d device tensor (no graph)."""
+        ...
+
+    def update(self, log_prob: torch.Tensor) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class FixedTemperature:
+    def __init__(self, alpha: float, device: torch.device) -> None:
+        self._alpha = torch.tensor(alpha, device=device)
+
+    def alpha(self) -> torch.Tensor:
+        return self._alpha
+
+    def update(self, log_prob: torch.Tensor) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"alpha": self._alpha.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._alpha.copy_(state["alpha"])
+
+
+class LearnedTemperature:
+    """``log α`` trained so the policy's entropy tracks ``target_entropy``.
+
+    The parameter is created on the learner's device before its optimizer: an
+    optimizer built over a CPU tensor that is later moved keeps stepping the
+    stale copy, which froze alpha at 1.0 elsewhere.
+    """
+
+    def __init__(self, initial_alpha: float, target_entropy: float, lr: float, device: torch.device) -> None:
+        self.log_alpha = torch.tensor(math.log(initial_alpha), device=device, requires_grad=True)
+        self.target_entropy = target_entropy
+        self.optimizer = torch.optim.Adam([self.log_alpha], lr=lr)
+
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.detach().exp()
+
+    def update(self, log_prob: torch.Tensor) -> None:
+        loss = temperature_loss(self.log_alpha, log_prob, self.target_entropy)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def state_dict(self) -> dict:
+        return {"log_alpha": self.log_alpha.detach().clone(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from learner.replay import ReplayBuffer
+
+
+def batch(start: int, count: int) -> dict[str, torch.Tensor]:
+    ids = torch.arange(start, start + count, dtype=torch.float32)
+    return {
+        "obs": ids[:, None].repeat(1, 3),
+        "context": ids[:, None].repeat(1, 2) * 10,
+        "action": -ids[:, None],
+        "reward": ids * 0.5,
+        "next_obs": ids[:, None].repeat(1, 3) + 1,
+        "next_context": ids[:, None].repeat(1, 2) * 10 + 1,
+        "terminated": (ids % 2),
+    }
+
+
+def make(capacity: int = 5) -> ReplayBuffer:
+    return ReplayBuffer(capacity, obs_dim=3, context_dim=2, action_dim=1, device=torch.device("cpu"), seed=3)
+
+
+def test_wrap_around_overwrites_oldest():
+    replay = make(5)
+    replay.add(batch(0, 4))
+    replay.add(batch(4, 3))  # ids 4, 5, 6: 5 and 6 wrap to slots 0 and 1
+    assert len(replay) == 5
+    assert replay.position == 2
+    assert replay.storage["obs"][:, 0].tolist() == [5.0, 6.0, 2.0, 3.0, 4.0]
+    assert replay.storage["reward"].tolist() == [2.5, 3.0, 1.0, 1.5, 2.0]
+    assert replay.storage["next_context"][:, 0].tolist() == [51.0, 61.0, 21.0, 31.0, 41.0]
+
+
+def test_batch_larger_than_capacity_keeps_newest():
+    replay = make(3)
+    replay.add(batch(0, 7))
+    assert sorted(replay.storage["obs"][:, 0].tolist()) == [4.0, 5.0, 6.0]
+    assert len(replay) == 3
+
+
+def test_sampling_stays_in_filled_part_and_is_seeded():
+    replay = make(100)
+    replay.add(batch(0, 10))
+    index = replay.sample_indices(1000)
+    assert int(index.min()) >= 0 and int(index.max()) <= 9
+    other = make(100)
+    other.add(batch(0, 10))
+    assert torch.equal(other.sample_indices(1000), index)
+    sample = replay.gather(index[:4])
+    assert torch.equal(sample["reward"], index[:4].float() * 0.5)
+    assert torch.equal(sample["context"][:, 1], index[:4].float() * 10)
+
+
+def test_state_round_trip_resumes_sampling():
+    replay = make(5)
+    replay.add(batch(0, 4))
+    replay.add(batch(4, 3))
+    replay.sample_indices(8)
+    state = replay.state_dict()
+    expected = replay.sample_indices(16)
+    restored = make(5)
+    restored.load_state_dict(state)
+    assert restored.position == 2 and len(restored) == 5
+    assert torch.equal(restored.sample_indices(16), expected)
+    assert torch.equal(restored.storage["obs"], replay.storage["obs"])
+
+
+def test_snapshot_larger_than_capacity_is_refused():
+    replay = make(5)
+    replay.add(batch(0, 5))
+    with pytest.raises(ValueError, match="capacity is 3"):
+        make(3).load_state_dict(replay.state_dict())
