@@ -35,5 +35,20 @@ test: setup promtool
 lint: setup
 	$(PY) -m ruff check .
 
+# Real Prometheus on loopback, watching a local run: `make monitor RUN_DIR=runs/vehicle`.
+# The learner writes $(RUN_DIR)/prometheus_targets.json; data goes to $(RUN_DIR)/prometheus/.
+RUN_DIR ?= runs/default
+PROMETHEUS ?= prometheus
+MONITOR_PORT ?=
+monitor: promtool
+	@command -v $(PROMETHEUS) >/dev/null || { echo "error: $(PROMETHEUS) not found (Debian/Ubuntu: apt-get install prometheus)"; exit 1; }
+	@mkdir -p $(RUN_DIR)/prometheus
+	@cp deploy/prometheus/prometheus.local.yml $(RUN_DIR)/prometheus/prometheus.yml
+	@cp deploy/prometheus/alerts.yml $(RUN_DIR)/prometheus/alerts.yml
+	@port=$${MONITOR_PORT:-$$($(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}; \
+	  echo "Prometheus: http://127.0.0.1:$$port  (alerts: http://127.0.0.1:$$port/alerts; targets from $(RUN_DIR)/prometheus_targets.json; Ctrl-C stops it)"; \
+	  exec $(PROMETHEUS) --config.file=$(RUN_DIR)/prometheus/prometheus.yml --storage.tsdb.path=$(RUN_DIR)/prometheus/data \
+	    --web.listen-address=127.0.0.1:$$port --log.level=warn
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

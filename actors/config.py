@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from actors.vehicle.config import VehicleConfig
 from learner.types import require
 
 
@@ -20,6 +21,8 @@ class EnvConfig:
     """Keyword arguments passed to ``gymnasium.make`` (or the class)."""
     num_envs: int = 4
     """Environments stepped together by each rollout worker."""
+    vehicle: VehicleConfig = field(default_factory=VehicleConfig)
+    """Vehicle environment settings (used when kind is vehicle)."""
 
     def __post_init__(self) -> None:
         require(self.num_envs >= 1, "num_envs", f"must be >= 1, got {self.num_envs}")

@@ -11,9 +11,13 @@ from typing import Literal
 import yaml
 
 from actors.config import EnvConfig, RolloutConfig
+from actors.context.config import ContextConfig
+from cluster.alerts import AlertsConfig
 from cluster.configio import ConfigError, apply_override, build, load_yaml, to_plain
 from learner.checkpoint import CheckpointConfig
 from learner.config import LearnerConfig, ReplayConfig
+from learner.metrics import MetricsConfig
+from learner.safety import SafetyConfig
 from learner.types import require
 
 
@@ -54,9 +58,20 @@ class ClusterConfig:
     """Ray address to join; empty: join the running cluster if there is one, else start a local Ray instance."""
     num_actors: int = 2
     """Rollout actors (``local`` mode runs exactly one worker)."""
+    node_ip_address: str = ""
+    """IP this driver registers with Ray (and binds, when it starts Ray itself); empty: Ray's choice."""
+    max_actor_restarts: int = 3
+    """Times Ray restarts a dead rollout actor before it is given up."""
+    actors_gone_timeout_s: float = 60.0
+    """With every rollout actor gone this long, the job checkpoints and exits non-zero."""
+    max_inflight_steps: int = 2
+    """Fragments queued at the learner before the driver holds back new rollouts (keeps the UTD ratio)."""
 
     def __post_init__(self) -> None:
         require(self.num_actors >= 1, "num_actors", f"must be >= 1, got {self.num_actors}")
+        require(self.max_actor_restarts >= 0, "max_actor_restarts", "must be >= 0")
+        require(self.actors_gone_timeout_s > 0, "actors_gone_timeout_s", "must be > 0")
+        require(self.max_inflight_steps >= 1, "max_inflight_steps", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -71,12 +86,20 @@ class Config:
     """The environment the actors step."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     """Fragment size and collection settings."""
+    context: ContextConfig = field(default_factory=ContextConfig)
+    """What the policy sees besides the observation: none, or the dynamics-map context and its encoder."""
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     """SAC hyperparameters and device."""
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     """The replay buffer."""
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    """What a non-finite update triggers: rollback with remedies, or stop."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Checkpoint interval, retention, replay inclusion and directory."""
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    """The learner's Prometheus endpoint: on/off, port, bind address."""
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    """Thresholds and timings of the rendered alert rules (deploy/prometheus/alerts.yml)."""
 
     def __post_init__(self) -> None:
         require(

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+from pathlib import Path
 
 from actors.context.base import ContextProvider, NoContext
 from actors.envs import VectorEnv
 from actors.gym_env import GymVectorEnv
 from actors.policy import PolicyCopy
 from actors.worker import RolloutWorker
-from cluster.config import Config
+from cluster.config import Config, config_hash, config_to_yaml
+from cluster.runner import make_schedule
+from learner.checkpoint import Checkpointer, checkpoint_root
 from learner.learner import Dimensions, Learner, resolve_device
+from learner.metrics import TARGETS_FILE_NAME, MetricsExporter, target_host, write_file_sd
+from learner.safety import make_nan_response
+from learner.service import LearnerService, Safety
+
+log = logging.getLogger(__name__)
 
 
 def make_env(config: Config, seed: int) -> VectorEnv:
@@ -55,3 +64,50 @@ def probe_dimensions(config: Config) -> Dimensions:
 def make_learner(config: Config, dims: Dimensions) -> Learner:
     device = resolve_device(config.learner.device)
     return Learner(dims, config.learner, config.replay, device, config.train.seed)
+
+
+def make_learner_service(config: Config, resume: str | None = None, serve_metrics: bool = True) -> LearnerService:
+    """The learner service with its checkpointer, metrics exporter and NaN response; resumed if asked."""
+    learner = make_learner(config, probe_dimensions(config))
+    run_dir = Path(config.train.run_dir)
+    checkpointer = Checkpointer(checkpoint_root(config.checkpoint, run_dir), config.checkpoint.keep_last)
+    removed = checkpointer.clean_temporaries()
+    if removed:
+        log.warning("removed unfinished checkpoint directories: %s", ", ".join(removed))
+    safety = Safety(config.safety, make_nan_response(config.safety), resume_command(config))
+    meta = {
+        "config_hash": config_hash(config),
+        "config_yaml": config_to_yaml(config),
+        "save_replay": config.checkpoint.save_replay,
+    }
+    service = LearnerService(
+        learner, make_schedule(config), config.train.episode_window, safety, checkpointer,
+        make_metrics(config, run_dir) if serve_metrics and config.metrics.enabled else None, meta,
+    )  # fmt: skip
+    if resume:
+        resume_from(service, checkpointer, resume)
+    return service
+
+
+def resume_command(config: Config) -> str:
+    return f"python -m cluster.train --config {Path(config.train.run_dir) / 'config.yaml'} --resume auto"
+
+
+def resume_from(service: LearnerService, checkpointer: Checkpointer, spec: str) -> None:
+    """``--resume auto`` with no checkpoint at all starts fresh; a broken one falls back to the previous good one."""
+    if spec == "auto" and not checkpointer.entries():
+        log.info("--resume auto: no checkpoint under %s yet; starting a fresh run", checkpointer.root)
+        return
+    path = checkpointer.resolve(spec)
+    loaded = checkpointer.load(path, map_location=service.learner.device)
+    service.load_full_state(loaded.state, loaded.replay)
+    log.info("resumed from %s at env step %d, update %d", path, service.learner.env_steps, service.learner.updates_done)
+
+
+def make_metrics(config: Config, run_dir: Path) -> MetricsExporter:
+    """Start the learner's Prometheus endpoint and write its file_sd target into the run directory."""
+    exporter = MetricsExporter(config.metrics, run=run_dir.name)
+    host, port = exporter.start()
+    target = target_host(host, config.cluster.node_ip_address or "127.0.0.1")
+    write_file_sd(run_dir / TARGETS_FILE_NAME, target, port, {"run": run_dir.name})
+    return exporter

@@ -1,10 +1,11 @@
 """Kubernetes manifests rendered from config.
 
-``python -m cluster.kube render-rule [--config C] [--out PATH] [--check]`` wraps
+``python -m cluster.kube render-rule [--config C] [--set K=V] [--out PATH] [--check]`` wraps
 the alert rule groups of :mod:`cluster.alerts` (the groups of
 ``deploy/prometheus/alerts.yml``) into a Prometheus Operator ``PrometheusRule``
 and writes ``deploy/kuberay/prometheusrule.yaml``. The shipped file is the
-render of the default config; a test keeps them equal.
+render of the default config (``configs/vehicle.yaml``, as for alerts.yml); a
+test keeps them equal.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 
 import yaml
 
-from cluster.config import Config, ConfigError, load_config
+from cluster.alerts import alert_groups
+from cluster.alerts import load as load_alerts_config
+from cluster.config import Config, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RULE_PATH = REPO / "deploy" / "kuberay" / "prometheusrule.yaml"
@@ -32,8 +35,6 @@ HEADER = (
 
 def rule_groups(config: Config) -> list[dict[str, Any]]:
     """The alert rule groups for ``config``, as plain data (the ``groups`` of alerts.yml)."""
-    from cluster.alerts import alert_groups
-
     return alert_groups(config)
 
 
@@ -53,8 +54,19 @@ def prometheus_rule(
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """Safe dumper writing multi-line strings (long PromQL) as ``|`` blocks and long lines unwrapped."""
+
+
+def _str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def to_yaml(document: dict[str, Any]) -> str:
-    return HEADER + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+    return HEADER + yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=4096)
 
 
 def parse_labels(pairs: list[str]) -> dict[str, str] | None:
@@ -73,7 +85,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cluster.kube", description="Render Kubernetes manifests.")
     sub = parser.add_subparsers(dest="command", required=True)
     rule = sub.add_parser("render-rule", help="write the alert rules as a PrometheusRule")
-    rule.add_argument("--config", default=None, help="YAML config whose thresholds to use (default: built-in defaults)")
+    rule.add_argument(
+        "--config", default=None, help="YAML config whose thresholds to use (default: configs/vehicle.yaml)"
+    )
     rule.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     rule.add_argument("--out", default=str(DEFAULT_RULE_PATH), help="output file ('-' for stdout)")
     rule.add_argument("--name", default=RULE_NAME)
@@ -84,9 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def render_rule(args: argparse.Namespace) -> str:
-    if args.overrides and not args.config:
-        raise ValueError("--set needs --config")
-    config = load_config(args.config, args.overrides) if args.config else Config()
+    config = load_alerts_config(args.config, args.overrides)  # the same default config as alerts.yml
     document = prometheus_rule(rule_groups(config), args.name, parse_labels(args.label), args.namespace)
     return to_yaml(document)
 

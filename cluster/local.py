@@ -6,35 +6,41 @@ import math
 import time
 
 from cluster.config import Config
-from cluster.factory import make_learner, make_worker, probe_dimensions
-from cluster.runner import format_progress, log, make_schedule, prepare_run_dir, summary_dict, write_summary
-from learner.service import LearnerService
+from cluster.factory import make_learner_service, make_worker
+from cluster.runner import Stopper, format_progress, log, prepare_run_dir, summary_dict, write_summary
+from learner.safety import NonFiniteStop
 
 
-def run_local(config: Config) -> dict:
-    """Train until ``train.total_env_steps``; returns (and writes) the final summary."""
+def run_local(config: Config, resume: str | None = None, grad_hook=None) -> dict:
+    """Train until ``train.total_env_steps`` (or SIGTERM/Ctrl-C); returns and writes the final summary.
+
+    Raises ``NonFiniteStop`` when the NaN response says stop.
+    """
     run_dir = prepare_run_dir(config)
-    service = LearnerService(make_learner(config, probe_dimensions(config)), make_schedule(config), config.train.episode_window)
+    service = make_learner_service(config, resume)
+    service.learner.sac.grad_hook = grad_hook
     worker = make_worker(config)
+    worker.set_weights(service.broadcast())  # actors start from the learner's policy
     history: list[tuple[int, float]] = []
     started = last_log = time.monotonic()
-    log.info("local run: %s on %s, run dir %s", config.env.id if config.env.kind == "gymnasium" else "vehicle",
-             service.learner.device, run_dir)
-    while service.learner.env_steps < config.train.total_env_steps:
-        warming_up = service.learner.env_steps < config.train.warmup_steps
-        fragment = worker.rollout(config.rollout.steps_per_fragment, random_actions=warming_up)
-        service.ingest(fragment)
-        weights = service.train()
-        if weights is not None:
-            worker.set_weights(weights)
-        progress = service.progress()
-        if fragment.episodes and not math.isnan(progress.recent_return):
-            history.append((progress.env_steps, progress.recent_return))
-        if time.monotonic() - last_log >= config.train.log_every_seconds:
-            last_log = time.monotonic()
-            log.info(format_progress(progress))
+    log.info("local run on %s, run dir %s", service.learner.device, run_dir)
+    with Stopper() as stopper:
+        while service.learner.env_steps < config.train.total_env_steps and not stopper.requested:
+            warming_up = service.learner.env_steps < config.train.warmup_steps
+            report = service.step(worker.rollout(config.rollout.steps_per_fragment, random_actions=warming_up))
+            if report.weights is not None:
+                worker.set_weights(report.weights)
+            if not math.isnan(report.progress.recent_return):
+                history.append((report.progress.env_steps, report.progress.recent_return))
+            if time.monotonic() - last_log >= config.train.log_every_seconds:
+                last_log = time.monotonic()
+                log.info(format_progress(report.progress))
+        final_checkpoint = service.checkpoint()
     progress = service.progress()
-    log.info("done: %s", format_progress(progress))
+    log.info("done: %s; final checkpoint %s", format_progress(progress), final_checkpoint)
     summary = summary_dict(progress, time.monotonic() - started, history)
     write_summary(run_dir, summary)
     return summary
+
+
+__all__ = ["run_local", "NonFiniteStop"]

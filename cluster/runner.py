@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
+import threading
 from pathlib import Path
 
 from cluster.config import Config, config_to_yaml
@@ -20,6 +22,8 @@ def make_schedule(config: Config) -> Schedule:
         block_updates=config.learner.block_updates,
         broadcast_every=config.learner.broadcast_every,
         batch_size=config.learner.batch_size,
+        max_policy_lag=config.learner.max_policy_lag,
+        checkpoint_every=config.checkpoint.every_env_steps,
     )
 
 
@@ -32,10 +36,11 @@ def prepare_run_dir(config: Config) -> Path:
 
 def format_progress(progress: Progress, extra: str = "") -> str:
     recent = "n/a" if math.isnan(progress.recent_return) else f"{progress.recent_return:.1f}"
+    checkpoint = progress.last_checkpoint_step if progress.last_checkpoint_step >= 0 else "none"
     line = (
         f"env_steps={progress.env_steps} updates={progress.updates} updates/s={progress.updates_per_second:.1f} "
         f"utd={progress.update_to_data:.2f} recent_return={recent} episodes={progress.episodes} "
-        f"weights_v={progress.weights_version} replay={progress.replay_size}"
+        f"weights_v={progress.weights_version} replay={progress.replay_size} last_ckpt={checkpoint}"
     )
     return f"{line} {extra}".rstrip()
 
@@ -51,6 +56,8 @@ def summary_dict(progress: Progress, wall_seconds: float, history: list[tuple[in
         "wall_seconds": wall_seconds,
         "last_stats": stats,
         "counters": progress.counters,
+        "remedies": progress.remedies,
+        "last_checkpoint_step": progress.last_checkpoint_step,
         "return_curve": [[step, value] for step, value in history],
     }
 
@@ -59,3 +66,27 @@ def write_summary(run_dir: Path, summary: dict) -> Path:
     path = run_dir / "final_stats.json"
     path.write_text(json.dumps(summary, indent=2, allow_nan=True))
     return path
+
+
+class Stopper:
+    """Turns SIGTERM (preemption, ``ray job stop``) and Ctrl-C into a request to stop after the current step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second signal: give up on the graceful path
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("%s received: finishing the current step, then a final checkpoint", signal.Signals(signum).name)
+
+    def __enter__(self) -> Stopper:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)

@@ -6,7 +6,10 @@ import argparse
 import logging
 import sys
 
-from cluster.config import ConfigError, load_config
+from cluster.config import Config, ConfigError, load_config
+from learner.checkpoint import Checkpointer, CheckpointError, checkpoint_root
+from learner.metrics import MetricsPortInUseError
+from learner.safety import NonFiniteStop
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,14 +36,37 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         sys.stderr.write(f"config error: {err}\n")
         return 2
-    if config.cluster.mode == "local":
-        from cluster.local import run_local
+    try:
+        resume = resolve_resume_spec(config, args.resume)
+        if config.cluster.mode == "local":
+            from cluster.local import run_local
 
-        run_local(config)
-        return 0
-    from cluster.ray_driver import run_ray
+            run_local(config, resume)
+            return 0
+        from cluster.ray_driver import run_ray
 
-    return run_ray(config, resume=args.resume)
+        return run_ray(config, resume=resume)
+    except (CheckpointError, MetricsPortInUseError) as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    except NonFiniteStop as err:
+        sys.stderr.write(f"{err}\n")
+        return 4
+
+
+def resolve_resume_spec(config: Config, spec: str | None) -> str | None:
+    """Pick the checkpoint now, in the driver, so a bad ``--resume`` is a clear error before anything starts.
+
+    ``auto`` with no checkpoint at all stays ``auto`` (a fresh start: a restarted job's first attempt).
+    """
+    if spec is None:
+        return None
+    checkpointer = Checkpointer(checkpoint_root(config.checkpoint, config.train.run_dir), config.checkpoint.keep_last)
+    if spec == "auto" and not checkpointer.entries():
+        return "auto"
+    path = checkpointer.resolve(spec)
+    logging.getLogger("dmsac").info("resuming from %s", path)
+    return str(path)
 
 
 if __name__ == "__main__":

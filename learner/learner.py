@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -71,16 +72,23 @@ class Learner:
         self.env_steps = 0
         self.weights_version = 0
         self._last_seq: dict[tuple[int, int], int] = {}
+        self.export_hook: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+        """Test hook applied to the exported policy tensors before the gate sees them."""
 
     # -- ingestion -------------------------------------------------------------------------
-    def ingest(self, fragment: Fragment) -> int:
-        """Insert a fragment's valid transitions; a fragment already seen inserts nothing."""
+    def ingest(self, fragment: Fragment, store: bool = True) -> int:
+        """Count a fragment's environment steps and insert its valid transitions (unless ``store`` is off).
+
+        A fragment already seen (same actor, incarnation and an old seq) is ignored entirely.
+        """
         source = (fragment.actor_id, fragment.incarnation)
         if fragment.seq <= self._last_seq.get(source, -1):
             log.debug("duplicate fragment %s ignored", fragment.key)
-            return 0
+            return -1
         self._last_seq[source] = fragment.seq
         self.env_steps += fragment.env_steps
+        if not store:
+            return 0
         valid = fragment.valid.reshape(-1)
         batch = {
             name: torch.from_numpy(np.ascontiguousarray(flatten(getattr(fragment, name))[valid]))
@@ -148,6 +156,8 @@ class Learner:
     def publish(self) -> tuple[VersionedWeights | None, GateVerdict]:
         """Gate the current policy; on acceptance return it as the next version."""
         tensors = self.policy_tensors()
+        if self.export_hook is not None:
+            tensors = self.export_hook(tensors)
         verdict = self.gate.check(tensors)
         if not verdict.accepted:
             log.warning("weight broadcast rejected (%s): %s", verdict.reason, verdict.detail)

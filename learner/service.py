@@ -1,17 +1,25 @@
-"""The learner's loop around ``Learner``: ingest, updates held at the update-to-data ratio, broadcasts.
+"""The learner's loop around ``Learner``: ingest, updates at the UTD ratio, NaN safety, checkpoints, broadcasts.
 
 The same object runs in-process (``cluster.mode: local``) and inside the Ray
-learner actor; only the shell differs.
+learner actor; only the shell differs. Every collaborator (checkpointer,
+metrics exporter, NaN response) is passed in by the composition root.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import torch
+
+from learner.checkpoint import Checkpointer, NonFiniteCheckpointError
 from learner.learner import BlockResult, Learner
+from learner.metrics import MetricsExporter
+from learner.safety import NanResponse, NonFiniteStop, Remedies, SafetyConfig, Stop, apply_remedies
 from learner.types import Fragment, UpdateStats, VersionedWeights
 
 log = logging.getLogger(__name__)
@@ -19,19 +27,31 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Schedule:
-    """When updates start and how many are due (plain numbers, taken from the job config)."""
+    """When updates start, how many are due, and when to broadcast and checkpoint."""
 
     warmup_steps: int
     update_to_data: float
     block_updates: int
     broadcast_every: int
     batch_size: int
+    max_policy_lag: int
+    checkpoint_every: int = 0
+    """Environment steps between checkpoints (0: never)."""
 
     def updates_due(self, env_steps: int, updates_done: int, replay_size: int) -> int:
         """Updates owed: ``utd × (env_steps − warmup)`` minus those done (none before a full batch)."""
         if env_steps < self.warmup_steps or replay_size < self.batch_size:
             return 0
         return max(0, int((env_steps - self.warmup_steps) * self.update_to_data) - updates_done)
+
+
+@dataclass(frozen=True)
+class Safety:
+    """How the service reacts to a non-finite update."""
+
+    config: SafetyConfig = field(default_factory=SafetyConfig)
+    response: NanResponse = field(default_factory=Stop)
+    resume_command: str = "python -m cluster.train --config CONFIG --resume auto"
 
 
 @dataclass(frozen=True)
@@ -46,61 +66,248 @@ class Progress:
     episodes: int
     weights_version: int
     replay_size: int
+    policy_lag: int = 0
+    last_checkpoint_step: int = -1
     last_stats: UpdateStats | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    remedies: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What one ``step`` returns to the driver: new weights to broadcast (if any) and progress."""
+
+    weights: VersionedWeights | None
+    progress: Progress
+    accepted: bool
 
 
 class LearnerService:
-    """Ingests fragments, trains what the schedule says is due, and publishes gated weights."""
+    """Ingests fragments, trains what is due, guards every block, checkpoints, and publishes gated weights."""
 
-    def __init__(self, learner: Learner, schedule: Schedule, episode_window: int = 10) -> None:
+    def __init__(
+        self,
+        learner: Learner,
+        schedule: Schedule,
+        episode_window: int = 10,
+        safety: Safety | None = None,
+        checkpointer: Checkpointer | None = None,
+        metrics: MetricsExporter | None = None,
+        checkpoint_meta: dict | None = None,
+    ) -> None:
         self.learner = learner
         self.schedule = schedule
+        self.safety = safety or Safety()
+        self.checkpointer = checkpointer
+        self.metrics = metrics
+        self.checkpoint_meta = checkpoint_meta or {}
         self.returns: deque[float] = deque(maxlen=episode_window)
+        self.history: deque[dict] = deque(maxlen=self.safety.config.stats_history)
         self.episodes = 0
         self.last_stats: UpdateStats | None = None
-        self.counters: dict[str, int] = {"weights_rejected": 0, "fragments_duplicate": 0, "nan_blocks": 0}
+        self.remedies = Remedies()
+        self.counters = dict.fromkeys(
+            ("weights_rejected", "fragments_duplicate", "fragments_stale", "nan_blocks", "rollbacks", "checkpoints"), 0
+        )
+        self.policy_lag = 0
+        self.last_checkpoint_step = -1
         self._updates_at_broadcast = 0
         self._clock = (time.monotonic(), 0)
         self._rate = 0.0
+        self.publish_in_force()
+
+    # -- the loop ------------------------------------------------------------------------------
+    def step(self, fragment: Fragment) -> StepReport:
+        """Ingest one fragment, train what is due, checkpoint when due, and hand back weights when due."""
+        accepted = self.ingest(fragment) > 0
+        weights = self.train()
+        if self.checkpoint_due():
+            self.checkpoint()
+        return StepReport(weights, self.progress(), accepted)
 
     def ingest(self, fragment: Fragment) -> int:
-        inserted = self.learner.ingest(fragment)
-        if inserted == 0 and fragment.valid.any():
+        """Store a fragment unless it is a duplicate or its policy is too stale; returns transitions stored."""
+        self.policy_lag = max(0, self.learner.weights_version - fragment.weights_version)
+        stale = self.policy_lag > self.schedule.max_policy_lag
+        inserted = self.learner.ingest(fragment, store=not stale)
+        if inserted < 0:
             self.counters["fragments_duplicate"] += 1
             return 0
-        for episode in fragment.episodes:
-            self.returns.append(episode.episode_return)
+        if stale:
+            self.counters["fragments_stale"] += 1
+            log.debug("fragment %s dropped: policy lag %d versions", fragment.key, self.policy_lag)
+        self.returns.extend(episode.episode_return for episode in fragment.episodes)
         self.episodes += len(fragment.episodes)
+        if self.metrics is not None:
+            self.metrics.record_fragment(fragment, self.learner.weights_version)
+            self.metrics.set_episode_return(self.returns)
+            self.metrics.set_replay_size(len(self.learner.replay))
         return inserted
 
     def train(self, max_updates: int | None = None) -> VersionedWeights | None:
-        """Run the updates due (in blocks); returns new weights when a broadcast is due and passes the gate."""
-        learner = self.learner
-        due = self.schedule.updates_due(learner.env_steps, learner.updates_done, len(learner.replay))
-        if max_updates is not None:
-            due = min(due, max_updates)
-        while due > 0:
+        """Run the updates due in guarded blocks; returns new weights when a broadcast is due and passes the gate."""
+        learner, done_here = self.learner, 0
+        while True:
+            due = self.schedule.updates_due(learner.env_steps, learner.updates_done, len(learner.replay))
+            if max_updates is not None:
+                due = min(due, max_updates - done_here)
+            if due <= 0:
+                break
             count = min(due, self.schedule.block_updates)
-            self.on_block(learner.update_block(count))
-            due -= count
+            snapshot = learner.snapshot()
+            result = learner.update_block(count)
+            done_here += count
+            self.record(result.stats)
+            if result.first_bad_index is not None:
+                self.on_nonfinite(result, snapshot)
         if learner.updates_done - self._updates_at_broadcast >= self.schedule.broadcast_every:
             return self.broadcast()
         return None
 
-    def on_block(self, result: BlockResult) -> None:
-        self.last_stats = result.stats
-        if result.first_bad_index is not None:
-            self.counters["nan_blocks"] += 1
-            log.error("non-finite update at block index %d: %s", result.first_bad_index, result.stats)
+    def record(self, stats: UpdateStats) -> None:
+        self.last_stats = stats
+        self.history.append(stats.as_dict())
+        if self.metrics is not None:
+            self.metrics.record_update_stats(stats)
 
+    # -- NaN safety ----------------------------------------------------------------------------
+    def on_nonfinite(self, result: BlockResult, snapshot: dict) -> None:
+        """Emergency checkpoint of the state before the bad update, then roll back (with remedies) or stop."""
+        learner, bad = self.learner, result.first_bad_index
+        assert bad is not None
+        self.counters["nan_blocks"] += 1
+        learner.restore(snapshot)
+        learner.replay_updates(result.batch_indices[:bad])  # the block's good prefix
+        if not learner.parameters_finite():
+            learner.restore(snapshot)  # the prefix did not reproduce finitely: keep the block start
+        log.error("non-finite update %d (block index %d): %s", learner.updates_done, bad, result.stats)
+        emergency = self.write_emergency(result, bad)
+        if not self.safety.response.continues(learner.updates_done):
+            raise NonFiniteStop(self.stop_message(emergency))
+        self.counters["rollbacks"] += 1
+        scale, lr, self.remedies = apply_remedies(
+            self.safety.config, float(learner.sac.reward_scale), learner.sac.learning_rate(), self.remedies
+        )
+        learner.sac.reward_scale.fill_(scale)
+        learner.sac.set_learning_rate(lr)
+        log.warning("rolled back to update %d; reward_scale=%g lr=%g (remedies %s)", learner.updates_done, scale, lr,
+                    self.remedies.as_dict())
+        if self.metrics is not None:
+            self.metrics.rollback()
+        self.publish_in_force()
+
+    def write_emergency(self, result: BlockResult, bad: int) -> Path | None:
+        if self.checkpointer is None:
+            return None
+        batch = self.learner.replay.gather(result.batch_indices[bad])
+        extra = {
+            "offending_batch": {k: v.detach().cpu() for k, v in batch.items()},
+            "stats_history": list(self.history),
+            "context_stats": context_statistics(batch),
+            "bad_update": self.learner.updates_done,
+        }
+        meta = {**self.checkpoint_meta, "remedies": self.remedies.as_dict(), "metrics": result.stats.as_dict()}
+        return self.checkpointer.save_emergency(self.learner.env_steps, self.full_state(), extra, meta=meta)
+
+    def stop_message(self, emergency: Path | None) -> str:
+        last_good = self.checkpointer.latest_good() if self.checkpointer else None
+        where = f"last good checkpoint: {last_good}" if last_good else "no good checkpoint was written yet"
+        saved = f"; emergency checkpoint: {emergency}" if emergency else ""
+        return f"training stopped on a non-finite update ({where}{saved}). Resume with: {self.safety.resume_command}"
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def checkpoint_due(self) -> bool:
+        every = self.schedule.checkpoint_every
+        if not every or self.checkpointer is None:
+            return False
+        return self.learner.env_steps // every > max(self.last_checkpoint_step, 0) // every
+
+    def checkpoint(self) -> Path | None:
+        """Write a regular checkpoint through the atomic path; a non-finite state is counted, never committed."""
+        if self.checkpointer is None:
+            return None
+        if not self.learner.parameters_finite():
+            log.error("parameters are non-finite at step %d: checkpoint refused", self.learner.env_steps)
+            if self.metrics is not None:
+                self.metrics.nan_event("params")
+            return None
+        step = self.learner.env_steps
+        replay = self.learner.replay.state_dict() if self.checkpoint_meta.get("save_replay", True) else None
+        meta = {**self.checkpoint_meta, "remedies": self.remedies.as_dict(), "metrics": self.metrics_summary()}
+        try:
+            path = self.checkpointer.save(step, self.full_state(), replay, self.checkpoint_meta.get("config_hash", ""), meta)
+        except NonFiniteCheckpointError as err:
+            log.error("%s", err)
+            return None
+        self.last_checkpoint_step = step
+        self.counters["checkpoints"] += 1
+        if self.metrics is not None:
+            self.metrics.set_checkpoint(step)
+            self.metrics.set_last_good(step)
+        log.info("checkpoint %s", path)
+        return path
+
+    def full_state(self) -> dict:
+        return {
+            "learner": self.learner.state_dict(),
+            "service": {
+                "returns": list(self.returns),
+                "episodes": self.episodes,
+                "counters": dict(self.counters),
+                "remedies": self.remedies.as_dict(),
+                "updates_at_broadcast": self._updates_at_broadcast,
+                "last_checkpoint_step": self.learner.env_steps,
+            },
+            "config_yaml": self.checkpoint_meta.get("config_yaml", ""),
+        }
+
+    def load_full_state(self, state: dict, replay: dict | None) -> None:
+        """Restore a checkpoint's state (and replay); parameters are checked after the restore."""
+        self.learner.load_state_dict(state["learner"])
+        if replay is not None:
+            self.learner.replay.load_state_dict(replay)
+        service = state["service"]
+        self.returns.extend(service["returns"])
+        self.episodes = int(service["episodes"])
+        self.counters.update(service["counters"])
+        self.remedies = Remedies(**service["remedies"])
+        self._updates_at_broadcast = int(service["updates_at_broadcast"])
+        self.last_checkpoint_step = int(service["last_checkpoint_step"])
+        if not self.learner.parameters_finite():
+            raise NonFiniteCheckpointError("restored parameters are non-finite")
+        self.publish_in_force()
+
+    def metrics_summary(self) -> dict:
+        stats = self.last_stats.as_dict() if self.last_stats else {}
+        finite = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        return {**finite, "env_steps": self.learner.env_steps, "recent_return": mean_or_none(self.returns)}
+
+    # -- weights -------------------------------------------------------------------------------
     def broadcast(self) -> VersionedWeights | None:
         self._updates_at_broadcast = self.learner.updates_done
         weights, verdict = self.learner.publish()
         if weights is None:
             self.counters["weights_rejected"] += 1
-            log.warning("broadcast rejected by the weight gate: %s (%s)", verdict.reason, verdict.detail)
+            if self.metrics is not None:
+                self.metrics.weights_rejected(verdict.reason)
+                if verdict.reason in ("nonfinite", "probe"):
+                    self.metrics.nan_event("weights")
+        elif self.metrics is not None:
+            self.metrics.set_weights_version(weights.version)
         return weights
+
+    def publish_in_force(self) -> None:
+        if self.metrics is None:
+            return
+        lr = self.learner.sac.learning_rate()
+        scale = float(self.learner.sac.reward_scale)
+        self.metrics.set_in_force(scale, {"policy": lr, "q": lr}, self.learner.config.max_grad_norm)
+
+    def report_fleet(self, alive: int, new_restarts: int) -> None:
+        if self.metrics is not None:
+            self.metrics.set_actors(alive)
+            if new_restarts:
+                self.metrics.actor_restarted(new_restarts)
 
     def progress(self) -> Progress:
         now, updates = time.monotonic(), self.learner.updates_done
@@ -109,15 +316,39 @@ class LearnerService:
             self._rate = (updates - updates_then) / (now - then)
             self._clock = (now, updates)
         steps = self.learner.env_steps
+        recent = mean_or_none(self.returns)
         return Progress(
             env_steps=steps,
             updates=updates,
             updates_per_second=self._rate,
             update_to_data=updates / max(1, steps - self.schedule.warmup_steps),
-            recent_return=sum(self.returns) / len(self.returns) if self.returns else float("nan"),
+            recent_return=float("nan") if recent is None else recent,
             episodes=self.episodes,
             weights_version=self.learner.weights_version,
             replay_size=len(self.learner.replay),
+            policy_lag=self.policy_lag,
+            last_checkpoint_step=self.last_checkpoint_step,
             last_stats=self.last_stats,
             counters=dict(self.counters),
+            remedies=self.remedies.as_dict(),
         )
+
+
+def mean_or_none(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+@torch.no_grad()
+def context_statistics(batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Summary of the batch's contexts for an emergency checkpoint (NaN-aware)."""
+    stats: dict[str, float] = {}
+    for name in ("context", "next_context"):
+        values = batch[name].float()
+        if values.numel() == 0:
+            continue
+        finite = values[torch.isfinite(values)]
+        stats[f"{name}_nonfinite"] = float((~torch.isfinite(values)).sum())
+        stats[f"{name}_abs_max"] = float(finite.abs().max()) if finite.numel() else float("nan")
+        stats[f"{name}_mean"] = float(finite.mean()) if finite.numel() else float("nan")
+    return stats

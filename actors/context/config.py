@@ -32,7 +32,7 @@ class ContextConfig:
     """Samples kept per environment (the newest ones); cleared when the environment resets."""
     update_every: int = 10
     """Environment steps between map rebuilds (all environments of a worker in one batched call)."""
-    smoothing_sigma: tuple[float, float] = (4.0, 4.0)
+    smoothing_sigma: tuple[float, float] = (6.0, 12.0)
     """Standard deviation in cells (along u, along v) of the Gaussian of the normalized convolution."""
     split_at_zero_command: bool = False
     """Do not smooth across u = 0 (keep drive and brake regimes apart)."""
@@ -42,6 +42,10 @@ class ContextConfig:
     """m/s^2 per unit of the normalized map ((map - prior) / accel_scale) that the encoders see."""
     accel_clip: float = 50.0
     """Gravity-compensated accelerations are clipped to +-accel_clip m/s^2 (a glitching sensor cannot blow up the map)."""
+    standstill_speed: float = 0.5
+    """Samples with |v| below this (m/s) and |a_meas| below ``standstill_accel`` are skipped: a held car says nothing of a(u, v)."""
+    standstill_accel: float = 0.01
+    """See ``standstill_speed`` (m/s^2); 0 keeps every sample."""
     pool_grid: tuple[int, int] = (8, 8)
     """``pooled`` encoder: cells (along u, along v) that map and confidence are average-pooled to."""
     projection_seed: int = 0
@@ -66,6 +70,8 @@ class ContextConfig:
         require(self.prior_weight > 0, "prior_weight", f"must be > 0, got {self.prior_weight}")
         require(self.accel_scale > 0, "accel_scale", f"must be > 0, got {self.accel_scale}")
         require(self.accel_clip > 0, "accel_clip", f"must be > 0, got {self.accel_clip}")
+        require(self.standstill_speed >= 0, "standstill_speed", f"must be >= 0, got {self.standstill_speed}")
+        require(self.standstill_accel >= 0, "standstill_accel", f"must be >= 0, got {self.standstill_accel}")
         pu, pv = self.pool_grid
         require(
             1 <= pu <= self.grid_u and 1 <= pv <= self.grid_v,

@@ -27,6 +27,8 @@ from actors.context.grid import cell_index, smoothing_matrices
 
 _REBASE_EXPONENT = 30.0
 """Rebase an environment's decaying sums once their scale factor exceeds exp(30) (float32 stays far from overflow)."""
+_SUBNORMAL_GUARD = 1e-25
+"""Decaying sums below this after a rebase are rounding residues (live entries are >= ~1e-13): set to 0."""
 
 
 class MapEstimate(NamedTuple):
@@ -81,8 +83,8 @@ def reconstruct_dense(
     flat = (np.arange(n)[:, None] * nu + iu) * nv + iv
     num = np.bincount(flat.ravel(), weights=(w * r).ravel(), minlength=n * nu * nv).reshape(n, nu, nv)
     den = np.bincount(flat.ravel(), weights=w.ravel(), minlength=n * nu * nv).reshape(n, nu, nv)
-    gu, gv = smoothing_matrices(config)
-    num, den = gu @ num @ gv.T, gu @ den @ gv.T
+    gu, gv = (torch.from_numpy(g) for g in smoothing_matrices(config))
+    num, den = ((gu @ torch.from_numpy(x) @ gv.T).numpy() for x in (num, den))
     k = config.prior_weight
     confidence = np.clip(den / (den + k), 0.0, 1.0)
     return MapEstimate((num / (den + k)).astype(np.float32), confidence.astype(np.float32))
@@ -100,10 +102,13 @@ class SmoothedCellMeans:
     The arrays of the returned ``MapEstimate`` are reused: valid until the next rebuild.
     """
 
-    def __init__(self, num_envs: int, config: ContextConfig, prior: np.ndarray | None = None, dt: float = 0.1) -> None:
-        if dt <= 0:
-            raise ValueError(f"dt must be > 0, got {dt}")
+    def __init__(
+        self, num_envs: int, config: ContextConfig, prior: np.ndarray | None = None, dt: float = 0.1, chunk_envs: int = 8
+    ) -> None:
+        if dt <= 0 or chunk_envs < 1:
+            raise ValueError(f"need dt > 0 and chunk_envs >= 1, got {dt}, {chunk_envs}")
         self.config = config
+        self._chunk = chunk_envs
         self.prior = check_prior(prior, config)
         self.dt = dt
         gu, gv = smoothing_matrices(config)
@@ -136,9 +141,21 @@ class SmoothedCellMeans:
         self._now = now_step
         self._rebase(now_step)
         to_e, to_f = self._changes(buffer, now_step)
-        self._apply(self._e, *to_e)
-        self._apply(self._f, *to_f)
-        return self._combine(now_step)
+        return self._update_and_combine(to_e, to_f, now_step)
+
+    def _update_and_combine(self, to_e: tuple[np.ndarray, ...], to_f: tuple[np.ndarray, ...], now_step: int) -> MapEstimate:
+        update_e, update_f = self._factors(*to_e), self._factors(*to_f)
+        scale = np.exp(-self.config.decay_rate * self.dt * (now_step - self._base)).astype(np.float32)
+        scale_t = torch.from_numpy(scale).view(-1, 1, 1, 1)
+        # Chunks of environments: each chunk's state stays in the core's cache from the update to the division.
+        for lo in range(0, self._e.shape[0], self._chunk):
+            rows = slice(lo, lo + self._chunk)
+            for target, update in ((self._e, update_e), (self._f, update_f)):
+                if update is not None:
+                    part = target[rows]
+                    part.view(part.shape[0], part.shape[1], -1).baddbmm_(update[0][rows], update[1][rows])
+            self._combine(rows, scale_t[rows])
+        return MapEstimate(self._normalized.numpy(), self._confidence.numpy())
 
     def _changes(self, buffer: SampleBuffer, now_step: int) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         """Samples whose status changed since the last rebuild: ``(iu, iv, r, coef)`` for E and for F."""
@@ -166,24 +183,23 @@ class SmoothedCellMeans:
         c = np.exp(self.config.decay_rate * self.dt * (step - self._base[:, None]))
         return iu, iv, r, np.where(valid, c, 0.0), valid.astype(np.float64)
 
-    def _apply(self, target: torch.Tensor, iu: np.ndarray, iv: np.ndarray, r: np.ndarray, coef: np.ndarray) -> None:
-        """``target += G_u[:, iu] diag(coef) (r, 1) (x) G_v[:, iv]`` for all entries at once (one bmm)."""
+    def _factors(self, iu: np.ndarray, iv: np.ndarray, r: np.ndarray, coef: np.ndarray):
+        """``(left [n, grid_u, K], right [n, K, 2 grid_v])`` with ``left @ right = G_u[:, iu] diag(coef) (r, 1) (x) G_v[:, iv]``."""
         if iu.shape[1] == 0:
-            return
+            return None
         n, k = iu.shape
         weights = torch.from_numpy(np.stack([coef * r, coef], axis=2).astype(np.float32))  # [n, K, 2]
-        left = self._gu_cols[torch.from_numpy(iu)].transpose(1, 2)  # [n, grid_u, K]
+        left = self._gu_cols[torch.from_numpy(iu)].transpose(1, 2)
         right = weights[:, :, :, None] * self._gv_cols[torch.from_numpy(iv)][:, :, None, :]  # [n, K, 2, grid_v]
-        target.view(n, self.config.grid_u, -1).baddbmm_(left, right.view(n, k, -1))
+        return left, right.view(n, k, -1)
 
-    def _combine(self, now_step: int) -> MapEstimate:
-        cfg = self.config
-        scale = np.exp(-cfg.decay_rate * self.dt * (now_step - self._base)).astype(np.float32)
-        torch.addcmul(self._f, self._e, torch.from_numpy(scale).view(-1, 1, 1, 1), out=self._work)
-        torch.add(self._work[:, :, 1], cfg.prior_weight, out=self._den)
-        torch.div(self._work[:, :, 0], self._den, out=self._normalized)
-        torch.div(self._work[:, :, 1], self._den, out=self._confidence)
-        return MapEstimate(self._normalized.numpy(), self._confidence.numpy())
+    def _combine(self, rows: slice, scale: torch.Tensor) -> None:
+        """``(num, den) = s E + F`` → normalized ``num / (den + k)`` and confidence ``den / (den + k)`` for ``rows``."""
+        work, den = self._work[rows], self._den[rows]
+        torch.addcmul(self._f[rows], self._e[rows], scale, out=work)
+        torch.add(work[:, :, 1], self.config.prior_weight, out=den)
+        torch.div(work[:, :, 0], den, out=self._normalized[rows])
+        torch.div(work[:, :, 1], den, out=self._confidence[rows])
 
     def _rebase(self, now_step: int) -> None:
         """Move the base step of environments whose decay factor grew large (rare; keeps float32 safe)."""
@@ -192,12 +208,14 @@ class SmoothedCellMeans:
         if ids.size:
             factors = torch.from_numpy(np.exp(-exponent[ids]).astype(np.float32)).view(-1, 1, 1, 1)
             idx = torch.from_numpy(ids)
-            self._e[idx] = self._e[idx] * factors
+            rows = self._e[idx] * factors
+            # Rounding residues of samples long gone would sink into float32 subnormals (slow arithmetic): drop them.
+            self._e[idx] = torch.where(rows.abs() < _SUBNORMAL_GUARD, 0.0, rows)
             self._base[ids] = now_step
 
 
 def _concat(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-    return tuple(np.concatenate(items, axis=1) for items in zip(*parts))
+    return tuple(np.concatenate(items, axis=1) for items in zip(*parts, strict=True))
 
 
 def floor_age_s(config: ContextConfig) -> float:

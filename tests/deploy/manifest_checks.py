@@ -138,3 +138,48 @@ def docker_volume_targets(run_options: list[str]) -> dict[str, str]:
                 host, container = words[i + 1].split(":")[:2]
                 found[container] = host
     return found
+
+
+def cpu_count(quantity: str | int | float) -> float:
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def kuberay_node_resources(cluster_spec: dict) -> dict[str, tuple[int, dict[str, float]]]:
+    """Group → (pods, the Ray resources one pod advertises), as KubeRay derives them from the spec."""
+    nodes = {}
+    replicas = {
+        g["groupName"]: g.get("replicas", g.get("minReplicas", 0)) for g in cluster_spec.get("workerGroupSpecs", [])
+    }
+    for name, params, template in pod_groups(cluster_spec):
+        limits = [c.get("resources", {}).get("limits", {}) for c in containers(template)]
+        cpus = params.get("num-cpus", sum(cpu_count(lim.get("cpu", 0)) for lim in limits))
+        gpus = params.get("num-gpus", sum(int(lim.get(GPU, 0)) for lim in limits))
+        advertised = {"CPU": float(cpus), "GPU": float(gpus), **kuberay_resources(params)}
+        nodes[name] = (replicas.get(name, 1), advertised)
+    return nodes
+
+
+def launcher_node_resources(cluster: dict) -> dict[str, tuple[int, dict[str, float]]]:
+    """Node type → (nodes at min_workers, the resources one node advertises) of a ``ray up`` config."""
+    types = cluster["available_node_types"]
+    head = cluster["head_node_type"]
+    return {
+        name: (1 if name == head else t.get("min_workers", 0), {k: float(v) for k, v in t["resources"].items()})
+        for name, t in types.items()
+    }
+
+
+def totals(nodes: dict[str, tuple[int, dict[str, float]]]) -> dict[str, float]:
+    """What ``ray.cluster_resources()`` reports for these nodes."""
+    total: dict[str, float] = {}
+    for count, resources in nodes.values():
+        for key, value in resources.items():
+            total[key] = total.get(key, 0.0) + count * value
+    return total
+
+
+def fits(request: dict, node: dict[str, float]) -> bool:
+    """Whether Ray could place an actor with these ``.options()`` on a node advertising ``node``."""
+    wanted = {"CPU": request.get("num_cpus", 1), "GPU": request.get("num_gpus", 0), **request.get("resources", {})}
+    return all(node.get(key, 0.0) >= value for key, value in wanted.items() if value)

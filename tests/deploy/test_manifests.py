@@ -20,8 +20,8 @@ import yaml
 from tests.deploy import manifest_checks as mc
 
 RAY_SCHEMA = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
-# Kubernetes IANA_SVC_NAME: what a named container port (and so a PodMonitor port) may be.
 CHECKPOINT_ROOT = "/mnt/dmsac"
+# Kubernetes IANA_SVC_NAME: what a named container port (and so a PodMonitor port) may be.
 PORT_NAME = re.compile(r"^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 
@@ -147,14 +147,27 @@ def test_rayjob_entrypoint_runs_cluster_train_on_a_config_in_the_repo(rayjob: di
 
 def test_rayjob_entrypoint_parses_and_its_config_loads(rayjob: dict) -> None:
     # The real CLI parser and config loader: an unknown flag or --set key fails here, not on the cluster.
+    from cluster.alerts import alert_groups
     from cluster.config import load_config
     from cluster.train import parse_args
+    from learner.checkpoint import checkpoint_root
 
     args = parse_args(mc.entrypoint_words(rayjob["spec"]["entrypoint"])[3:])
     config = load_config(mc.REPO / args.config, args.overrides)
     assert args.resume == "auto"
     assert config.train.run_dir == entrypoint_run_dir(rayjob)
     assert config.cluster.mode == "ray"
+    root = checkpoint_root(config.checkpoint, config.train.run_dir)
+    assert mc.is_under(str(root), CHECKPOINT_ROOT)  # checkpoints, not only the run dir, on the shared volume
+    # The rollout actors fit the rollout group's slots (replicas x dmsac_rollout per pod).
+    slots = sum(
+        g["replicas"] * mc.kuberay_resources(g["rayStartParams"]).get(mc.ROLLOUT_RESOURCE, 0)
+        for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    )
+    assert 1 <= config.cluster.num_actors <= slots == 8
+    # The job's own config renders the shipped rules (DmsacActorsDown counts its actors, thresholds match).
+    assert alert_groups(config) == mc.kuberay("prometheusrule.yaml")["spec"]["groups"]
+    assert config.metrics.port == learner_port() and config.metrics.bind_address == "0.0.0.0"
 
 
 def test_rayjob_runtime_env_brings_the_code_and_every_dependency(rayjob: dict) -> None:
@@ -231,6 +244,11 @@ def test_podmonitor_scrapes_the_port_the_learner_serves(raycluster: dict) -> Non
             assert mc.kuberay_resources(params).get(mc.LEARNER_RESOURCE, 0) >= 1  # where the learner runs
     assert served == {"learner-gpu": learner_port()}
     assert endpoints[0]["path"] == "/metrics"
+    # The rules select job="<alerts.job>": the PodMonitor must give the target that job label.
+    from cluster.alerts import AlertsConfig
+
+    job = [r["replacement"] for r in endpoints[0]["relabelings"] if r["targetLabel"] == "job"]
+    assert job == [AlertsConfig().job] == ["dmsac"]
 
 
 def test_container_port_names_are_valid_kubernetes_names(raycluster: dict) -> None:
@@ -353,3 +371,32 @@ def test_prometheusrule_holds_exactly_the_rendered_alert_groups() -> None:
     assert all(r["alert"] and r["expr"] for r in rules)
     assert len(rules) >= 12  # one per alert in specs/observability.md
     assert kube.main(["render-rule", "--check"]) == 0  # the shipped file is a fresh render
+
+
+# --- the driver's placement requests against the nodes the manifests create -----------------------
+
+
+def manifest_nodes(ray_cluster: dict, raycluster: dict) -> dict[str, dict]:
+    return {
+        "ray up": mc.launcher_node_resources(ray_cluster),
+        "KubeRay": mc.kuberay_node_resources(raycluster["spec"]),
+    }
+
+
+@pytest.mark.parametrize("setup", ["ray up", "KubeRay"])
+def test_learner_and_actor_requests_fit_only_their_nodes(
+    setup: str, ray_cluster: dict, raycluster: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cluster import ray_driver
+    from cluster.config import load_config
+
+    nodes = manifest_nodes(ray_cluster, raycluster)[setup]
+    monkeypatch.setattr(ray_driver.ray, "cluster_resources", lambda: mc.totals(nodes))
+    config = load_config(mc.REPO / "configs" / "vehicle.yaml")  # learner.device: auto
+    learner = ray_driver.learner_options(config)
+    rollout = ray_driver.rollout_options(config)
+    assert learner.get("num_gpus") == 1 and learner["resources"] == {mc.LEARNER_RESOURCE: 1}
+    learner_nodes = [name for name, (_, res) in nodes.items() if mc.fits(learner, res)]
+    rollout_nodes = [name for name, (_, res) in nodes.items() if mc.fits(rollout, res)]
+    expected = {"ray up": (["learner_gpu"], ["rollout_cpu"]), "KubeRay": (["learner-gpu"], ["rollout-cpu"])}
+    assert (learner_nodes, rollout_nodes) == expected[setup]

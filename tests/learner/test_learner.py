@@ -15,7 +15,7 @@ def test_ingest_inserts_valid_transitions_once():
     valid[1, 0] = False
     fragment = dataclasses.replace(fragment, valid=valid)
     assert learner.ingest(fragment) == 7
-    assert learner.ingest(fragment) == 0  # the same fragment again
+    assert learner.ingest(fragment) == -1  # the same fragment again: ignored
     assert len(learner.replay) == 7 and learner.env_steps == 8
     # a restarted actor (new incarnation) starts its seq again and is accepted
     assert learner.ingest(make_fragment(seq=1, incarnation=1)) == 8

@@ -1,0 +1,143 @@
+"""``DynamicsMapContext``: the per-environment dynamics-map context of a rollout worker."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from actors.context.buffer import SampleBuffer, gravity_compensated
+from actors.context.config import ContextConfig
+from actors.context.encoders import Encoder
+from actors.context.reconstruction import MapEstimate, Reconstruction, SmoothedCellMeans
+from learner.types import CONTEXT_FALLBACK_REASONS
+
+log = logging.getLogger(__name__)
+
+
+class DynamicsMapContext:
+    """Samples → time-weighted buffer → map a(u, v) + confidence → encoded context, for ``num_envs`` environments.
+
+    ``observe`` takes the step's samples ``[n, 4] = (u, v, a_meas, theta_meas)``,
+    removes gravity, and rebuilds every environment's map and context every
+    ``update_every`` calls (one batched call). Validation never raises and never
+    lets a non-finite number out (samples of a car held at standstill are skipped
+    silently: they tell nothing about the moving car's a(u, v)):
+
+    - a sample with a NaN (``nan``) or an infinity (``inf``) is dropped and its
+      environment's context is the zero context until the next rebuild;
+    - a non-finite map (``map_nonfinite``) gives the zero context and the
+      environment's history is cleared, so it starts over from the prior;
+    - a non-finite encoding (``encoder_nonfinite``) gives the zero context.
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        config: ContextConfig,
+        encoder: Encoder,
+        prior_map: np.ndarray | None = None,
+        dt: float = 0.1,
+        reconstruction: Reconstruction | None = None,
+    ) -> None:
+        if encoder.context_dim != config.context_dim:
+            raise ValueError(f"encoder gives {encoder.context_dim} values, config.context_dim is {config.context_dim}")
+        self.num_envs = num_envs
+        self.config = config
+        self.context_dim = config.context_dim
+        self.encoder = encoder
+        self.reconstruction = reconstruction or SmoothedCellMeans(num_envs, config, prior_map, dt)
+        # Slack of update_every slots: samples that left the window stay readable until the next rebuild.
+        self.buffer = SampleBuffer(num_envs, config.capacity, slack=config.update_every)
+        self._step = -1  # index of the latest observe call: the time stamp of its samples
+        self._counts = dict.fromkeys(CONTEXT_FALLBACK_REASONS, 0)
+        self._faulted = np.zeros(num_envs, dtype=bool)
+        self._estimate: MapEstimate | None = None
+        self._empty = self._encode_rows(np.zeros((1, config.grid_u, config.grid_v), np.float32))
+        self._context = np.repeat(self._empty, num_envs, axis=0)
+        self._zeros = np.zeros_like(self._context)
+
+    def reset(self, env_ids: np.ndarray) -> None:
+        ids = np.asarray(env_ids, dtype=np.int64).reshape(-1)
+        if ids.size == 0:
+            return
+        self.buffer.clear(ids)
+        self.reconstruction.reset(ids)
+        self._faulted[ids] = False
+        self._context[ids] = self._empty
+
+    def observe(self, samples: np.ndarray | None) -> None:
+        self._step += 1
+        if samples is not None:
+            self._add(np.asarray(samples, dtype=np.float64))
+        if (self._step + 1) % self.config.update_every == 0:
+            self.rebuild()
+
+    def context(self) -> np.ndarray:
+        if self._faulted.any():
+            return np.where(self._faulted[:, None], self._zeros, self._context)
+        return self._context.copy()
+
+    def take_fallback_counts(self) -> dict[str, int]:
+        counts = {reason: n for reason, n in self._counts.items() if n}
+        self._counts = dict.fromkeys(CONTEXT_FALLBACK_REASONS, 0)
+        return counts
+
+    def rebuild(self) -> None:
+        """Rebuild every environment's map and context now (``observe`` calls this every ``update_every`` steps)."""
+        estimate = self.reconstruction.rebuild(self.buffer, max(self._step, 0))
+        self._estimate = estimate
+        features = self.encoder.features(estimate.normalized, estimate.confidence)
+        map_ok = np.isfinite(features).all(axis=1)
+        if not map_ok.all():
+            features = np.where(map_ok[:, None], features, 0.0).astype(np.float32)
+        context = self.encoder.project(features)
+        encoder_ok = np.isfinite(context).all(axis=1)
+        self._count("map_nonfinite", int((~map_ok).sum()))
+        self._count("encoder_nonfinite", int((map_ok & ~encoder_ok).sum()))
+        ok = map_ok & encoder_ok
+        self._context = np.where(ok[:, None], context, 0.0).astype(np.float32)
+        self._faulted[:] = False
+        if not map_ok.all():
+            bad = np.flatnonzero(~map_ok)
+            log.warning("non-finite dynamics map in environments %s: zero context, history cleared", bad.tolist())
+            self.buffer.clear(bad)
+            self.reconstruction.reset(bad)
+
+    def current_maps(self) -> np.ndarray:
+        """``[n, grid_u, grid_v]`` float32 maps in m/s^2 as of the last rebuild (the prior before any)."""
+        prior = self.reconstruction.prior.astype(np.float32)
+        if self._estimate is None:
+            return np.repeat(prior[None], self.num_envs, axis=0)
+        return prior[None] + self.config.accel_scale * self._estimate.normalized
+
+    def current_confidence(self) -> np.ndarray:
+        """``[n, grid_u, grid_v]`` confidence as of the last rebuild (zeros before any)."""
+        if self._estimate is None:
+            return np.zeros((self.num_envs, self.config.grid_u, self.config.grid_v), np.float32)
+        return self._estimate.confidence.copy()
+
+    def _add(self, samples: np.ndarray) -> None:
+        if samples.shape != (self.num_envs, 4):
+            raise ValueError(f"samples must have shape ({self.num_envs}, 4), got {samples.shape}")
+        has_nan = np.isnan(samples).any(axis=1)
+        has_inf = np.isinf(samples).any(axis=1) & ~has_nan
+        good = ~(has_nan | has_inf)
+        u, v, accel, theta = samples.T
+        a_dyn = gravity_compensated(np.where(good, accel, 0.0), np.where(good, theta, 0.0))
+        cfg = self.config
+        held = (np.abs(v) < cfg.standstill_speed) & (np.abs(accel) < cfg.standstill_accel)
+        self.buffer.add(u, v, a_dyn, self._step, good & ~held)
+        if not good.all():
+            self._count("nan", int(has_nan.sum()))
+            self._count("inf", int(has_inf.sum()))
+            self._faulted |= ~good
+
+    def _encode_rows(self, zeros: np.ndarray) -> np.ndarray:
+        """Context of an environment without data (deviation 0, confidence 0); zero if non-finite."""
+        ctx = self.encoder.project(self.encoder.features(zeros, zeros))
+        return np.where(np.isfinite(ctx), ctx, 0.0).astype(np.float32)
+
+    def _count(self, reason: str, n: int) -> None:
+        if n:
+            self._counts[reason] += n

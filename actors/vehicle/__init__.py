@@ -1,0 +1,26 @@
+"""The randomized electric-vehicle speed-tracking environment (the default dmsac job).
+
+Importing this package registers the single-vehicle gymnasium environment
+``dmsac/Vehicle-v0``.
+"""
+
+from __future__ import annotations
+
+from actors.vehicle.config import VehicleConfig
+from actors.vehicle.dynamics_map import dynamics_map, population_mean_map
+from actors.vehicle.env import VehicleVectorEnv
+from actors.vehicle.gym_wrapper import GYM_ID, VehicleGymEnv, register_gym_env
+from actors.vehicle.params import SamplingError, VehicleParams
+
+register_gym_env()
+
+__all__ = [
+    "GYM_ID",
+    "SamplingError",
+    "VehicleConfig",
+    "VehicleGymEnv",
+    "VehicleParams",
+    "VehicleVectorEnv",
+    "dynamics_map",
+    "population_mean_map",
+]

@@ -1,0 +1,92 @@
+"""Evaluating a policy on a vector environment: tracking error, return, comfort."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from actors.envs import VectorEnv
+
+Policy = Callable[[np.ndarray], np.ndarray]
+"""``obs [n, obs_dim] -> actions [n, action_dim]`` in env units; may have ``reset(env_ids)`` for its own state."""
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Per-episode means over the evaluated episodes."""
+
+    episodes: int
+    mean_abs_speed_error: float
+    """Mean over episodes of the episode's mean |v − v_ref| (m/s); NaN where the env reports none."""
+    mean_return: float
+    std_return: float
+    mean_abs_jerk: float
+    """Mean |Δa|/dt from the step accelerations (m/s³); NaN where the env reports no dynamics samples."""
+    mean_abs_action_change: float
+    """Mean |u_t − u_{t−1}| (action smoothness) over all action dimensions."""
+
+    def as_rows(self) -> list[tuple[str, str]]:
+        return [
+            ("episodes", str(self.episodes)),
+            ("mean abs speed error (m/s)", f"{self.mean_abs_speed_error:.3f}"),
+            ("mean return", f"{self.mean_return:.1f}"),
+            ("std return", f"{self.std_return:.1f}"),
+            ("mean abs jerk (m/s^3)", f"{self.mean_abs_jerk:.3f}"),
+            ("mean abs action change", f"{self.mean_abs_action_change:.4f}"),
+        ]
+
+
+class _Totals:
+    """Running per-environment sums of the current episode."""
+
+    def __init__(self, n: int) -> None:
+        self.ret, self.err, self.jerk, self.du, self.len = (np.zeros(n) for _ in range(5))
+
+    def clear(self, ids: np.ndarray) -> None:
+        for arr in (self.ret, self.err, self.jerk, self.du, self.len):
+            arr[ids] = 0.0
+
+
+def evaluate_policy(env: VectorEnv, policy_fn: Policy, episodes: int, seed: int = 0, dt: float = 0.1) -> EvalReport:
+    """Run ``policy_fn`` on ``env`` (reset with ``seed``) until ``episodes`` episodes finish; summarize them.
+
+    Episodes are taken in the order they finish (lowest env index first within a
+    step), so the report depends only on ``env``, ``policy_fn`` and ``seed``.
+    ``dt`` converts step accelerations into jerk.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    n = env.num_envs
+    reset = getattr(policy_fn, "reset", None)
+    obs = env.reset(seed)
+    if reset is not None:
+        reset(np.arange(n))
+    totals = _Totals(n)
+    prev_u = np.full((n, env.action_dim), np.nan)
+    prev_a = np.zeros(n)
+    first = np.ones(n, dtype=bool)
+    finished: list[tuple[float, float, float, float]] = []
+    while len(finished) < episodes:
+        action = np.asarray(policy_fn(obs), dtype=np.float64).reshape(n, env.action_dim)
+        step = env.step(action)
+        totals.len += 1
+        totals.ret += step.reward
+        totals.err += step.speed_error if step.speed_error is not None else np.nan
+        totals.du += np.nan_to_num(np.abs(action - prev_u).mean(axis=1))
+        accel = step.dynamics_samples[:, 2] if step.dynamics_samples is not None else np.full(n, np.nan)
+        totals.jerk += np.where(first, 0.0, np.abs(accel - prev_a) / dt)  # NaN throughout without samples
+        prev_u, prev_a, first = action, accel, np.zeros(n, dtype=bool)
+        done = np.flatnonzero(step.terminated | step.truncated)
+        for i in done:
+            length = totals.len[i]
+            finished.append((totals.ret[i], totals.err[i] / length, totals.jerk[i] / length, totals.du[i] / length))
+        if done.size:
+            totals.clear(done)
+            prev_u[done], first[done] = np.nan, True
+            if reset is not None:
+                reset(done)
+        obs = step.obs
+    ret, err, jerk, du = (np.array(col) for col in zip(*finished[:episodes], strict=True))
+    return EvalReport(episodes, float(err.mean()), float(ret.mean()), float(ret.std()), float(jerk.mean()), float(du.mean()))

@@ -1,0 +1,124 @@
+"""Ray shells around the in-process objects: the rollout actor and the learner actor.
+
+They hold no logic of their own: the worker, the learner service, the
+checkpointer and the metrics exporter are the same objects the local mode uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import ray
+import torch
+
+from cluster.config import Config
+from cluster.factory import make_learner_service, make_worker
+from learner.service import Progress, StepReport
+from learner.types import Fragment, VersionedWeights
+
+
+@dataclass(frozen=True)
+class FragmentHeader:
+    """The small half of a rollout result: what the driver reads; the fragment itself goes to the learner."""
+
+    actor_id: int
+    incarnation: int
+    seq: int
+    env_steps: int
+    weights_version: int
+    episodes: int
+
+
+@dataclass(frozen=True)
+class TestHooks:
+    """Fault injection for tests only (never set from a config file)."""
+
+    poison_weights_from_version: int = -1
+    """From this weights version on, put a NaN into every exported policy: the gate must refuse them."""
+    nan_grad_at_update: int = -1
+    """Write NaN into a critic gradient at this update number."""
+
+
+@ray.remote
+class RolloutActor:
+    """One rollout worker; a restarted actor is a new incarnation with its own seed."""
+
+    def __init__(self, config: Config, actor_id: int) -> None:
+        torch.set_num_threads(1)  # an actor is one CPU; many share a node
+        logging.basicConfig(level=logging.INFO)
+        # A reconstructed actor must never reuse (actor_id, incarnation, seq): replay dedups on that key.
+        reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
+        incarnation = 1 + time.time_ns() // 1_000_000 % (2**31 - 1) if reconstructed else 0
+        self.worker = make_worker(config, actor_id=actor_id, incarnation=incarnation)
+
+    def rollout(self, steps: int, random_actions: bool, weights: list) -> tuple[FragmentHeader, Fragment]:
+        """Swap to the newest weights (passed by reference) if newer, then collect one fragment."""
+        version, refs = weights
+        if version > self.worker.weights_version:
+            self.worker.set_weights(ray.get(refs[0]))
+        fragment = self.worker.rollout(steps, random_actions)
+        header = FragmentHeader(
+            fragment.actor_id, fragment.incarnation, fragment.seq, fragment.env_steps, fragment.weights_version,
+            len(fragment.episodes),
+        )  # fmt: skip
+        return header, fragment
+
+    def health(self) -> dict:
+        return {
+            "incarnation": self.worker.incarnation,
+            "weights_version": self.worker.weights_version,
+            "policy_finite": self.worker.policy.parameters_finite(),
+        }
+
+
+@ray.remote
+class LearnerActor:
+    """The learner service on its device (the GPU when it was given one); serves the metrics."""
+
+    def __init__(self, config: Config, resume: str | None, hooks: TestHooks) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.service = make_learner_service(config, resume)
+        if hooks.nan_grad_at_update >= 0:
+            self.service.learner.sac.grad_hook = nan_gradient_at(hooks.nan_grad_at_update)
+        if hooks.poison_weights_from_version >= 0:
+            learner = self.service.learner
+            learner.export_hook = lambda t: poison(t) if learner.weights_version >= hooks.poison_weights_from_version else t
+
+    def device(self) -> str:
+        return str(self.service.learner.device)
+
+    def initial_weights(self) -> VersionedWeights | None:
+        """The learner's policy (fresh or resumed) as the first version the actors load."""
+        return self.service.broadcast()
+
+    def step(self, fragment: Fragment) -> StepReport:
+        return self.service.step(fragment)
+
+    def report_fleet(self, alive: int, new_restarts: int) -> None:
+        self.service.report_fleet(alive, new_restarts)
+
+    def checkpoint(self) -> str | None:
+        path = self.service.checkpoint()
+        return str(path) if path else None
+
+    def progress(self) -> Progress:
+        return self.service.progress()
+
+
+def nan_gradient_at(update: int):
+    """A one-shot hook: after a rollback the same update number comes round again and must pass."""
+    fired: list[int] = []
+
+    def hook(n: int, critic: torch.nn.Module) -> None:
+        if n == update and not fired:
+            fired.append(n)
+            next(critic.parameters()).grad.fill_(float("nan"))
+
+    return hook
+
+
+def poison(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    name = next(iter(tensors))
+    return {**tensors, name: torch.full_like(tensors[name], float("nan"))}

@@ -1,0 +1,88 @@
+"""Shared fixtures: a real local Ray head on loopback, started and stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RayHead:
+    address: str
+    dashboard: str
+    pid: int
+
+    def overrides(self) -> list[str]:
+        return [f"cluster.address={self.address}", "cluster.node_ip_address=127.0.0.1"]
+
+
+def ray_bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory) -> RayHead:
+    """``ray start --head --block`` on 127.0.0.1 with the dashboard (for ``ray job submit``)."""
+    os.environ.update(RAY_ENV)
+    port, dashboard_port = free_port(), free_port()
+    log = open(tmp_path_factory.mktemp("ray") / "head.log", "w")  # noqa: SIM115 - lives as long as the head
+    process = subprocess.Popen(
+        [
+            ray_bin("ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+            "--num-cpus=4", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+            "--disable-usage-stats",
+        ],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **RAY_ENV}, cwd=ROOT,
+    )  # fmt: skip
+    head = RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", process.pid)
+    wait_for_dashboard(head, process)
+    yield head
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+def wait_for_dashboard(head: RayHead, process: subprocess.Popen, timeout: float = 180.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"ray start exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{head.dashboard}/api/version", timeout=5) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(1.0)
+    raise RuntimeError("the Ray dashboard did not come up in time")
+
+
+@pytest.fixture
+def ray_client(ray_head):
+    """This test process connected to the shared head (disconnected afterwards)."""
+    import ray
+
+    ray.init(address=ray_head.address, _node_ip_address="127.0.0.1", namespace="dmsac-tests")
+    yield ray_head
+    ray.shutdown()
