@@ -25,7 +25,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from actors.context import ContextConfig, DynamicsMapContext, PooledEncoder, SmoothedCellMeans, reconstruct_dense  # noqa: E402
+from actors.context import ContextConfig, DynamicsMapContext, PooledEncoder, reconstruct_dense  # noqa: E402
 from actors.context.encoders import CnnEncoder  # noqa: E402
 
 TARGET_MS = 5.0
@@ -78,9 +78,10 @@ def time_stages(provider: DynamicsMapContext, stream: np.ndarray, rebuilds: int)
         now = provider._step
         rec._now = now
         clock("rebase", rec._rebase, now)
-        to_e, to_f = clock("changes", rec._changes, provider.buffer, now)
-        est = clock("update_combine", rec._update_and_combine, to_e, to_f, now)
-        feats = clock("features", enc.features, est.normalized, est.confidence)
+        changes = clock("changes", rec._changes, provider.buffer, now)
+        clock("accumulate", rec._accumulate, *changes)
+        est = clock("expand_divide", rec._combine, now)
+        feats = clock("features", enc.features, est.stacked)
         ctx = clock("project", enc.project, feats)
         clock("validate", lambda f, c: (np.isfinite(f).all(axis=1), np.isfinite(c).all(axis=1)), feats, ctx)
     return {name: float(np.median(ms)) for name, ms in stages.items()}
@@ -103,7 +104,6 @@ def main() -> None:
     parser.add_argument("--cnn", default="configs/encoders/cnn_encoder.pt", help="CNN checkpoint (skipped if absent)")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--profile", action="store_true", help="also time each stage of a rebuild")
-    parser.add_argument("--chunks", type=int, nargs="+", default=[8], help="environments per cache chunk (one row each)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = ContextConfig(mode="dynamics_map")
@@ -114,13 +114,10 @@ def main() -> None:
         cnn_config = ContextConfig(mode="dynamics_map", encoder="cnn", encoder_checkpoint=args.cnn)
         encoders["cnn"] = lambda: CnnEncoder(cnn_config)
     for name, make in encoders.items():
-        for chunk in args.chunks:
-            recon = SmoothedCellMeans(args.envs, config, None, 0.1, chunk_envs=chunk)
-            provider = DynamicsMapContext(args.envs, config, make(), reconstruction=recon)
-            label = name if len(args.chunks) == 1 else f"{name} (chunk {chunk})"
-            rows[label] = time_rebuilds(provider, stream, args.rebuilds)
-            if args.profile:
-                rows[label]["stages_median_ms"] = time_stages(provider, stream, 50)
+        provider = DynamicsMapContext(args.envs, config, make())
+        rows[name] = time_rebuilds(provider, stream, args.rebuilds)
+        if args.profile:
+            rows[name]["stages_median_ms"] = time_stages(provider, stream, 50)
     rows[next(iter(rows))]["dense_reference_ms"] = time_dense(provider)
     result = {
         "benchmark": "context_cost",
@@ -131,6 +128,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
+        "low_rank": list(provider.reconstruction.rank),
         "target_ms": TARGET_MS,
         "encoders": rows,
     }

@@ -47,7 +47,7 @@ def collect(config: ContextConfig, vehicle: VehicleConfig, prior: np.ndarray, co
         record = record_episode(env, provider, policy, seed=seed + start, snapshot_steps=SNAPSHOTS)
         target = pool(((record.true_maps - prior) / config.accel_scale).astype(np.float32))
         for snap in record.snapshots:
-            inputs.append(torch.stack([pool(snap.normalized.astype(np.float32)), pool(snap.confidence)], dim=1))
+            inputs.append(pool(np.stack([snap.normalized, snap.confidence], axis=1).astype(np.float32)))
             targets.append(target)
     return torch.cat(inputs), torch.cat(targets)
 

@@ -40,6 +40,8 @@ class LearnerConfig:
     """Target entropy is ``-target_entropy_scale * action_dim``."""
     block_updates: int = 50
     """Updates per block: the host reads the health flags once per block."""
+    fast_path: Literal["auto", "graph", "off"] = "auto"
+    """On CUDA, ``auto``: each update one CUDA-graph replay with ``torch.compile``d loss maths; ``graph``: the graph without compile; ``off``: eager ``SAC`` (always eager off CUDA)."""
     broadcast_every: int = 100
     """Updates between weight broadcasts to the actors (each one passes the weight gate)."""
     max_policy_lag: int = 8

@@ -104,16 +104,21 @@ class Learner:
         accumulated = torch.zeros(len(STAT_FIELDS), device=self.device)
         first_bad = torch.tensor(-1, device=self.device)
         indices = torch.empty((count, batch_size), dtype=torch.long, device=self.device)
+        first_bad_vector = torch.zeros_like(accumulated)
         for i in range(count):
             index = self.replay.sample_indices(batch_size)
             indices[i] = index
             vector = self.sac.update(self.replay.gather(index))
             accumulated = accumulated * self.sac.keep + vector
-            bad = vector[NONFINITE_SLICE].sum() > 0
-            first_bad = torch.where((first_bad < 0) & bad, i, first_bad)
-        values = torch.cat([accumulated, first_bad.float().reshape(1)]).tolist()  # the one host sync
-        bad_index = int(values[-1])
-        return BlockResult(stats_from_vector(values[:-1], count), bad_index if bad_index >= 0 else None, indices)
+            newly_bad = (first_bad < 0) & (vector[NONFINITE_SLICE].sum() > 0)
+            first_bad = torch.where(newly_bad, i, first_bad)
+            first_bad_vector = torch.where(newly_bad, vector, first_bad_vector)
+        values = torch.cat([accumulated, first_bad_vector, first_bad.float().reshape(1)]).tolist()  # one host sync
+        width, bad_index = len(STAT_FIELDS), int(values[-1])
+        stats = values[:width]
+        if bad_index >= 0:  # updates after the first bad one only carry its NaN on: count the first one
+            stats[NONFINITE_SLICE] = values[width : 2 * width][NONFINITE_SLICE]
+        return BlockResult(stats_from_vector(stats, count), bad_index if bad_index >= 0 else None, indices)
 
     def replay_updates(self, indices: torch.Tensor) -> None:
         """Re-run updates on recorded batch indices (after a restore: reproduces the block's good prefix)."""

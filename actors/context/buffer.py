@@ -23,6 +23,13 @@ def is_floored(age_s: np.ndarray, decay_rate: float, min_weight: float) -> np.nd
     return np.exp(-decay_rate * np.asarray(age_s, dtype=np.float64)) <= min_weight
 
 
+def seq_range(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(seq [n, K], valid [n, K])``: ``lo <= seq < hi`` per row, padded to the longest row."""
+    k = int(np.max(hi - lo, initial=0))
+    seq = lo[:, None] + np.arange(k)[None, :]
+    return seq, seq < hi[:, None]
+
+
 class SampleBuffer:
     """The newest ``capacity`` samples ``(u, v, a_dyn, step)`` of each of ``num_envs`` environments.
 
@@ -38,23 +45,23 @@ class SampleBuffer:
         self.num_envs = num_envs
         self.capacity = capacity
         self.slots = capacity + slack
-        shape = (num_envs, self.slots)
-        self.u = np.zeros(shape)
-        self.v = np.zeros(shape)
-        self.a_dyn = np.zeros(shape)
-        self.step = np.zeros(shape, dtype=np.int64)
+        self.data = np.zeros((num_envs, self.slots, 4))
+        """``[n, slots, 4]`` columns ``(u, v, a_dyn, step)`` (steps are exact in float64)."""
         self.count = np.zeros(num_envs, dtype=np.int64)
         """Samples added to each environment since its last clear (the next sequence number)."""
         self._rows = np.arange(num_envs)
+
+    u = property(lambda self: self.data[..., 0], doc="``[n, slots]`` commands.")
+    v = property(lambda self: self.data[..., 1], doc="``[n, slots]`` measured speeds at step start.")
+    a_dyn = property(lambda self: self.data[..., 2], doc="``[n, slots]`` gravity-compensated accelerations.")
+    step = property(lambda self: self.data[..., 3], doc="``[n, slots]`` time stamps (observe-call index).")
 
     def add(self, u: np.ndarray, v: np.ndarray, a_dyn: np.ndarray, step: int, mask: np.ndarray | None = None) -> None:
         """Append one sample to every environment where ``mask`` (default: all) is true."""
         rows = self._rows if mask is None else self._rows[mask]
         slot = self.count[rows] % self.slots
-        self.u[rows, slot] = np.asarray(u)[rows]
-        self.v[rows, slot] = np.asarray(v)[rows]
-        self.a_dyn[rows, slot] = np.asarray(a_dyn)[rows]
-        self.step[rows, slot] = step
+        columns = [np.asarray(u)[rows], np.asarray(v)[rows], np.asarray(a_dyn)[rows], np.full(rows.size, float(step))]
+        self.data[rows, slot] = np.stack(columns, axis=1)
         self.count[rows] += 1
 
     def clear(self, env_ids: np.ndarray) -> None:
@@ -65,18 +72,19 @@ class SampleBuffer:
         """``[n]`` sequence number of each environment's oldest sample in the window."""
         return np.maximum(self.count - self.capacity, 0)
 
+    def take(self, seq: np.ndarray) -> np.ndarray:
+        """``[n, K, 4]`` samples with sequence numbers ``seq [n, K]`` (which must still be held)."""
+        return self.data[self._rows[:, None], seq % self.slots]
+
     def gather(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, ...]:
         """Samples with ``lo <= seq < hi`` per environment, padded to a common length.
 
         Returns ``(seq, valid, u, v, a_dyn, step)``, each ``[n, K]``; padding has
         ``valid`` false. The range must still be held (``hi - lo <= slots``).
         """
-        k = int(np.max(hi - lo, initial=0))
-        seq = lo[:, None] + np.arange(k)[None, :]
-        valid = seq < hi[:, None]
-        slot = seq % self.slots
-        take = lambda arr: np.take_along_axis(arr, slot, axis=1)  # noqa: E731
-        return seq, valid, take(self.u), take(self.v), take(self.a_dyn), take(self.step)
+        seq, valid = seq_range(lo, hi)
+        got = self.take(seq)
+        return seq, valid, got[..., 0], got[..., 1], got[..., 2], got[..., 3]
 
     def weights(self, now_step: int, dt: float, decay_rate: float, min_weight: float) -> np.ndarray:
         """``[n, slots]`` weight of each slot's sample at ``now_step`` (0 for empty slots and samples out of the window)."""

@@ -25,12 +25,12 @@ CHECKPOINT_FORMAT = "dmsac-cnn-map-encoder-v1"
 
 
 class Encoder(Protocol):
-    """Map and confidence ``[n, grid_u, grid_v]`` → context ``[n, context_dim]`` (float32, batched, CPU)."""
+    """Map and confidence ``[n, 2, grid_u, grid_v]`` → context ``[n, context_dim]`` (float32, batched, CPU)."""
 
     context_dim: int
 
-    def features(self, normalized: np.ndarray, confidence: np.ndarray) -> np.ndarray:
-        """``[n, F]`` float32 pooled features (non-finite exactly where the inputs are)."""
+    def features(self, stacked: np.ndarray) -> np.ndarray:
+        """``[n, F]`` float32 pooled features of ``stacked`` (normalized map, confidence); non-finite exactly where it is."""
         ...
 
     def project(self, features: np.ndarray) -> np.ndarray:
@@ -39,7 +39,7 @@ class Encoder(Protocol):
 
 
 class GridPool:
-    """Average-pools ``[n, grid_u, grid_v]`` maps to ``[n, bins_u, bins_v]``, keeping the layout."""
+    """Average-pools maps ``[..., grid_u, grid_v]`` to ``[..., bins_u, bins_v]``, keeping the layout."""
 
     def __init__(self, grid: tuple[int, int], bins: tuple[int, int]) -> None:
         self.bins = bins
@@ -48,14 +48,9 @@ class GridPool:
 
     def __call__(self, maps: np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(maps, dtype=torch.float32)
-        n, nu, nv = x.shape
-        along_v = (x.reshape(n * nu, nv) @ self._pv_t).view(n, nu, -1)  # one GEMM for the big side
-        return torch.matmul(self._pu, along_v)  # [n, bins_u, bins_v]
-
-
-def pooled_stack(pool: GridPool, normalized: np.ndarray, confidence: np.ndarray) -> torch.Tensor:
-    """``[n, 2, bins_u, bins_v]``: pooled map and pooled confidence as two channels."""
-    return torch.stack([pool(normalized), pool(confidence)], dim=1)
+        lead, (nu, nv) = x.shape[:-2], x.shape[-2:]
+        along_v = (x.reshape(-1, nv) @ self._pv_t).view(-1, nu, self.bins[1])  # one GEMM for the big side
+        return torch.matmul(self._pu, along_v).view(*lead, *self.bins)
 
 
 def orthonormal_projection(num_features: int, dim: int, seed: int) -> np.ndarray:
@@ -82,8 +77,8 @@ class PooledEncoder:
         proj = orthonormal_projection(num_features, config.context_dim, config.projection_seed)
         self._proj = torch.from_numpy(proj.astype(np.float32))
 
-    def features(self, normalized: np.ndarray, confidence: np.ndarray) -> np.ndarray:
-        return pooled_stack(self._pool, normalized, confidence).flatten(1).numpy()
+    def features(self, stacked: np.ndarray) -> np.ndarray:
+        return self._pool(stacked).flatten(1).numpy()
 
     def project(self, features: np.ndarray) -> np.ndarray:
         return (torch.from_numpy(features) @ self._proj).numpy()
@@ -165,8 +160,8 @@ class CnnEncoder:
         self.model.eval().requires_grad_(False)
         self._pool = GridPool((config.grid_u, config.grid_v), input_grid)
 
-    def features(self, normalized: np.ndarray, confidence: np.ndarray) -> np.ndarray:
-        return pooled_stack(self._pool, normalized, confidence).flatten(1).numpy()
+    def features(self, stacked: np.ndarray) -> np.ndarray:
+        return self._pool(stacked).flatten(1).numpy()
 
     def project(self, features: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(features).view(features.shape[0], 2, *self._pool.bins)

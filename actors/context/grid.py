@@ -39,11 +39,7 @@ def gaussian_matrix(size: int, sigma: float, split: int | None = None) -> np.nda
     ``split``: cells ``< split`` and ``>= split`` do not mix. ``sigma = 0`` gives the identity.
     """
     idx = np.arange(size, dtype=np.float64)
-    if sigma > 0:
-        g = np.exp(-0.5 * ((idx[:, None] - idx[None, :]) / sigma) ** 2)
-        g[g < 1e-6] = 0.0  # exact zeros far away keep sums of remote cells exactly unchanged
-    else:
-        g = np.eye(size)
+    g = np.exp(-0.5 * ((idx[:, None] - idx[None, :]) / sigma) ** 2) if sigma > 0 else np.eye(size)
     if split is not None:
         side = idx >= split
         g = g * (side[:, None] == side[None, :])

@@ -53,7 +53,7 @@ class DynamicsMapContext:
         self._counts = dict.fromkeys(CONTEXT_FALLBACK_REASONS, 0)
         self._faulted = np.zeros(num_envs, dtype=bool)
         self._estimate: MapEstimate | None = None
-        self._empty = self._encode_rows(np.zeros((1, config.grid_u, config.grid_v), np.float32))
+        self._empty = self._encode_rows(np.zeros((1, 2, config.grid_u, config.grid_v), np.float32))
         self._context = np.repeat(self._empty, num_envs, axis=0)
         self._zeros = np.zeros_like(self._context)
 
@@ -87,7 +87,7 @@ class DynamicsMapContext:
         """Rebuild every environment's map and context now (``observe`` calls this every ``update_every`` steps)."""
         estimate = self.reconstruction.rebuild(self.buffer, max(self._step, 0))
         self._estimate = estimate
-        features = self.encoder.features(estimate.normalized, estimate.confidence)
+        features = self.encoder.features(estimate.stacked)
         map_ok = np.isfinite(features).all(axis=1)
         if not map_ok.all():
             features = np.where(map_ok[:, None], features, 0.0).astype(np.float32)
@@ -135,7 +135,7 @@ class DynamicsMapContext:
 
     def _encode_rows(self, zeros: np.ndarray) -> np.ndarray:
         """Context of an environment without data (deviation 0, confidence 0); zero if non-finite."""
-        ctx = self.encoder.project(self.encoder.features(zeros, zeros))
+        ctx = self.encoder.project(self.encoder.features(zeros))
         return np.where(np.isfinite(ctx), ctx, 0.0).astype(np.float32)
 
     def _count(self, reason: str, n: int) -> None:

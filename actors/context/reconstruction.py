@@ -8,9 +8,11 @@ smoothed by a separable Gaussian, give ``num`` and ``den`` per cell; the map is
 
 so cells without nearby data fall back smoothly to the prior. ``reconstruct_dense``
 computes exactly that from scratch (bincount + ``G_u @ S @ G_v^T``); the strategy
-maintains the same sums incrementally, which is several times cheaper at
-100 x 100 cells: between rebuilds only a few samples per environment enter,
-reach the weight floor, or leave the window, and each is a rank-1 update.
+maintains the same sums incrementally in a low-rank factorization of the
+Gaussians, which is several times cheaper at 100 x 100 cells: between
+rebuilds only a few samples per environment enter, reach the weight floor, or
+leave the window, and the smoothed fields are expanded from a few hundred
+coefficients per environment.
 """
 
 from __future__ import annotations
@@ -21,23 +23,31 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import torch
 
-from actors.context.buffer import SampleBuffer, decay_weights, is_floored
+from actors.context.buffer import SampleBuffer, decay_weights, is_floored, seq_range
 from actors.context.config import ContextConfig
 from actors.context.grid import cell_index, smoothing_matrices
 
 _REBASE_EXPONENT = 30.0
-"""Rebase an environment's decaying sums once their scale factor exceeds exp(30) (float32 stays far from overflow)."""
+"""Rebase an environment's decaying coefficients once their scale factor exceeds exp(30)."""
 _SUBNORMAL_GUARD = 1e-25
-"""Decaying sums below this after a rebase are rounding residues (live entries are >= ~1e-13): set to 0."""
+"""Decaying coefficients below this after a rebase are rounding residues: set to 0."""
 
 
 class MapEstimate(NamedTuple):
     """A reconstruction for every environment."""
 
-    normalized: np.ndarray
-    """``[n, grid_u, grid_v]`` float32 ``(map - prior) / accel_scale``."""
-    confidence: np.ndarray
-    """``[n, grid_u, grid_v]`` float32 in [0, 1]: weight of the data against the prior."""
+    stacked: np.ndarray
+    """``[n, 2, grid_u, grid_v]`` float32: channel 0 the normalized map, channel 1 its confidence."""
+
+    @property
+    def normalized(self) -> np.ndarray:
+        """``[n, grid_u, grid_v]`` ``(map - prior) / accel_scale``."""
+        return self.stacked[:, 0]
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """``[n, grid_u, grid_v]`` in [0, 1] (up to rounding): weight of the data against the prior."""
+        return self.stacked[:, 1]
 
 
 class Reconstruction(Protocol):
@@ -86,79 +96,98 @@ def reconstruct_dense(
     gu, gv = (torch.from_numpy(g) for g in smoothing_matrices(config))
     num, den = ((gu @ torch.from_numpy(x) @ gv.T).numpy() for x in (num, den))
     k = config.prior_weight
-    confidence = np.clip(den / (den + k), 0.0, 1.0)
-    return MapEstimate((num / (den + k)).astype(np.float32), confidence.astype(np.float32))
+    return MapEstimate(np.stack([num / (den + k), den / (den + k)], axis=1).astype(np.float32))
 
 
 class SmoothedCellMeans:
     """Default reconstruction: smoothed weighted cell means of the samples, blended into a prior.
 
-    State per environment (float32, ``[grid_u, 2, grid_v]`` each): ``E``, the smoothed
-    sums of ``(c r, c)`` over samples whose weight still decays, with
-    ``c = exp(lambda (t_i - t0))`` relative to the environment's base step ``t0``;
-    ``F``, the smoothed sums of ``(w_min r, w_min)`` over samples at the weight floor.
-    At a rebuild ``(num, den) = s E + F`` with ``s = exp(-lambda (t_now - t0))``, which
-    gives every decaying sample its weight ``exp(-lambda age)`` without touching it.
-    The arrays of the returned ``MapEstimate`` are reused: valid until the next rebuild.
+    Each Gaussian is factored once, ``G = B B^T`` (eigenvectors above ``rank_tol``
+    of the top eigenvalue; a wide Gaussian is smooth, so ``B`` has few columns:
+    33 along u and 18 along v at the default sigmas). A smoothed field
+    ``G_u S G_v^T`` is then ``B_u C B_v^T`` with ``C = B_u^T S B_v``, and a sample at
+    cell (i, j) adds the outer product of rows ``B_u[i]`` and ``B_v[j]`` to ``C``.
+
+    State per environment (float64, tiny): ``C_E`` over samples whose weight still
+    decays, with coefficient ``c = exp(lambda (t_i - t0))`` relative to the
+    environment's base step ``t0``, and ``C_F`` over samples at the floor (``w_min``).
+    A rebuild updates both with the samples that entered, reached the floor or
+    left the window, forms ``C = s C_E + C_F`` with ``s = exp(-lambda (t_now - t0))``
+    (every decaying sample gets exactly ``exp(-lambda age)``) and expands ``C`` to
+    the grid in two matrix products. The arrays of the returned ``MapEstimate`` are
+    reused: valid until the next rebuild.
     """
 
     def __init__(
-        self, num_envs: int, config: ContextConfig, prior: np.ndarray | None = None, dt: float = 0.1, chunk_envs: int = 8
+        self, num_envs: int, config: ContextConfig, prior: np.ndarray | None = None, dt: float = 0.1, rank_tol: float = 1e-7
     ) -> None:
-        if dt <= 0 or chunk_envs < 1:
-            raise ValueError(f"need dt > 0 and chunk_envs >= 1, got {dt}, {chunk_envs}")
+        if dt <= 0:
+            raise ValueError(f"dt must be > 0, got {dt}")
         self.config = config
-        self._chunk = chunk_envs
         self.prior = check_prior(prior, config)
         self.dt = dt
         gu, gv = smoothing_matrices(config)
-        self._gu_cols = torch.from_numpy(np.ascontiguousarray(gu.T)).float()  # row i: column i of G_u
-        self._gv_cols = torch.from_numpy(np.ascontiguousarray(gv.T)).float()
-        shape = (num_envs, config.grid_u, 2, config.grid_v)
-        # Preallocated: fresh multi-megabyte arrays per rebuild would cost more in page faults than the maths.
-        self._e, self._f, self._work = torch.zeros(shape), torch.zeros(shape), torch.zeros(shape)
-        self._den = torch.zeros(shape[0], shape[1], shape[3])
-        self._normalized, self._confidence = torch.zeros_like(self._den), torch.zeros_like(self._den)
+        self._bu, self._bv = low_rank_factor(gu, rank_tol), low_rank_factor(gv, rank_tol)
+        ru, rv = self.rank
+        # A constant column on each factor carries prior_weight into the expanded denominator: den + k for free.
+        ones_u, ones_v = np.ones((config.grid_u, 1)), np.ones((config.grid_v, 1))
+        self._bu_aug = torch.from_numpy(np.hstack([self._bu, ones_u])).float()  # [grid_u, r_u + 1]
+        self._bv_aug_t = torch.from_numpy(np.hstack([self._bv, ones_v]).T.copy()).float()  # [r_v + 1, grid_v]
+        self._bu_rows, self._bv_rows = torch.from_numpy(self._bu), torch.from_numpy(self._bv)  # float64, for updates
+        self._c = torch.zeros(num_envs, ru, 4, rv, dtype=torch.float64)  # (C_E num, C_E den, C_F num, C_F den)
+        self._coef = torch.zeros(num_envs, 2, ru + 1, rv + 1)
+        self._coef[:, 1, ru, rv] = config.prior_weight
+        # Preallocated outputs: fresh multi-megabyte arrays per rebuild cost more in page faults than the maths.
+        self._fields = torch.zeros(num_envs, 2, config.grid_u, config.grid_v)  # (num, den + k)
+        self._out = torch.zeros_like(self._fields)  # (normalized, confidence)
         self._base = np.zeros(num_envs, dtype=np.int64)
         self._added = np.zeros(num_envs, dtype=np.int64)
         self._floored = np.zeros(num_envs, dtype=np.int64)
         self._removed = np.zeros(num_envs, dtype=np.int64)
         self._now = 0
 
+    @property
+    def rank(self) -> tuple[int, int]:
+        """Columns kept of the factors along u and along v."""
+        return self._bu.shape[1], self._bv.shape[1]
+
     def reset(self, env_ids: np.ndarray) -> None:
         ids = np.asarray(env_ids, dtype=np.int64)
-        idx = torch.from_numpy(ids)
-        self._e[idx] = 0.0
-        self._f[idx] = 0.0
+        self._c[torch.from_numpy(ids)] = 0.0
         self._added[ids] = self._floored[ids] = self._removed[ids] = 0
         self._base[ids] = self._now
 
     def poison(self, env_ids: np.ndarray, value: float) -> None:
         """Test hook: write ``value`` (NaN, inf) into the state of ``env_ids``."""
-        self._f[torch.from_numpy(np.asarray(env_ids, dtype=np.int64))] = value
+        self._c[torch.from_numpy(np.asarray(env_ids, dtype=np.int64)), :, 2:] = value
 
     def rebuild(self, buffer: SampleBuffer, now_step: int) -> MapEstimate:
         self._now = now_step
         self._rebase(now_step)
-        to_e, to_f = self._changes(buffer, now_step)
-        return self._update_and_combine(to_e, to_f, now_step)
+        self._accumulate(*self._changes(buffer, now_step))
+        return self._combine(now_step)
 
-    def _update_and_combine(self, to_e: tuple[np.ndarray, ...], to_f: tuple[np.ndarray, ...], now_step: int) -> MapEstimate:
-        update_e, update_f = self._factors(*to_e), self._factors(*to_f)
-        scale = np.exp(-self.config.decay_rate * self.dt * (now_step - self._base)).astype(np.float32)
-        scale_t = torch.from_numpy(scale).view(-1, 1, 1, 1)
-        # Chunks of environments: each chunk's state stays in the core's cache from the update to the division.
-        for lo in range(0, self._e.shape[0], self._chunk):
-            rows = slice(lo, lo + self._chunk)
-            for target, update in ((self._e, update_e), (self._f, update_f)):
-                if update is not None:
-                    part = target[rows]
-                    part.view(part.shape[0], part.shape[1], -1).baddbmm_(update[0][rows], update[1][rows])
-            self._combine(rows, scale_t[rows])
-        return MapEstimate(self._normalized.numpy(), self._confidence.numpy())
+    def _combine(self, now_step: int) -> MapEstimate:
+        """``C = s C_E + C_F`` → fields ``B_u C B_v^T`` → normalized ``num / (den + k)``, confidence ``den / (den + k)``."""
+        cfg = self.config
+        ru, rv = self.rank
+        scale = torch.from_numpy(np.exp(-cfg.decay_rate * self.dt * (now_step - self._base))).view(-1, 1, 1, 1)
+        coef = torch.addcmul(self._c[:, :, 2:], self._c[:, :, :2], scale)  # [n, r_u, (num, den), r_v]
+        self._coef[:, :, :ru, :rv].copy_(coef.transpose(1, 2))
+        along_u = torch.matmul(self._bu_aug, self._coef)  # [n, 2, grid_u, r_v + 1]
+        torch.mm(along_u.view(-1, rv + 1), self._bv_aug_t, out=self._fields.view(-1, cfg.grid_v))
+        den_k = self._fields[:, 1]
+        torch.div(self._fields[:, 0], den_k, out=self._out[:, 0])
+        torch.sub(den_k, cfg.prior_weight, out=self._out[:, 1]).div_(den_k)  # den / (den + k)
+        return MapEstimate(self._out.numpy())
 
-    def _changes(self, buffer: SampleBuffer, now_step: int) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
-        """Samples whose status changed since the last rebuild: ``(iu, iv, r, coef)`` for E and for F."""
+    def _changes(self, buffer: SampleBuffer, now_step: int) -> tuple[np.ndarray, ...]:
+        """Samples whose status changed since the last rebuild, as ``(iu, iv, r, coef_e, coef_f)``, each ``[n, K]``.
+
+        Four ranges of sequence numbers per environment: new samples (into ``C_E``),
+        samples that reached the weight floor (out of ``C_E``, into ``C_F``), and
+        samples that left the window (out of ``C_F``, or out of ``C_E`` if still decaying).
+        """
         cfg = self.config
         count = buffer.count
         floored_lo = np.maximum(self._floored, self._removed)
@@ -166,56 +195,49 @@ class SmoothedCellMeans:
         crossing = valid & is_floored((now_step - step) * self.dt, cfg.decay_rate, cfg.min_weight)
         floored = floored_lo + crossing.sum(axis=1)  # samples are in time order: the crossing ones are a prefix
         removed = np.maximum(self._removed, buffer.window_start())
-        new = self._entries(buffer, self._added, count)
-        cross = self._entries(buffer, floored_lo, floored)
-        gone_f = self._entries(buffer, self._removed, np.minimum(removed, floored))
-        gone_e = self._entries(buffer, np.maximum(self._removed, floored), np.maximum(removed, floored))
+        ranges = (  # (lo, hi, sign in C_E, sign in C_F)
+            (self._added, count, 1.0, 0.0),
+            (floored_lo, floored, -1.0, 1.0),
+            (self._removed, np.minimum(removed, floored), 0.0, -1.0),
+            (np.maximum(self._removed, floored), np.maximum(removed, floored), -1.0, 0.0),
+        )
+        parts = [seq_range(lo, np.maximum(hi, lo)) for lo, hi, _, _ in ranges]
+        seq, valid = np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts], axis=1)
+        sign_e = np.concatenate([np.full(p[0].shape[1], r[2]) for p, r in zip(parts, ranges, strict=True)])
+        sign_f = np.concatenate([np.full(p[0].shape[1], r[3]) for p, r in zip(parts, ranges, strict=True)])
         self._added, self._floored, self._removed = count.copy(), np.maximum(floored, removed), removed
-        w_min = cfg.min_weight
-        to_e = _concat([(*new[:3], new[3]), (*cross[:3], -cross[3]), (*gone_e[:3], -gone_e[3])])
-        to_f = _concat([(*cross[:3], w_min * cross[4]), (*gone_f[:3], -w_min * gone_f[4])])
-        return to_e, to_f
+        got = buffer.take(seq)
+        iu, iv, r = sample_residuals(got[..., 0], got[..., 1], got[..., 2], self.prior, cfg)
+        decay = np.where(valid, np.exp(cfg.decay_rate * self.dt * (got[..., 3] - self._base[:, None])), 0.0)
+        return iu, iv, r, sign_e * decay, sign_f * cfg.min_weight * valid
 
-    def _entries(self, buffer: SampleBuffer, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, ...]:
-        """``(iu, iv, r, c, valid)`` of samples ``lo <= seq < hi``: ``c`` is the decay coefficient, 0 on padding."""
-        _, valid, u, v, a_dyn, step = buffer.gather(lo, np.maximum(hi, lo))
-        iu, iv, r = sample_residuals(u, v, a_dyn, self.prior, self.config)
-        c = np.exp(self.config.decay_rate * self.dt * (step - self._base[:, None]))
-        return iu, iv, r, np.where(valid, c, 0.0), valid.astype(np.float64)
-
-    def _factors(self, iu: np.ndarray, iv: np.ndarray, r: np.ndarray, coef: np.ndarray):
-        """``(left [n, grid_u, K], right [n, K, 2 grid_v])`` with ``left @ right = G_u[:, iu] diag(coef) (r, 1) (x) G_v[:, iv]``."""
+    def _accumulate(self, iu: np.ndarray, iv: np.ndarray, r: np.ndarray, coef_e: np.ndarray, coef_f: np.ndarray) -> None:
+        """``C_E, C_F += sum_k coef_k (r_k, 1) B_u[iu_k] (x) B_v[iv_k]`` for every environment (one batched matmul)."""
         if iu.shape[1] == 0:
-            return None
+            return
         n, k = iu.shape
-        weights = torch.from_numpy(np.stack([coef * r, coef], axis=2).astype(np.float32))  # [n, K, 2]
-        left = self._gu_cols[torch.from_numpy(iu)].transpose(1, 2)
-        right = weights[:, :, :, None] * self._gv_cols[torch.from_numpy(iv)][:, :, None, :]  # [n, K, 2, grid_v]
-        return left, right.view(n, k, -1)
-
-    def _combine(self, rows: slice, scale: torch.Tensor) -> None:
-        """``(num, den) = s E + F`` → normalized ``num / (den + k)`` and confidence ``den / (den + k)`` for ``rows``."""
-        work, den = self._work[rows], self._den[rows]
-        torch.addcmul(self._f[rows], self._e[rows], scale, out=work)
-        torch.add(work[:, :, 1], self.config.prior_weight, out=den)
-        torch.div(work[:, :, 0], den, out=self._normalized[rows])
-        torch.div(work[:, :, 1], den, out=self._confidence[rows])
+        weights = torch.from_numpy(np.stack([coef_e * r, coef_e, coef_f * r, coef_f], axis=2))  # [n, K, 4]
+        left = self._bu_rows[torch.from_numpy(iu)].transpose(1, 2)  # [n, r_u, K]
+        right = weights[..., None] * self._bv_rows[torch.from_numpy(iv)][:, :, None, :]  # [n, K, 4, r_v]
+        self._c.view(n, left.shape[1], -1).baddbmm_(left, right.view(n, k, -1))
 
     def _rebase(self, now_step: int) -> None:
-        """Move the base step of environments whose decay factor grew large (rare; keeps float32 safe)."""
+        """Move the base step of environments whose decay factor grew large (keeps the coefficients bounded)."""
         exponent = self.config.decay_rate * self.dt * (now_step - self._base)
         ids = np.flatnonzero(exponent > _REBASE_EXPONENT)
         if ids.size:
-            factors = torch.from_numpy(np.exp(-exponent[ids]).astype(np.float32)).view(-1, 1, 1, 1)
             idx = torch.from_numpy(ids)
-            rows = self._e[idx] * factors
-            # Rounding residues of samples long gone would sink into float32 subnormals (slow arithmetic): drop them.
-            self._e[idx] = torch.where(rows.abs() < _SUBNORMAL_GUARD, 0.0, rows)
+            rows = self._c[idx, :, :2] * torch.from_numpy(np.exp(-exponent[ids])).view(-1, 1, 1, 1)
+            # Rounding residues of samples long gone would sink into subnormals (slow arithmetic): drop them.
+            self._c[idx, :, :2] = torch.where(rows.abs() < _SUBNORMAL_GUARD, 0.0, rows)
             self._base[ids] = now_step
 
 
-def _concat(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-    return tuple(np.concatenate(items, axis=1) for items in zip(*parts, strict=True))
+def low_rank_factor(g: np.ndarray, tol: float) -> np.ndarray:
+    """``B [N, r]`` with ``B B^T ~ g`` for a symmetric positive semi-definite ``g``: eigenvalues above ``tol * max``."""
+    w, q = np.linalg.eigh(g)
+    keep = w > tol * w.max()
+    return np.ascontiguousarray(q[:, keep] * np.sqrt(w[keep]))
 
 
 def floor_age_s(config: ContextConfig) -> float:
@@ -234,6 +256,7 @@ __all__ = [
     "check_prior",
     "decay_weights",
     "floor_age_s",
+    "low_rank_factor",
     "reconstruct_dense",
     "sample_residuals",
 ]

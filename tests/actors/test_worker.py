@@ -5,8 +5,8 @@ import pytest
 
 from actors.context.base import NoContext
 from actors.envs import VecStep
-from actors.gym_env import GymVectorEnv
 from actors.guards import sanitize_contexts, valid_transitions
+from actors.gym_env import GymVectorEnv
 from actors.policy import PolicyCopy
 from actors.worker import RolloutWorker
 from learner.weights import make_versioned

@@ -18,7 +18,7 @@ from actors.context.encoders import (
 
 
 def _encode(encoder, normalized: np.ndarray, confidence: np.ndarray) -> np.ndarray:
-    return encoder.project(encoder.features(normalized.astype(np.float32), confidence.astype(np.float32)))
+    return encoder.project(encoder.features(np.stack([normalized, confidence], axis=1).astype(np.float32)))
 
 
 def test_pooling_averages_blocks_in_place() -> None:
@@ -88,3 +88,18 @@ def test_cnn_encoder_rejects_a_mismatched_checkpoint(tmp_path) -> None:
     torch.save({"format": "something-else"}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a"):
         CnnEncoder(ContextConfig(context_dim=8), checkpoint=tmp_path / "bad.pt")
+
+
+def test_shipped_cnn_checkpoint_is_small_and_loads_weights_only() -> None:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "configs" / "encoders" / "cnn_encoder.pt"
+    if not path.exists():
+        pytest.skip("no shipped checkpoint")
+    assert path.stat().st_size < 1_000_000
+    config = ContextConfig(mode="dynamics_map", encoder="cnn", encoder_checkpoint=str(path))
+    encoder = CnnEncoder(config)
+    maps = np.zeros((3, 100, 100))
+    maps[1, 50:, :30] = -0.3  # a weaker motor at low speed
+    out = _encode(encoder, maps, np.ones_like(maps))
+    assert out.shape == (3, 32) and np.isfinite(out).all() and np.abs(out[1] - out[0]).max() > 1e-2

@@ -10,7 +10,7 @@ from actors.context.config import ContextConfig
 from actors.context.grid import cell_index, gaussian_matrix, pooling_matrix
 from actors.context.reconstruction import SmoothedCellMeans, reconstruct_dense
 
-from .helpers import synthetic_map
+from .helpers import synthetic_accel, synthetic_map
 
 
 @pytest.mark.parametrize(
@@ -76,8 +76,6 @@ def test_rmse_against_a_known_map_falls_as_samples_grow() -> None:
     for target in (50, 200, 800, 3200):
         while step < target:
             u, v = rng.uniform(-1, 1, 1), rng.uniform(0, 30, 1)
-            from .helpers import synthetic_accel
-
             buf.add(u, v, synthetic_accel(u, v) + 0.3 * rng.standard_normal(1), step)
             step += 1
         est = rec.rebuild(buf, step - 1)

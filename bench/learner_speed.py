@@ -1,0 +1,320 @@
+"""Learner update rate: SAC updates per second on one GPU, dmsac against a plain eager loop, side by side.
+
+    python bench/learner_speed.py [--batches 256 1024 4096] [--seconds 1.0] [--repeats 5] [--out bench/results]
+
+Every variant does the same work per update: twin 256x256 critics, a 256x256
+tanh-Gaussian policy, learned temperature, global-norm clipping at 5, Polyak
+targets, a batch sampled on the GPU from a replay of 1M transitions
+(observation 49 = 17 + 32 context, action 6). Variants:
+
+- ``eager_loop``: a plain eager PyTorch SAC loop written here, CleanRL-shaped
+  (separate critic modules, ``torch.distributions.Normal``, foreach Adam,
+  per-parameter Polyak copy), with no ``.item()`` anywhere: the 1x reference;
+- ``dmsac_eager``: ``learner.sac.SAC`` in ``Learner.update_block``'s loop (one host read per block);
+- ``graphed_batch``: ``GraphedSAC.update(batch)`` in that same loop (sampling and gather outside the graph);
+- ``graphed``: ``GraphedSAC.update_block`` (sampling inside the graph), guard on;
+- ``graphed_noguard``: the same with the guard flags off (guard overhead = its rate over ``graphed``);
+- ``graphed_compiled``: ``graphed`` with the loss maths through ``torch.compile`` before capture.
+
+All variants of one batch size are built first, then timed round-robin
+(``--repeats`` rounds of about ``--seconds`` each), so drift hits all alike;
+the table gives the median rate and the min..max over rounds. Blocks are 50
+updates and every timed window ends with a device synchronize.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from learner.config import LearnerConfig  # noqa: E402
+from learner.fast_sac import GraphedSAC  # noqa: E402
+from learner.replay import ReplayBuffer  # noqa: E402
+from learner.sac import NONFINITE_SLICE, SAC, STAT_FIELDS  # noqa: E402
+
+OBS, CONTEXT, ACTION, HIDDEN, BLOCK = 17, 32, 6, 256, 50
+TARGET_FLOOR, TARGET_AIM, GUARD_LIMIT = 15.0, 25.0, 5.0
+
+
+# -- (a) the plain eager loop -----------------------------------------------------------------------
+class SoftQ(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = (
+            nn.Linear(OBS + CONTEXT + ACTION, HIDDEN),
+            nn.Linear(HIDDEN, HIDDEN),
+            nn.Linear(HIDDEN, 1),
+        )
+
+    def forward(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc2(torch.relu(self.fc1(torch.cat([x, a], 1)))))
+        return self.fc3(h)
+
+
+class PlainActor(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(OBS + CONTEXT, HIDDEN), nn.Linear(HIDDEN, HIDDEN)
+        self.fc_mean, self.fc_logstd = nn.Linear(HIDDEN, ACTION), nn.Linear(HIDDEN, ACTION)
+
+    def get_action(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.relu(self.fc2(torch.relu(self.fc1(x))))
+        mean, log_std = self.fc_mean(h), torch.clamp(self.fc_logstd(h), -5, 2)
+        normal = torch.distributions.Normal(mean, log_std.exp())
+        x_t = normal.rsample()
+        y_t = torch.tanh(x_t)
+        log_prob = normal.log_prob(x_t) - torch.log(1 - y_t.pow(2) + 1e-6)
+        return y_t, log_prob.sum(1, keepdim=True)
+
+
+class EagerLoop:
+    """CleanRL-shaped SAC (policy and target updated every step, so the same work as dmsac per update)."""
+
+    def __init__(self, device: torch.device, batch: int, capacity: int, gamma: float = 0.99, tau: float = 0.005):
+        self.device, self.batch, self.gamma, self.tau = device, batch, gamma, tau
+        self.actor = PlainActor().to(device)
+        self.qf1, self.qf2 = SoftQ().to(device), SoftQ().to(device)
+        self.qf1_target, self.qf2_target = SoftQ().to(device), SoftQ().to(device)
+        self.qf1_target.load_state_dict(self.qf1.state_dict())
+        self.qf2_target.load_state_dict(self.qf2.state_dict())
+        self.q_params = list(self.qf1.parameters()) + list(self.qf2.parameters())
+        self.target_params = list(self.qf1_target.parameters()) + list(self.qf2_target.parameters())
+        self.q_optimizer = torch.optim.Adam(self.q_params, lr=3e-4)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
+        self.target_entropy = -float(ACTION)
+        self.log_alpha = torch.zeros(1, requires_grad=True, device=device)
+        self.a_optimizer = torch.optim.Adam([self.log_alpha], lr=3e-4)
+        g = torch.Generator(device=device).manual_seed(0)
+        self.obs = torch.randn(capacity, OBS + CONTEXT, device=device, generator=g)
+        self.next_obs = torch.randn(capacity, OBS + CONTEXT, device=device, generator=g)
+        self.actions = torch.rand(capacity, ACTION, device=device, generator=g) * 2 - 1
+        self.rewards = torch.randn(capacity, device=device, generator=g)
+        self.dones = (torch.rand(capacity, device=device, generator=g) < 0.01).float()
+        self.capacity = capacity
+
+    def step(self) -> None:
+        idx = torch.randint(0, self.capacity, (self.batch,), device=self.device)
+        obs, act, next_obs = self.obs[idx], self.actions[idx], self.next_obs[idx]
+        rew, done = self.rewards[idx], self.dones[idx]
+        alpha = self.log_alpha.exp().detach()
+        with torch.no_grad():
+            next_a, next_logp = self.actor.get_action(next_obs)
+            min_next = (
+                torch.min(self.qf1_target(next_obs, next_a), self.qf2_target(next_obs, next_a)) - alpha * next_logp
+            )
+            next_q = rew + (1 - done) * self.gamma * min_next.view(-1)
+        qf1_a, qf2_a = self.qf1(obs, act).view(-1), self.qf2(obs, act).view(-1)
+        qf_loss = nn.functional.mse_loss(qf1_a, next_q) + nn.functional.mse_loss(qf2_a, next_q)
+        self.q_optimizer.zero_grad()
+        qf_loss.backward()
+        nn.utils.clip_grad_norm_(self.q_params, 5.0)
+        self.q_optimizer.step()
+        pi, log_pi = self.actor.get_action(obs)
+        min_q_pi = torch.min(self.qf1(obs, pi), self.qf2(obs, pi))
+        actor_loss = (alpha * log_pi - min_q_pi).mean()
+        self.actor_optimizer.zero_grad()
+        actor_loss.backward()
+        nn.utils.clip_grad_norm_(self.actor.parameters(), 5.0)
+        self.actor_optimizer.step()
+        alpha_loss = (-self.log_alpha.exp() * (log_pi.detach() + self.target_entropy)).mean()
+        self.a_optimizer.zero_grad()
+        alpha_loss.backward()
+        self.a_optimizer.step()
+        with torch.no_grad():
+            for param, target in zip(self.q_params, self.target_params, strict=True):
+                target.data.copy_(self.tau * param.data + (1 - self.tau) * target.data)
+
+    def block(self) -> None:
+        for _ in range(BLOCK):
+            self.step()
+
+
+# -- (b)..(f) dmsac ---------------------------------------------------------------------------------
+def learner_config(batch: int) -> LearnerConfig:
+    return LearnerConfig(
+        hidden_sizes=(HIDDEN, HIDDEN), lr=3e-4, gamma=0.99, batch_size=batch, reward_scale=1.0, block_updates=BLOCK
+    )
+
+
+def filled_replay(device: torch.device, capacity: int) -> ReplayBuffer:
+    replay = ReplayBuffer(capacity, OBS, CONTEXT, ACTION, device, seed=3)
+    g = torch.Generator(device=device).manual_seed(1)
+    chunk = 250_000
+    for start in range(0, capacity, chunk):
+        n = min(chunk, capacity - start)
+        replay.add({
+            "obs": torch.randn(n, OBS, device=device, generator=g), "context": torch.randn(n, CONTEXT, device=device, generator=g),
+            "action": torch.rand(n, ACTION, device=device, generator=g) * 2 - 1, "reward": torch.randn(n, device=device, generator=g),
+            "next_obs": torch.randn(n, OBS, device=device, generator=g), "next_context": torch.randn(n, CONTEXT, device=device, generator=g),
+            "terminated": (torch.rand(n, device=device, generator=g) < 0.01).float(),
+        })  # fmt: skip
+    return replay
+
+
+def learner_loop_block(sac: SAC | GraphedSAC, replay: ReplayBuffer, batch: int) -> None:
+    """``Learner.update_block`` as written today: sample, gather, update, accumulate; one host read."""
+    acc = torch.zeros(len(STAT_FIELDS), device=replay.device)
+    first_bad = torch.tensor(-1, device=replay.device)
+    indices = torch.empty((BLOCK, batch), dtype=torch.long, device=replay.device)
+    for i in range(BLOCK):
+        index = replay.sample_indices(batch)
+        indices[i] = index
+        vector = sac.update(replay.gather(index))
+        acc = acc * sac.keep + vector
+        first_bad = torch.where((first_bad < 0) & (vector[NONFINITE_SLICE].sum() > 0), i, first_bad)
+    torch.cat([acc, first_bad.float().reshape(1)]).tolist()
+
+
+def graphed_block(sac: GraphedSAC, replay: ReplayBuffer) -> None:
+    vector, _ = sac.update_block(replay, BLOCK)
+    vector.tolist()  # the one host read per block, as the learner does
+
+
+def make_runners(
+    name: str, device: torch.device, batch: int, replay: ReplayBuffer, capacity: int
+) -> Callable[[], None]:
+    in_dim, cfg = OBS + CONTEXT, learner_config(batch)
+    if name == "eager_loop":
+        return EagerLoop(device, batch, capacity).block
+    if name == "dmsac_eager":
+        sac = SAC(in_dim, ACTION, cfg, device, seed=0)
+        return lambda: learner_loop_block(sac, replay, batch)
+    if name == "graphed_batch":
+        fast = GraphedSAC(in_dim, ACTION, cfg, device, seed=0)
+        return lambda: learner_loop_block(fast, replay, batch)
+    options = {"graphed": {}, "graphed_noguard": {"guard": False}, "graphed_compiled": {"compile_math": True}}[name]
+    fast = GraphedSAC(in_dim, ACTION, cfg, device, seed=0, **options)
+    return lambda: graphed_block(fast, replay)
+
+
+# -- timing -----------------------------------------------------------------------------------------
+def timed(run: Callable[[], None], blocks: int) -> float:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(blocks):
+        run()
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def bench_batch(batch: int, variants: list[str], args: argparse.Namespace, device: torch.device) -> dict:
+    replay = filled_replay(device, args.capacity)
+    runners, blocks, errors = {}, {}, {}
+    for name in variants:
+        try:
+            started = time.perf_counter()
+            run = make_runners(name, device, batch, replay, args.capacity)
+            run()  # warm-up: capture, compile, cuBLAS handles
+            run()
+            per_block = timed(run, 1)
+            runners[name], blocks[name] = run, max(1, math.ceil(args.seconds / per_block))
+            print(f"  batch {batch} {name}: ready in {time.perf_counter() - started:.1f} s", flush=True)
+        except Exception as error:  # noqa: BLE001 - a variant that fails is reported, not fatal
+            errors[name] = f"{type(error).__name__}: {error}"[:500]
+            print(f"  batch {batch} {name}: FAILED {errors[name]}", flush=True)
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(args.repeats):
+        for name, run in runners.items():
+            rates[name].append(blocks[name] * BLOCK / timed(run, blocks[name]))
+    del runners
+    torch.cuda.empty_cache()
+    return {"rates": rates, "errors": errors}
+
+
+def summarize(batch: int, raw: dict) -> dict:
+    rows = {n: {"median": statistics.median(r), "min": min(r), "max": max(r)} for n, r in raw["rates"].items()}
+    base = rows.get("eager_loop", {}).get("median")
+    for row in rows.values():
+        row["x_eager_loop"] = row["median"] / base if base else None
+    on, off = rows.get("graphed", {}).get("median"), rows.get("graphed_noguard", {}).get("median")
+    guard = 100.0 * (off - on) / off if on and off else None
+    return {
+        "batch": batch,
+        "variants": rows,
+        "guard_overhead_pct": guard,
+        "errors": raw["errors"],
+        "rates": raw["rates"],
+    }
+
+
+def machine() -> dict:
+    try:
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        smi = "nvidia-smi unavailable"
+    return {
+        "gpu": torch.cuda.get_device_name(0), "nvidia_smi": smi, "torch": torch.__version__,
+        "cuda": torch.version.cuda, "python": platform.python_version(), "cpus": __import__("os").cpu_count(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }  # fmt: skip
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        "# Learner update rate (SAC updates/s, one GPU)", "",
+        f"{m['gpu']} ({m['nvidia_smi']}), torch {m['torch']}, CUDA {m['cuda']}, {m['date']}.  ",
+        f"Command: `{report['command']}`", "",
+        "| batch | variant | updates/s (median) | min..max | x eager_loop |", "|---|---|---|---|---|",
+    ]  # fmt: skip
+    for result in report["results"]:
+        for name, row in result["variants"].items():
+            ratio = f"{row['x_eager_loop']:.1f}" if row["x_eager_loop"] else "-"
+            lines.append(
+                f"| {result['batch']} | {name} | {row['median']:,.0f} | {row['min']:,.0f}..{row['max']:,.0f} | {ratio} |"
+            )
+        for name, error in result["errors"].items():
+            lines.append(f"| {result['batch']} | {name} | failed: {error[:120]} | | |")
+    lines += ["", "| batch | guard overhead (graphed vs graphed_noguard) |", "|---|---|"]
+    for result in report["results"]:
+        g = result["guard_overhead_pct"]
+        lines.append(f"| {result['batch']} | {'-' if g is None else f'{g:+.1f} %'} |")
+    lines += [
+        "",
+        f"Targets: >= {TARGET_FLOOR:.0f}x eager_loop at batch 256 (aim {TARGET_AIM:.0f}x); guard overhead <= {GUARD_LIMIT:.0f} %.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    variants_all = ["eager_loop", "dmsac_eager", "graphed_batch", "graphed", "graphed_noguard", "graphed_compiled"]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--variants", nargs="+", default=variants_all, choices=variants_all)
+    parser.add_argument("--seconds", type=float, default=1.0, help="target seconds per timed round and variant")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--capacity", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("learner_speed needs a CUDA GPU (absolute figures come only from the GPU machine)")
+    device = torch.device("cuda")
+    report = {"machine": machine(), "command": "python " + " ".join(sys.argv), "block": BLOCK, "results": []}
+    print(json.dumps(report["machine"]), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for batch in args.batches:
+        report["results"].append(summarize(batch, bench_batch(batch, args.variants, args, device)))
+        (args.out / "learner_speed.json").write_text(json.dumps(report, indent=2))  # partial results survive
+        (args.out / "learner_speed.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
