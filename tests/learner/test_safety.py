@@ -40,7 +40,10 @@ def metric(exporter: MetricsExporter, name: str, **labels) -> float:
     return exporter.registry.get_sample_value(name, labels or None)
 
 
-def make_service(tmp_path, response, config=SafetyConfig(), metrics=None, reward_scale=1.0):
+DEFAULT_SAFETY = SafetyConfig()
+
+
+def make_service(tmp_path, response, config=DEFAULT_SAFETY, metrics=None, reward_scale=1.0):
     learner = make_learner()
     learner.sac.reward_scale.fill_(reward_scale)
     checkpointer = Checkpointer(tmp_path / "ckpt", keep_last=2)
