@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from cluster.rendered import write_or_check
 from learner.types import require
 
 if TYPE_CHECKING:
@@ -287,19 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
-    if args.out == "-":
-        sys.stdout.write(text)
-        return 0
-    out = Path(args.out)
-    if args.check:
-        if not out.exists() or out.read_text() != text:
-            sys.stderr.write(f"{out} is stale: run python -m cluster.alerts render\n")
-            return 1
-        return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    sys.stdout.write(f"wrote {out}\n")
-    return 0
+    return write_or_check(text, args.out, args.check, "python -m cluster.alerts render")
 
 
 if __name__ == "__main__":

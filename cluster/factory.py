@@ -98,7 +98,8 @@ def resume_from(service: LearnerService, checkpointer: Checkpointer, spec: str) 
     if spec == "auto" and not checkpointer.entries():
         log.info("--resume auto: no checkpoint under %s yet; starting a fresh run", checkpointer.root)
         return
-    path = checkpointer.resolve(spec)
+    # The driver already resolved a PATH (verifying it); load() verifies once more, so don't resolve twice.
+    path = checkpointer.resolve(spec) if spec == "auto" else Path(spec)
     loaded = checkpointer.load(path, map_location=service.learner.device)
     service.load_full_state(loaded.state, loaded.replay)
     log.info("resumed from %s at env step %d, update %d", path, service.learner.env_steps, service.learner.updates_done)

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from cluster.rendered import write_or_check
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DASHBOARD = REPO / "deploy" / "grafana" / "dashboard.json"
 TOKEN_ENV = "GRAFANA_TOKEN"
@@ -79,16 +81,7 @@ def _render(args: argparse.Namespace) -> int:
     from cluster.dashboard import render_dashboard
 
     text = render_dashboard(load(args.config, args.overrides))
-    out = Path(args.out)
-    if args.check:
-        if not out.exists() or out.read_text() != text:
-            sys.stderr.write(f"{out} is stale: run python -m cluster.grafana render\n")
-            return 1
-        return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    sys.stdout.write(f"wrote {out}\n")
-    return 0
+    return write_or_check(text, args.out, args.check, "python -m cluster.grafana render")
 
 
 def _push(args: argparse.Namespace) -> int:

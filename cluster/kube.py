@@ -20,6 +20,7 @@ import yaml
 from cluster.alerts import alert_groups
 from cluster.alerts import load as load_alerts_config
 from cluster.config import Config, ConfigError
+from cluster.rendered import write_or_check
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RULE_PATH = REPO / "deploy" / "kuberay" / "prometheusrule.yaml"
@@ -110,19 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
-    if args.out == "-":
-        sys.stdout.write(text)
-        return 0
-    out = Path(args.out)
-    if args.check:
-        current = out.read_text() if out.exists() else ""
-        if current != text:
-            sys.stderr.write(f"{out} is stale: run python -m cluster.kube render-rule\n")
-            return 1
-        return 0
-    out.write_text(text)
-    sys.stdout.write(f"wrote {out}\n")
-    return 0
+    return write_or_check(text, args.out, args.check, "python -m cluster.kube render-rule")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,23 @@
+"""Writing (or checking) a file rendered from config: the shared tail of the render commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def write_or_check(text: str, out: str, check: bool, command: str) -> int:
+    """``-``: print; ``check``: exit 1 when ``out`` differs from ``text``; else write ``out``."""
+    if out == "-":
+        sys.stdout.write(text)
+        return 0
+    path = Path(out)
+    if check:
+        if not path.exists() or path.read_text() != text:
+            sys.stderr.write(f"{path} is stale: run {command}\n")
+            return 1
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    sys.stdout.write(f"wrote {path}\n")
+    return 0
