@@ -69,10 +69,14 @@ class Fleet:
     incarnations: list[int]
     restart_versions: list[tuple[int, int]] = field(default_factory=list)
     """(version sent, version of the first fragment) for every restarted incarnation."""
+    retry_at: dict[int, float] = field(default_factory=dict)
+    """Actors that failed a task and are being restarted by Ray: when to submit to them again."""
+    died_in_a_row: dict[int, int] = field(default_factory=dict)
 
     @property
     def alive_count(self) -> int:
-        return sum(self.alive)
+        """Actors serving fragments now (a restarting one is not)."""
+        return sum(alive for i, alive in enumerate(self.alive) if i not in self.retry_at)
 
 
 class RayDriver:
@@ -112,28 +116,47 @@ class RayDriver:
         except ACTOR_FAILURES as err:
             self.on_actor_failure(index, err)
             return
+        self.fleet.died_in_a_row.pop(index, None)
         if header.incarnation != self.fleet.incarnations[index]:
             self.fleet.incarnations[index] = header.incarnation
+            self.fleet.restarts[index] += 1
             self.fleet.restart_versions.append((version_sent, header.weights_version))
-            log.info("actor %d is back (incarnation %d) with weights v%d", index, header.incarnation,
-                     header.weights_version)
+            self.learner.report_fleet.remote(self.fleet.alive_count, 1)
+            log.warning("rollout actor %d is back (incarnation %d, restart %d of %d) with weights v%d", index,
+                        header.incarnation, self.fleet.restarts[index], self.config.cluster.max_actor_restarts,
+                        header.weights_version)
         self.learner_steps.append(self.learner.step.remote(fragment))
         if self.env_steps_sent < self.config.train.total_env_steps:
             self.submit(index)
 
     def on_actor_failure(self, index: int, err: Exception) -> None:
-        self.fleet.restarts[index] += 1
-        self.learner.report_fleet.remote(self.fleet.alive_count, 1)
-        if self.fleet.restarts[index] > self.config.cluster.max_actor_restarts:
+        """A failed fragment: wait for Ray to restart the actor, or give it up once Ray has.
+
+        Ray answers ``ActorUnavailableError`` while it restarts an actor and
+        ``ActorDiedError`` once it will not (restarts spent); a restart is
+        counted when the new incarnation's first fragment arrives.
+        """
+        self.env_steps_sent -= self.config.rollout.steps_per_fragment * self.config.env.num_envs
+        if isinstance(err, ray.exceptions.ActorDiedError):
+            self.fleet.died_in_a_row[index] = self.fleet.died_in_a_row.get(index, 0) + 1
+        spent = self.fleet.restarts[index] >= self.config.cluster.max_actor_restarts
+        if self.fleet.died_in_a_row.get(index, 0) >= (1 if spent else 3):
             self.fleet.alive[index] = False
+            self.fleet.retry_at.pop(index, None)
             self.learner.report_fleet.remote(self.fleet.alive_count, 0)
             log.error("rollout actor %d is gone after %d restarts; %d actors remain", index,
-                      self.fleet.restarts[index] - 1, self.fleet.alive_count)
+                      self.fleet.restarts[index], self.fleet.alive_count)
             return
-        log.warning("rollout actor %d died (%s); Ray restarts it (restart %d of %d)", index, type(err).__name__,
-                    self.fleet.restarts[index], self.config.cluster.max_actor_restarts)
-        self.env_steps_sent -= self.config.rollout.steps_per_fragment * self.config.env.num_envs
-        self.submit(index)
+        if index not in self.fleet.retry_at:
+            log.warning("rollout actor %d failed (%s); waiting for Ray to restart it", index, type(err).__name__)
+        self.fleet.retry_at[index] = time.monotonic() + 1.0
+        self.learner.report_fleet.remote(self.fleet.alive_count, 0)
+
+    def resubmit_due(self) -> None:
+        now = time.monotonic()
+        for index in [i for i, at in self.fleet.retry_at.items() if at <= now]:
+            del self.fleet.retry_at[index]
+            self.submit(index)
 
     def drain_learner(self, keep: int) -> None:
         """Wait until at most ``keep`` learner steps are queued; broadcast the newest weights."""
@@ -212,10 +235,13 @@ def collect(driver: RayDriver, stopper: Stopper, history: list, on_tick) -> None
     for index in range(config.cluster.num_actors):
         driver.submit(index)
     last_log = time.monotonic()
-    while driver.pending and not stopper.requested:
-        ready, _ = ray.wait(list(driver.pending), num_returns=1, timeout=1.0)
+    while (driver.pending or driver.fleet.retry_at) and not stopper.requested:
+        ready = ray.wait(list(driver.pending), num_returns=1, timeout=1.0)[0] if driver.pending else []
+        if not ready and not driver.pending:
+            time.sleep(0.2)
         for ref in ready:
             driver.on_header(ref)
+        driver.resubmit_due()
         driver.drain_learner(keep=config.cluster.max_inflight_steps)
         driver.check_fleet()
         if on_tick is not None:

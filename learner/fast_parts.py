@@ -209,11 +209,14 @@ def compiled_math() -> dict[str, Callable]:
 def summarize_block(rows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Per-update rows ``[n, len(STAT_FIELDS)]`` → the eager accumulation ‖ index of the first flagged update.
 
-    As ``acc = acc * keep + v``: counts are summed, gauges are the last update's,
-    and a non-finite gauge anywhere in the block leaves the gauge non-finite.
+    As ``Learner.update_block``: counts are summed, gauges are the last update's,
+    a non-finite gauge anywhere in the block leaves the gauge non-finite, and the
+    non-finite flags are those of the first flagged update (later ones only carry its NaN on).
     """
     gauges = rows[-1] + (rows[:-1] * 0).sum(dim=0)
     accumulated = torch.where(keep, rows.sum(dim=0), gauges)
     bad = rows[:, NONFINITE_SLICE].sum(dim=1) > 0
     first = torch.where(bad.any(), bad.float().argmax(), -1)
+    flags = torch.where(bad.any(), rows[first.clamp(min=0), NONFINITE_SLICE], accumulated[NONFINITE_SLICE])
+    accumulated = torch.cat([accumulated[: NONFINITE_SLICE.start], flags, accumulated[NONFINITE_SLICE.stop :]])
     return torch.cat([accumulated, first.float().reshape(1)])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,8 +11,9 @@ import numpy as np
 import torch
 
 from learner.config import LearnerConfig, ReplayConfig
+from learner.fast_sac import GraphedSAC, build_sac
 from learner.replay import ReplayBuffer
-from learner.sac import NONFINITE_SLICE, SAC, STAT_FIELDS, stats_from_vector
+from learner.sac import NONFINITE_SLICE, STAT_FIELDS, stats_from_vector
 from learner.types import Fragment, UpdateStats, VersionedWeights
 from learner.weights import GateVerdict, WeightGate, all_finite, make_versioned
 
@@ -66,7 +66,7 @@ class Learner:
         self.dims = dims
         self.config = config
         self.device = device
-        self.sac = SAC(dims.policy_in, dims.action_dim, config, device, seed)
+        self.sac = build_sac(dims.policy_in, dims.action_dim, config, device, seed)
         self.replay = ReplayBuffer(replay.capacity, dims.obs_dim, dims.context_dim, dims.action_dim, device, seed + 2)
         self.gate = WeightGate(self.policy_tensors(), dims.policy_in, dims.action_dim, config.hidden_sizes)
         self.env_steps = 0
@@ -100,6 +100,11 @@ class Learner:
     # -- updates ---------------------------------------------------------------------------
     def update_block(self, count: int) -> BlockResult:
         """Run ``count`` updates; the host reads the accumulated statistics once, at the end."""
+        if isinstance(self.sac, GraphedSAC):  # sampling, updates and statistics stay in the CUDA graph
+            vector, indices = self.sac.update_block(self.replay, count)
+            values = vector.tolist()  # one host sync
+            bad_index = int(values[-1])
+            return BlockResult(stats_from_vector(values[:-1], count), bad_index if bad_index >= 0 else None, indices)
         batch_size = self.config.batch_size
         accumulated = torch.zeros(len(STAT_FIELDS), device=self.device)
         first_bad = torch.tensor(-1, device=self.device)
@@ -128,10 +133,10 @@ class Learner:
     # -- snapshots and state ---------------------------------------------------------------
     def snapshot(self) -> dict:
         """A device copy of networks, targets, optimizers, temperature and RNGs (for rollback)."""
-        return copy.deepcopy(self.sac.state_dict())
+        return self.sac.device_snapshot()
 
     def restore(self, snapshot: dict) -> None:
-        self.sac.load_state_dict(copy.deepcopy(snapshot))
+        self.sac.restore_device_snapshot(snapshot)
 
     def parameters_finite(self) -> bool:
         tensors = {**prefixed("actor", self.sac.actor), **prefixed("critic", self.sac.critic)}

@@ -156,6 +156,13 @@ class SAC:
     def learning_rate(self) -> float:
         return float(self.actor_optimizer.param_groups[0]["lr"])
 
+    def device_snapshot(self) -> dict:
+        """A copy of all mutable state, for rolling a bad block back (``GraphedSAC`` has a sync-free one)."""
+        return copy.deepcopy(self.state_dict())
+
+    def restore_device_snapshot(self, snapshot: dict) -> None:
+        self.load_state_dict(copy.deepcopy(snapshot))
+
     def state_dict(self) -> dict:
         return {
             "actor": self.actor.state_dict(),

@@ -190,8 +190,13 @@ class LearnerService:
         )
         learner.sac.reward_scale.fill_(scale)
         learner.sac.set_learning_rate(lr)
-        log.warning("rolled back to update %d; reward_scale=%g lr=%g (remedies %s)", learner.updates_done, scale, lr,
-                    self.remedies.as_dict())
+        log.warning(
+            "rolled back to update %d; reward_scale=%g lr=%g (remedies %s)",
+            learner.updates_done,
+            scale,
+            lr,
+            self.remedies.as_dict(),
+        )
         if self.metrics is not None:
             self.metrics.rollback()
         self.publish_in_force()
@@ -211,9 +216,13 @@ class LearnerService:
 
     def stop_message(self, emergency: Path | None) -> str:
         last_good = self.checkpointer.latest_good() if self.checkpointer else None
-        where = f"last good checkpoint: {last_good}" if last_good else "no good checkpoint was written yet"
         saved = f"; emergency checkpoint: {emergency}" if emergency else ""
-        return f"training stopped on a non-finite update ({where}{saved}). Resume with: {self.safety.resume_command}"
+        if last_good is None:  # --resume auto would have nothing to load
+            return f"training stopped on a non-finite update (no good checkpoint was written yet{saved}); start afresh"
+        return (
+            f"training stopped on a non-finite update (last good checkpoint: {last_good}{saved}). "
+            f"Resume with: {self.safety.resume_command}"
+        )
 
     # -- checkpoints -----------------------------------------------------------------------------
     def checkpoint_due(self) -> bool:
@@ -235,7 +244,9 @@ class LearnerService:
         replay = self.learner.replay.state_dict() if self.checkpoint_meta.get("save_replay", True) else None
         meta = {**self.checkpoint_meta, "remedies": self.remedies.as_dict(), "metrics": self.metrics_summary()}
         try:
-            path = self.checkpointer.save(step, self.full_state(), replay, self.checkpoint_meta.get("config_hash", ""), meta)
+            path = self.checkpointer.save(
+                step, self.full_state(), replay, self.checkpoint_meta.get("config_hash", ""), meta
+            )
         except NonFiniteCheckpointError as err:
             log.error("%s", err)
             return None

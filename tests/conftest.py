@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+# Token auth switches itself on when ~/.ray/auth_token exists; the test head is loopback-only and
+# must not depend on what the home directory holds.
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+# Ray reads these when it is first imported (test modules import it at collection): set them before.
+os.environ.update(RAY_ENV)
 
 
 def free_port() -> int:
@@ -40,7 +44,6 @@ def ray_bin(name: str) -> str:
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory) -> RayHead:
     """``ray start --head --block`` on 127.0.0.1 with the dashboard (for ``ray job submit``)."""
-    os.environ.update(RAY_ENV)
     port, dashboard_port = free_port(), free_port()
     log = open(tmp_path_factory.mktemp("ray") / "head.log", "w")  # noqa: SIM115 - lives as long as the head
     process = subprocess.Popen(
@@ -63,6 +66,7 @@ def ray_head(tmp_path_factory) -> RayHead:
 
 
 def wait_for_dashboard(head: RayHead, process: subprocess.Popen, timeout: float = 180.0) -> None:
+    import urllib.error
     import urllib.request
 
     deadline = time.monotonic() + timeout
@@ -73,6 +77,8 @@ def wait_for_dashboard(head: RayHead, process: subprocess.Popen, timeout: float 
             with urllib.request.urlopen(f"{head.dashboard}/api/version", timeout=5) as reply:
                 if reply.status == 200:
                     return
+        except urllib.error.HTTPError as error:
+            raise RuntimeError(f"the Ray dashboard answered {error.code} to {head.dashboard}/api/version") from error
         except OSError:
             time.sleep(1.0)
     raise RuntimeError("the Ray dashboard did not come up in time")
