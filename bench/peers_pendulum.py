@@ -1,6 +1,7 @@
 """End to end on Pendulum-v1: dmsac against Stable-Baselines3 SAC, wall-clock and return at equal env steps.
 
-    python bench/peers_pendulum.py [--seeds 0 1 2] [--steps 15000] [--systems dmsac sb3] [--out bench/results]
+    python bench/peers_pendulum.py [--seeds 0 1 2] [--steps 15000] [--systems dmsac sb3] [--parallel]
+                                   [--dmsac-set cluster.mode=local ...] [--out bench/results]
 
 Both systems train SAC with the same settings (configs/pendulum.yaml): 256x256
 networks, batch 256, lr 3e-4, gamma 0.99, tau 0.005, learned temperature from
@@ -10,7 +11,8 @@ configured (Ray, 2 rollout actors x 2 envs, learner on the GPU when there is
 one); SB3 (``stable-baselines3``, the ``bench`` extra) runs one environment,
 ``train_freq=1, gradient_steps=1``, on the same device. Each run is its own
 process; "process s" includes start-up (imports, Ray), "train s" only the
-training loop. Return = mean of the last 10 training episodes at the end;
+training loop. ``--parallel`` runs the seeds of one system at once (one
+process each; systems still one after the other). Return = mean of the last 10 training episodes at the end;
 "steps to target" = env steps at which that running mean first reaches
 ``--target``. RLlib SAC is not run (see bench/README.md).
 """
@@ -18,6 +20,7 @@ training loop. Return = mean of the last 10 training episodes at the end;
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -30,6 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # bench.plots when run as a script
 SETTINGS = {"lr": 3e-4, "gamma": 0.99, "tau": 0.005, "batch": 256, "buffer": 100_000, "warmup": 1000, "net": [256, 256]}
 
 
@@ -134,12 +138,26 @@ def markdown(report: dict) -> str:
     return "\n".join(lines + [""])
 
 
+def plot(report: dict, png: Path) -> None:
+    from bench.plots import save_panels
+
+    series = [
+        {"label": f"{r['system']} seed {r['seed']}", "x": [p[0] for p in r["curve"]], "y": [p[1] for p in r["curve"]]}
+        for r in report["runs"]
+        if "curve" in r
+    ]
+    panel = {"title": "Pendulum-v1: mean of the last 10 episode returns", "ylabel": "return", "series": series,
+             "hlines": [(report["target"], "target")]}  # fmt: skip
+    save_panels(png, [panel], f"dmsac vs SB3 SAC, {report['versions']['device']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=15_000)
     parser.add_argument("--systems", nargs="+", default=["dmsac", "sb3"], choices=["dmsac", "sb3"])
     parser.add_argument("--target", type=float, default=-250.0)
+    parser.add_argument("--parallel", action="store_true", help="run the seeds of one system concurrently")
     parser.add_argument("--dmsac-set", nargs="*", default=[], help="extra --set overrides for dmsac")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--sb3-worker", type=int, default=None, help=argparse.SUPPRESS)
@@ -148,25 +166,31 @@ def main() -> None:
         sb3_worker(args.sb3_worker, args.steps)
         return
     report = {"versions": versions(), "command": "python " + " ".join(sys.argv), "steps": args.steps,
+              "parallel": args.parallel, "dmsac_set": args.dmsac_set,
               "target": args.target, "settings": SETTINGS, "runs": [], "summary": {},
               "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    for seed in args.seeds:
-        for system in args.systems:
-            row = run_dmsac(seed, args.steps, args.dmsac_set) if system == "dmsac" else run_sb3(seed, args.steps)
-            row.update(system=system, seed=seed)
-            if "curve" in row:
-                row["steps_to_target"] = steps_to_target(row["curve"], args.target)
-            report["runs"].append(row)
-            print(f"{system} seed {seed}: {json.dumps({k: v for k, v in row.items() if k != 'curve'})}", flush=True)
-            ok = [r for r in report["runs"] if "error" not in r]
-            for name in {r["system"] for r in ok}:
-                mine = [r for r in ok if r["system"] == name]
-                report["summary"][name] = {
-                    k: statistics.fmean(r[k] for r in mine) for k in ("process_s", "train_s", "return")
-                }
-            (args.out / "peers_pendulum.json").write_text(json.dumps(report, indent=2))
-            (args.out / "peers_pendulum.md").write_text(markdown(report))
+
+    def run(system: str, seed: int) -> dict:
+        row = run_dmsac(seed, args.steps, args.dmsac_set) if system == "dmsac" else run_sb3(seed, args.steps)
+        row.update(system=system, seed=seed)
+        if "curve" in row:
+            row["steps_to_target"] = steps_to_target(row["curve"], args.target)
+        print(f"{system} seed {seed}: {json.dumps({k: v for k, v in row.items() if k != 'curve'})}", flush=True)
+        return row
+
+    for system in args.systems:
+        with concurrent.futures.ThreadPoolExecutor(len(args.seeds) if args.parallel else 1) as pool:
+            report["runs"] += list(pool.map(lambda seed, system=system: run(system, seed), args.seeds))
+        ok = [r for r in report["runs"] if "error" not in r]
+        for name in {r["system"] for r in ok}:
+            mine = [r for r in ok if r["system"] == name]
+            report["summary"][name] = {
+                k: statistics.fmean(r[k] for r in mine) for k in ("process_s", "train_s", "return")
+            }
+        (args.out / "peers_pendulum.json").write_text(json.dumps(report, indent=2))
+        (args.out / "peers_pendulum.md").write_text(markdown(report))
+    plot(report, args.out / "peers_pendulum.png")
     print(markdown(report))
 
 

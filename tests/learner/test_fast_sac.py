@@ -261,3 +261,25 @@ def test_failing_compile_falls_back_to_plain_maths_on_cuda():
     assert fast._math is MATH and fast.captures == 1
     assert torch.allclose(b, a, rtol=1e-4, atol=1e-5)
     assert_close_run(eager, fast, before)
+
+
+@pytest.mark.gpu
+@gpu
+def test_learner_on_cuda_trains_in_the_graph_and_its_guard_finds_a_poisoned_block():
+    from learner.config import ReplayConfig
+    from learner.learner import Learner
+
+    config = dataclasses.replace(CONFIG, fast_path="graph", block_updates=5)
+    learner = Learner(DIMS, config, ReplayConfig(capacity=1000), torch.device("cuda"), seed=3)
+    assert isinstance(learner.sac, GraphedSAC)
+    learner.replay.add(batch_on(torch.device("cuda"), 1, size=200))
+    clean = learner.update_block(5)
+    assert clean.first_bad_index is None and learner.sac.updates_done == 5 and learner.sac.captures == 1
+    assert clean.stats.nonfinite_loss == clean.stats.nonfinite_grad == clean.stats.nonfinite_q == 0
+    snapshot = learner.snapshot()
+    learner.replay.storage["reward"].fill_(float("nan"))  # every batch from now on is poisoned
+    poisoned = learner.update_block(5)
+    assert poisoned.first_bad_index == 0
+    assert poisoned.stats.nonfinite_loss == 1  # the first bad update counted once, not five times
+    learner.restore(snapshot)
+    assert learner.parameters_finite() and learner.sac.updates_done == 5 and learner.sac.captures == 1
