@@ -107,7 +107,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = ContextConfig(mode="dynamics_map")
-    stream = drive_stream(np.random.default_rng(0), args.envs, config.capacity + (args.rebuilds + 60) * config.update_every)
+    stream = drive_stream(
+        np.random.default_rng(0), args.envs, config.capacity + (args.rebuilds + 60) * config.update_every
+    )
     rows = {}
     encoders = {"pooled": lambda: PooledEncoder(config)}
     if Path(args.cnn).exists():
@@ -151,7 +153,9 @@ def write_report(result: dict, out: Path) -> None:
         )
     for name, row in result["encoders"].items():
         if "stages_median_ms" in row:
-            lines.append(f"\n{name} stages (median ms): " + ", ".join(f"{k} {v:.2f}" for k, v in row["stages_median_ms"].items()))
+            lines.append(
+                f"\n{name} stages (median ms): " + ", ".join(f"{k} {v:.2f}" for k, v in row["stages_median_ms"].items())
+            )
     (out / "context_cost.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -70,7 +70,9 @@ def r2(y: np.ndarray, pred: np.ndarray) -> float:
     return float(1.0 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
 
 
-def choose_alpha(x: np.ndarray, y: np.ndarray, alphas=(1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0), folds: int = 5) -> float:
+def choose_alpha(
+    x: np.ndarray, y: np.ndarray, alphas=(1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0), folds: int = 5
+) -> float:
     parts = np.array_split(np.arange(len(y)), folds)
     scores = []
     for alpha in alphas:
@@ -132,7 +134,9 @@ def write_report(result: dict, out: Path) -> None:
         "|---|---|---|---|---|",
     ]
     for name, row in result["encoders"].items():
-        lines.append(f"| {name} | {row['test_r2']:.3f} | {row['train_r2']:.3f} | {row['alpha']:g} | {result['target_r2']} |")
+        lines.append(
+            f"| {name} | {row['test_r2']:.3f} | {row['train_r2']:.3f} | {row['alpha']:g} | {result['target_r2']} |"
+        )
     (out / "context_probe.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
