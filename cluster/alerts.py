@@ -142,14 +142,20 @@ def _health_rules(config: Config) -> list[dict]:
     on = "{{ $labels.instance }}"
     return [
         _rule(
-            "DmsacNonFiniteDetected", _nan_expr(sel), "0s", "critical",
+            "DmsacNonFiniteDetected",
+            _nan_expr(sel),
+            "0s",
+            "critical",
             "Non-finite value in the dmsac learner",
             f"{on}: non-finite {{{{ $labels.source }}}}{{{{ $labels.gauge }}}} detected (value {{{{ $value }}}}); "
             "the learner rolls back or stops.",
             book,
         ),
         _rule(
-            "DmsacRollbackLoop", f"increase(dmsac_rollbacks_total{sel}[1h]) >= {a.rollbacks_per_hour}", "0s", "critical",
+            "DmsacRollbackLoop",
+            f"increase(dmsac_rollbacks_total{sel}[1h]) >= {a.rollbacks_per_hour}",
+            "0s",
+            "critical",
             "dmsac learner keeps rolling back",
             f"{on}: {{{{ $value | humanize }}}} rollbacks to the last good state within an hour "
             f"(limit {a.rollbacks_per_hour}); the remedies are not curing it.",
@@ -158,7 +164,8 @@ def _health_rules(config: Config) -> list[dict]:
         _rule(
             "DmsacLearnerDown",
             f"up{sel} == 0\nor absent(up{sel})\nor (up{sel} unless on(job, instance) dmsac_build_info{sel})",
-            a.down_for, "critical",
+            a.down_for,
+            "critical",
             "dmsac learner metrics endpoint down",
             f"Job {a.job}: target '{on}' is down, missing, or exports no dmsac_* series (value {{{{ $value }}}}).",
             book,
@@ -172,25 +179,37 @@ def _gradient_q_rules(config: Config) -> list[dict]:
     grad = f"(warning {num(t.grad_warn)} = {num(a.grad_norm_fraction)} × clip {num(t.grad_clip)})"
     return [
         _rule(
-            "DmsacPolicyGradNormNearClip", f"dmsac_policy_grad_norm{sel} > {num(t.grad_warn)}", a.sustain_for, "warning",
+            "DmsacPolicyGradNormNearClip",
+            f"dmsac_policy_grad_norm{sel} > {num(t.grad_warn)}",
+            a.sustain_for,
+            "warning",
             "dmsac policy gradient norm near the clip limit",
             f"{on}: policy gradient norm before clipping is {value} {grad}.",
             book,
         ),
         _rule(
-            "DmsacQGradNormNearClip", f"dmsac_q_grad_norm{sel} > {num(t.grad_warn)}", a.sustain_for, "warning",
+            "DmsacQGradNormNearClip",
+            f"dmsac_q_grad_norm{sel} > {num(t.grad_warn)}",
+            a.sustain_for,
+            "warning",
             "dmsac critic gradient norm near the clip limit",
             f"{on}: critic gradient norm before clipping is {value} {grad}.",
             book,
         ),
         _rule(
-            "DmsacQValuesExploding", f"abs(dmsac_q_mean{sel}) > {num(t.q_mean_abs)}", a.sustain_for, "warning",
+            "DmsacQValuesExploding",
+            f"abs(dmsac_q_mean{sel}) > {num(t.q_mean_abs)}",
+            a.sustain_for,
+            "warning",
             "dmsac Q values exploding",
             f"{on}: |mean Q| is {value} (limit {num(t.q_mean_abs)}); rewards are negative, so Q diverges downward.",
             book,
         ),
         _rule(
-            "DmsacQValueSpreadHigh", f"dmsac_q_std{sel} > {num(t.q_std)}", a.sustain_for, "warning",
+            "DmsacQValueSpreadHigh",
+            f"dmsac_q_std{sel} > {num(t.q_std)}",
+            a.sustain_for,
+            "warning",
             "dmsac Q value spread high",
             f"{on}: Q standard deviation is {value} (limit {num(t.q_std)}).",
             book,
@@ -205,33 +224,45 @@ def _progress_rules(config: Config) -> list[dict]:
         _rule(
             "DmsacTrainingStalled",
             f"rate(dmsac_learner_updates_total{sel}[10m]) == 0\nand on(job, instance) up{sel} == 1",
-            a.sustain_for, "warning",
+            a.sustain_for,
+            "warning",
             "dmsac learner makes no updates",
             f"{on}: no learner updates in the last 10 minutes while the endpoint is up.",
             book,
         ),
         _rule(
-            "DmsacContextFallbacks", f"increase(dmsac_context_fallbacks_total{sel}[10m]) > 0", "0s", "warning",
+            "DmsacContextFallbacks",
+            f"increase(dmsac_context_fallbacks_total{sel}[10m]) > 0",
+            "0s",
+            "warning",
             "dmsac contexts replaced by zeros",
             f"{on}: {value} contexts replaced by the zero context in 10 minutes (reason {{{{ $labels.reason }}}}).",
             book,
         ),
         _rule(
-            "DmsacWeightsRejected", f"increase(dmsac_weights_rejected_total{sel}[10m]) > 0", "0s", "warning",
+            "DmsacWeightsRejected",
+            f"increase(dmsac_weights_rejected_total{sel}[10m]) > 0",
+            "0s",
+            "warning",
             "dmsac weight gate refused a broadcast",
             f"{on}: {value} broadcasts refused in 10 minutes (reason {{{{ $labels.reason }}}}).",
             book,
         ),
         _rule(
             "DmsacCheckpointStale",
-            f"time() - dmsac_checkpoint_last_success_timestamp_seconds{sel} > {num(t.stale_seconds)}", "0s", "warning",
+            f"time() - dmsac_checkpoint_last_success_timestamp_seconds{sel} > {num(t.stale_seconds)}",
+            "0s",
+            "warning",
             "dmsac checkpoints are stale",
             f"{on}: last successful checkpoint {{{{ $value | humanizeDuration }}}} ago "
             f"(limit {num(t.stale_seconds)} s = {num(a.checkpoint_stale_factor)} × {num(a.checkpoint_interval_seconds)} s).",
             book,
         ),
         _rule(
-            "DmsacActorsDown", f"dmsac_actors_alive{sel} < {t.min_actors}", a.sustain_for, "warning",
+            "DmsacActorsDown",
+            f"dmsac_actors_alive{sel} < {t.min_actors}",
+            a.sustain_for,
+            "warning",
             "dmsac rollout actors down",
             f"{on}: {{{{ $value }}}} rollout actors alive, {t.min_actors} expected.",
             book,
@@ -260,7 +291,9 @@ _BlockDumper.add_representer(str, _str_block)
 
 def render_rules(config: Config) -> str:
     """The text of alerts.yml for ``config`` (deterministic)."""
-    body = yaml.dump({"groups": alert_groups(config)}, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=4096)
+    body = yaml.dump(
+        {"groups": alert_groups(config)}, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=4096
+    )
     return HEADER + body
 
 

@@ -83,7 +83,10 @@ def _health(sel: str) -> list[dict]:
     return [
         panel("NaN events", [(f"sum by (source) (increase(dmsac_nan_events_total{sel}[{RATE}]))", "{{source}}")]),
         panel("Rollbacks", [(f"increase(dmsac_rollbacks_total{sel}[{RATE}])", "rollbacks")]),
-        panel("Rejected weights", [(f"sum by (reason) (increase(dmsac_weights_rejected_total{sel}[{RATE}]))", "{{reason}}")]),
+        panel(
+            "Rejected weights",
+            [(f"sum by (reason) (increase(dmsac_weights_rejected_total{sel}[{RATE}]))", "{{reason}}")],
+        ),
         panel(
             "Context fallbacks and rejected transitions / s",
             [
@@ -104,7 +107,11 @@ def _gradients(sel: str, t: Thresholds) -> list[dict]:
             description=f"Orange line: warning {t.grad_warn:g}; red line: clip limit {t.grad_clip:g}.",
         )
         for name, metric in (("Policy", "policy_grad_norm"), ("Critic", "q_grad_norm"))
-    ] + [panel("Clipped updates / s", [(f"sum by (network) (rate(dmsac_grad_clipped_total{sel}[{RATE}]))", "{{network}}")])]
+    ] + [
+        panel(
+            "Clipped updates / s", [(f"sum by (network) (rate(dmsac_grad_clipped_total{sel}[{RATE}]))", "{{network}}")]
+        )
+    ]
 
 
 def _q_values(sel: str, t: Thresholds) -> list[dict]:
@@ -186,13 +193,23 @@ def layout(rows: list[tuple[str, list[dict]]]) -> list[dict]:
     out: list[dict] = []
     y = 0
     for title, panels in rows:
-        out.append({"type": "row", "title": title, "collapsed": False, "panels": [], "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}})
+        out.append(
+            {
+                "type": "row",
+                "title": title,
+                "collapsed": False,
+                "panels": [],
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+            }
+        )
         y += 1
         per_line = min(len(panels), 4)
         width = GRID_WIDTH // per_line
         for i, p in enumerate(panels):
             line, col = divmod(i, per_line)
-            out.append({**p, "gridPos": {"h": PANEL_HEIGHT, "w": width, "x": col * width, "y": y + line * PANEL_HEIGHT}})
+            out.append(
+                {**p, "gridPos": {"h": PANEL_HEIGHT, "w": width, "x": col * width, "y": y + line * PANEL_HEIGHT}}
+            )
         y += -(-len(panels) // per_line) * PANEL_HEIGHT
     return [{"id": i + 1, **p} for i, p in enumerate(out)]
 

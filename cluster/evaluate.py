@@ -45,7 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--policy", required=True, choices=sorted(POLICIES), help="which policy to run")
     parser.add_argument("--episodes", type=int, default=10, help="episodes to evaluate (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="environment (and random policy) seed")
-    parser.add_argument("--num-envs", type=int, default=None, help="environments stepped together (default: episodes, at most 64)")
+    parser.add_argument(
+        "--num-envs", type=int, default=None, help="environments stepped together (default: episodes, at most 64)"
+    )
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set env.vehicle.episode_steps=512 (repeatable)",

@@ -6,6 +6,8 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import yaml
+
 from actors.context.base import ContextProvider, NoContext
 from actors.envs import VectorEnv
 from actors.gym_env import GymVectorEnv
@@ -66,8 +68,13 @@ def make_learner(config: Config, dims: Dimensions) -> Learner:
     return Learner(dims, config.learner, config.replay, device, config.train.seed)
 
 
-def make_learner_service(config: Config, resume: str | None = None, serve_metrics: bool = True) -> LearnerService:
-    """The learner service with its checkpointer, metrics exporter and NaN response; resumed if asked."""
+def make_learner_service(
+    config: Config, resume: str | None = None, serve_metrics: bool = True, node_ip: str = ""
+) -> LearnerService:
+    """The learner service with its checkpointer, metrics exporter and NaN response; resumed if asked.
+
+    ``node_ip``: the address of the node the learner runs on, for the scrape target (Ray mode knows it).
+    """
     learner = make_learner(config, probe_dimensions(config))
     run_dir = Path(config.train.run_dir)
     checkpointer = Checkpointer(checkpoint_root(config.checkpoint, run_dir), config.checkpoint.keep_last)
@@ -82,10 +89,10 @@ def make_learner_service(config: Config, resume: str | None = None, serve_metric
     }
     service = LearnerService(
         learner, make_schedule(config), config.train.episode_window, safety, checkpointer,
-        make_metrics(config, run_dir) if serve_metrics and config.metrics.enabled else None, meta,
+        make_metrics(config, run_dir, node_ip) if serve_metrics and config.metrics.enabled else None, meta,
     )  # fmt: skip
     if resume:
-        resume_from(service, checkpointer, resume)
+        resume_from(service, checkpointer, resume, config)
     return service
 
 
@@ -93,7 +100,7 @@ def resume_command(config: Config) -> str:
     return f"python -m cluster.train --config {Path(config.train.run_dir) / 'config.yaml'} --resume auto"
 
 
-def resume_from(service: LearnerService, checkpointer: Checkpointer, spec: str) -> None:
+def resume_from(service: LearnerService, checkpointer: Checkpointer, spec: str, config: Config) -> None:
     """``--resume auto`` with no checkpoint at all starts fresh; a broken one falls back to the previous good one."""
     if spec == "auto" and not checkpointer.entries():
         log.info("--resume auto: no checkpoint under %s yet; starting a fresh run", checkpointer.root)
@@ -102,13 +109,32 @@ def resume_from(service: LearnerService, checkpointer: Checkpointer, spec: str) 
     path = checkpointer.resolve(spec) if spec == "auto" else Path(spec)
     loaded = checkpointer.load(path, map_location=service.learner.device)
     service.load_full_state(loaded.state, loaded.replay)
+    apply_rate_overrides(service, config, loaded.state.get("config_yaml", ""))
     log.info("resumed from %s at env step %d, update %d", path, service.learner.env_steps, service.learner.updates_done)
 
 
-def make_metrics(config: Config, run_dir: Path) -> MetricsExporter:
+def apply_rate_overrides(service: LearnerService, config: Config, saved_config_yaml: str) -> None:
+    """A resume keeps the reward scale and learning rate in force (remedies included), unless this run's config
+    sets a value other than the checkpoint's config did: that is the user asking for it (the runbook's NaN advice)."""
+    saved = (yaml.safe_load(saved_config_yaml) or {}).get("learner", {}) if saved_config_yaml else {}
+    sac, wanted = service.learner.sac, config.learner
+    if "reward_scale" in saved and float(saved["reward_scale"]) != wanted.reward_scale:
+        log.warning(
+            "learner.reward_scale=%g replaces the checkpoint's %g in force",
+            wanted.reward_scale,
+            float(sac.reward_scale),
+        )
+        sac.reward_scale.fill_(wanted.reward_scale)
+    if "lr" in saved and float(saved["lr"]) != wanted.lr:
+        log.warning("learner.lr=%g replaces the checkpoint's %g in force", wanted.lr, sac.learning_rate())
+        sac.set_learning_rate(wanted.lr)
+    service.publish_in_force()
+
+
+def make_metrics(config: Config, run_dir: Path, node_ip: str = "") -> MetricsExporter:
     """Start the learner's Prometheus endpoint and write its file_sd target into the run directory."""
     exporter = MetricsExporter(config.metrics, run=run_dir.name)
     host, port = exporter.start()
-    target = target_host(host, config.cluster.node_ip_address or "127.0.0.1")
+    target = target_host(host, node_ip or config.cluster.node_ip_address or "127.0.0.1")
     write_file_sd(run_dir / TARGETS_FILE_NAME, target, port, {"run": run_dir.name})
     return exporter

@@ -46,7 +46,11 @@ def token_from_env(environ: dict[str, str] | None = None) -> str:
 def display_url(url: str) -> str:
     """``url`` without any ``user:password@`` part, for messages."""
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))) if parts.hostname else url
+    return (
+        urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+        if parts.hostname
+        else url
+    )
 
 
 def upload_payload(board: dict[str, Any], folder: str = "", message: str = "") -> dict[str, Any]:
@@ -95,12 +99,16 @@ def _push(args: argparse.Namespace) -> int:
     except PushError as err:
         sys.stderr.write(f"error: {err}\n")
         return 1
-    sys.stdout.write(f"pushed {board.get('uid')} (version {answer.get('version')}): {display_url(args.url).rstrip('/')}{answer.get('url', '')}\n")
+    sys.stdout.write(
+        f"pushed {board.get('uid')} (version {answer.get('version')}): {display_url(args.url).rstrip('/')}{answer.get('url', '')}\n"
+    )
     return 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cluster.grafana", description="Render or push the Grafana dashboard.")
+    parser = argparse.ArgumentParser(
+        prog="python -m cluster.grafana", description="Render or push the Grafana dashboard."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     render = sub.add_parser("render", help="write deploy/grafana/dashboard.json from config")
     render.add_argument("--config", default=None, help="YAML config (default: configs/vehicle.yaml)")

@@ -79,12 +79,15 @@ class LearnerActor:
 
     def __init__(self, config: Config, resume: str | None, hooks: TestHooks) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self.service = make_learner_service(config, resume)
+        # The scrape target names this node: on a multi-node cluster the learner is not on the head.
+        self.service = make_learner_service(config, resume, node_ip=ray.util.get_node_ip_address())
         if hooks.nan_grad_at_update >= 0:
             self.service.learner.sac.grad_hook = nan_gradient_at(hooks.nan_grad_at_update)
         if hooks.poison_weights_from_version >= 0:
             learner = self.service.learner
-            learner.export_hook = lambda t: poison(t) if learner.weights_version >= hooks.poison_weights_from_version else t
+            learner.export_hook = lambda t: (
+                poison(t) if learner.weights_version >= hooks.poison_weights_from_version else t
+            )
 
     def device(self) -> str:
         return str(self.service.learner.device)

@@ -13,7 +13,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from cluster.config import Config
 from cluster.ray_actors import FragmentHeader, LearnerActor, RolloutActor, TestHooks
-from cluster.runner import Stopper, format_progress, prepare_run_dir, summary_dict, write_summary
+from cluster.runner import LearnerStartError, Stopper, format_progress, prepare_run_dir, summary_dict, write_summary
 from learner.safety import NonFiniteStop
 from learner.service import Progress, StepReport
 
@@ -46,7 +46,7 @@ def learner_options(config: Config) -> dict:
     if config.learner.device != "cpu" and resources.get("GPU", 0) >= 1:
         options["num_gpus"] = 1
     elif config.learner.device == "cuda":
-        raise RuntimeError("learner.device is 'cuda' but the Ray cluster has no GPU")
+        raise LearnerStartError("learner.device is 'cuda' but the Ray cluster has no GPU")
     if resources.get("dmsac_learner", 0) >= 1:
         options["resources"] = {"dmsac_learner": 1}
     return options
@@ -103,8 +103,10 @@ class RayDriver:
 
     def submit(self, index: int) -> None:
         random_actions = self.env_steps_sent < self.config.train.warmup_steps
-        header, fragment = self.fleet.actors[index].rollout.options(num_returns=2).remote(
-            self.config.rollout.steps_per_fragment, random_actions, self.weights
+        header, fragment = (
+            self.fleet.actors[index]
+            .rollout.options(num_returns=2)
+            .remote(self.config.rollout.steps_per_fragment, random_actions, self.weights)
         )
         self.pending[header] = (index, fragment, self.weights[0])
         self.env_steps_sent += self.config.rollout.steps_per_fragment * self.config.env.num_envs
@@ -122,9 +124,14 @@ class RayDriver:
             self.fleet.restarts[index] += 1
             self.fleet.restart_versions.append((version_sent, header.weights_version))
             self.learner.report_fleet.remote(self.fleet.alive_count, 1)
-            log.warning("rollout actor %d is back (incarnation %d, restart %d of %d) with weights v%d", index,
-                        header.incarnation, self.fleet.restarts[index], self.config.cluster.max_actor_restarts,
-                        header.weights_version)
+            log.warning(
+                "rollout actor %d is back (incarnation %d, restart %d of %d) with weights v%d",
+                index,
+                header.incarnation,
+                self.fleet.restarts[index],
+                self.config.cluster.max_actor_restarts,
+                header.weights_version,
+            )
         self.learner_steps.append(self.learner.step.remote(fragment))
         if self.env_steps_sent < self.config.train.total_env_steps:
             self.submit(index)
@@ -144,8 +151,12 @@ class RayDriver:
             self.fleet.alive[index] = False
             self.fleet.retry_at.pop(index, None)
             self.learner.report_fleet.remote(self.fleet.alive_count, 0)
-            log.error("rollout actor %d is gone after %d restarts; %d actors remain", index,
-                      self.fleet.restarts[index], self.fleet.alive_count)
+            log.error(
+                "rollout actor %d is gone after %d restarts; %d actors remain",
+                index,
+                self.fleet.restarts[index],
+                self.fleet.alive_count,
+            )
             return
         if index not in self.fleet.retry_at:
             log.warning("rollout actor %d failed (%s); waiting for Ray to restart it", index, type(err).__name__)
@@ -200,9 +211,18 @@ def run_ray(config: Config, resume: str | None = None, hooks: TestHooks | None =
     started = time.monotonic()
     history: list[tuple[int, float]] = []
     try:
-        driver.publish(ray.get(driver.learner.initial_weights.remote()))
-        log.info("learner on %s; %d rollout actors x %d envs; run dir %s", ray.get(driver.learner.device.remote()),
-                 config.cluster.num_actors, config.env.num_envs, run_dir)
+        try:
+            driver.publish(ray.get(driver.learner.initial_weights.remote()))
+        except ray.exceptions.RayActorError as err:  # its constructor raised: the cause is the last line
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            raise LearnerStartError(f"the learner actor did not start: {lines[-1].strip()}") from err
+        log.info(
+            "learner on %s; %d rollout actors x %d envs; run dir %s",
+            ray.get(driver.learner.device.remote()),
+            config.cluster.num_actors,
+            config.env.num_envs,
+            run_dir,
+        )
         driver.learner.report_fleet.remote(len(driver.fleet.actors), 0)
         with Stopper() as stopper:
             collect(driver, stopper, history, on_tick)

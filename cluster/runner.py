@@ -15,6 +15,10 @@ from learner.service import Progress, Schedule
 log = logging.getLogger("dmsac")
 
 
+class LearnerStartError(RuntimeError):
+    """The learner could not start (its port taken, no GPU for ``learner.device: cuda``, ...): exit 2."""
+
+
 def make_schedule(config: Config) -> Schedule:
     return Schedule(
         warmup_steps=config.train.warmup_steps,

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from cluster.config import Config, ConfigError, load_config
+from cluster.runner import LearnerStartError
 from learner.checkpoint import Checkpointer, CheckpointError, checkpoint_root
 from learner.metrics import MetricsPortInUseError
 from learner.safety import NonFiniteStop
@@ -19,13 +20,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set learner.lr=1e-5 (repeatable)",
     )  # fmt: skip
-    parser.add_argument("--resume", default=None, metavar="auto|PATH", help="resume from last_good (auto) or a checkpoint")
+    parser.add_argument(
+        "--resume", default=None, metavar="auto|PATH", help="resume from last_good (auto) or a checkpoint"
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         from cluster.ray_driver import run_ray
 
         return run_ray(config, resume=resume)
-    except (CheckpointError, MetricsPortInUseError) as err:
+    except (CheckpointError, MetricsPortInUseError, LearnerStartError) as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
     except NonFiniteStop as err:

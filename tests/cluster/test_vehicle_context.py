@@ -29,7 +29,10 @@ def test_the_default_config_turns_the_context_on(tmp_path):
     config = vehicle_config(tmp_path)
     assert config.context.mode == "dynamics_map" and config.context.context_dim == 32
     dims = probe_dimensions(config)
-    assert (dims.obs_dim, dims.context_dim) == (probe_dimensions(vehicle_config(tmp_path, "context.mode=none")).obs_dim, 32)
+    assert (dims.obs_dim, dims.context_dim) == (
+        probe_dimensions(vehicle_config(tmp_path, "context.mode=none")).obs_dim,
+        32,
+    )
 
 
 def test_fragments_carry_finite_contexts_that_follow_each_vehicle(tmp_path):

@@ -71,7 +71,8 @@ def test_gradient_panels_draw_the_warning_and_clip_lines() -> None:
 
 def test_threshold_lines_follow_the_config() -> None:
     config = dataclasses.replace(
-        load_config(REPO / "configs" / "vehicle.yaml", ["learner.max_grad_norm=10"]), alerts=AlertsConfig(grad_norm_fraction=0.8)
+        load_config(REPO / "configs" / "vehicle.yaml", ["learner.max_grad_norm=10"]),
+        alerts=AlertsConfig(grad_norm_fraction=0.8),
     )
     assert threshold_values(by_title(dashboard(config))["Policy gradient norm (before clipping)"]) == [None, 8.0, 10.0]
 

@@ -35,7 +35,14 @@ class FakeGrafana(BaseHTTPRequestHandler):
         )  # fmt: skip
         if self.status == 200:
             uid = json.loads(body)["dashboard"]["uid"]
-            answer = {"id": 7, "uid": uid, "url": f"/d/{uid}/dmsac-learner", "status": "success", "version": 3, "slug": "dmsac-learner"}
+            answer = {
+                "id": 7,
+                "uid": uid,
+                "url": f"/d/{uid}/dmsac-learner",
+                "status": "success",
+                "version": 3,
+                "slug": "dmsac-learner",
+            }
         else:
             answer = {"message": "The dashboard has been changed by someone else", "status": "version-mismatch"}
         data = json.dumps(answer).encode()

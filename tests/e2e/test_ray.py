@@ -79,7 +79,7 @@ def test_killed_actor_restarts_with_current_weights_and_nothing_is_inserted_twic
     summary = json.loads((tmp_path / "final_stats.json").read_text())
     fleet = summary["fleet"]
     assert killed and fleet["restarts"] == [1, 0] and fleet["alive"] == 2
-    (sent, first_fragment), = fleet["restart_versions"]
+    ((sent, first_fragment),) = fleet["restart_versions"]
     assert sent >= killed[0] and first_fragment == sent  # fetched the current weights before sampling
     assert fleet["actors"][0]["incarnation"] != 0
     assert summary["counters"]["fragments_duplicate"] == 0
@@ -117,3 +117,19 @@ def test_nan_update_with_on_nan_stop_exits_4_with_the_resume_command(ray_client,
         assert run_ray(config, hooks=TestHooks(nan_grad_at_update=300)) == 4
     message = "\n".join(r.getMessage() for r in caplog.records if "non-finite update" in r.getMessage())
     assert "--resume auto" in message and "last good checkpoint" in message
+
+
+def test_a_taken_metrics_port_on_ray_exits_2_naming_the_port(ray_client, tmp_path, capsys):
+    import socket
+
+    from cluster.train import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        sets = [*ray_client.overrides(), f"train.run_dir={tmp_path}", f"metrics.port={port}"]
+        code = main(["--config", str(ROOT / "configs" / "smoke.yaml"), *[a for s in sets for a in ("--set", s)]])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "the learner actor did not start" in error and str(port) in error and "metrics.port" in error

@@ -94,7 +94,12 @@ def test_labelled_counters_start_at_zero_for_every_known_label_value(exporter: M
         assert series == dict.fromkeys(values, 0.0), name
     assert NAN_SOURCES == ("loss", "grad", "q", "params", "weights")
     assert len([k for k in scraped if k[0] == "dmsac_nan_events_total"]) == 5
-    for name in ("dmsac_env_steps_total", "dmsac_learner_updates_total", "dmsac_rollbacks_total", "dmsac_actor_restarts_total"):
+    for name in (
+        "dmsac_env_steps_total",
+        "dmsac_learner_updates_total",
+        "dmsac_rollbacks_total",
+        "dmsac_actor_restarts_total",
+    ):
         assert scraped[(name, ())] == 0.0
     assert scraped[("dmsac_build_info", (("run", "r1"), ("version", "0.1.0")))] == 1.0
 
@@ -174,7 +179,9 @@ def test_learner_side_events_and_values_in_force(exporter: MetricsExporter) -> N
     assert value(exporter, "dmsac_actors_alive") == 3.0
     assert value(exporter, "dmsac_actor_restarts_total") == 1.0
     assert value(exporter, "dmsac_replay_size") == 123_456.0
-    assert [k for k in got if k[0] == "dmsac_build_info"] == [("dmsac_build_info", (("run", "run-b"), ("version", "0.2.0")))]
+    assert [k for k in got if k[0] == "dmsac_build_info"] == [
+        ("dmsac_build_info", (("run", "run-b"), ("version", "0.2.0")))
+    ]
     with pytest.raises(ValueError, match="network='pi'"):
         exporter.set_in_force(0.001, {"pi": 1e-4}, 5.0)
     with pytest.raises(ValueError, match="source='disk'"):

@@ -37,7 +37,9 @@ def test_bad_values_name_their_key(kwargs: dict, key: str) -> None:
 
 
 def test_yaml_section_is_strict() -> None:
-    cfg = build(Config, {"context": {"mode": "dynamics_map", "smoothing_sigma": [3, 5], "decay_rate": "3e-1"}}, "x.yaml")
+    cfg = build(
+        Config, {"context": {"mode": "dynamics_map", "smoothing_sigma": [3, 5], "decay_rate": "3e-1"}}, "x.yaml"
+    )
     assert cfg.context.smoothing_sigma == (3.0, 5.0) and cfg.context.decay_rate == 0.3
     with pytest.raises(ConfigError, match="context.grid_w"):
         build(Config, {"context": {"grid_w": 3}}, "x.yaml")

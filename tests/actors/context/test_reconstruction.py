@@ -39,7 +39,9 @@ def test_incremental_matches_from_scratch(config: ContextConfig) -> None:
             est = rec.rebuild(buf, step)
             if step % 150 < config.update_every:
                 ref = reconstruct_dense(buf, step, prior, config, 0.1)
-                worst = max(worst, np.abs(est.normalized - ref.normalized).max(), np.abs(est.confidence - ref.confidence).max())
+                worst = max(
+                    worst, np.abs(est.normalized - ref.normalized).max(), np.abs(est.confidence - ref.confidence).max()
+                )
     assert worst < 2e-5  # float32 state against float64 from scratch
 
 
@@ -91,5 +93,7 @@ def test_grid_matrices() -> None:
     p = pooling_matrix(10, 3)
     np.testing.assert_allclose(p.sum(axis=1), 1.0)
     assert (p > 0).sum(axis=0).tolist() == [1] * 10  # every cell in exactly one bin
-    iu, iv = cell_index(np.array([-5.0, -1.0, 0.0, 0.999, 2.0]), np.array([-1.0, 0.0, 15.0, 29.99, 99.0]), ContextConfig())
+    iu, iv = cell_index(
+        np.array([-5.0, -1.0, 0.0, 0.999, 2.0]), np.array([-1.0, 0.0, 15.0, 29.99, 99.0]), ContextConfig()
+    )
     assert iu.tolist() == [0, 0, 50, 99, 99] and iv.tolist() == [0, 0, 50, 99, 99]

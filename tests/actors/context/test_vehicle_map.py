@@ -23,7 +23,9 @@ def episode():
     config = ContextConfig(mode="dynamics_map")
     vcfg = vehicle.VehicleConfig()
     u_grid, v_grid = cell_centers(config)
-    prior = vehicle.population_mean_map(vcfg, u_grid, v_grid, num_vehicles=config.prior_vehicles, seed=config.prior_seed)
+    prior = vehicle.population_mean_map(
+        vcfg, u_grid, v_grid, num_vehicles=config.prior_vehicles, seed=config.prior_seed
+    )
     env = vehicle.VehicleVectorEnv(NUM_ENVS, vcfg, seed=HELD_OUT_SEED)
     provider = DynamicsMapContext(NUM_ENVS, config, PooledEncoder(config), prior_map=prior, dt=vcfg.dt)
     policy = ExploringPolicy(pid.PIDController(NUM_ENVS), NUM_ENVS, seed=HELD_OUT_SEED + 1)
