@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -29,14 +30,40 @@ def connect(config: Config) -> None:
     if config.cluster.address:
         ray.init(address=config.cluster.address, **extra)
         return
+    running = running_cluster_address()
+    if running:
+        ray.init(address=running, **extra)
+        log.info("joined the running Ray cluster at %s", running)
+        return
+    # Enough logical CPUs for every actor: a 2-core laptop still runs the whole job.
+    cpus = max(os.cpu_count() or 1, config.cluster.num_actors + 1)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, **extra)
+    log.info("started a local Ray instance with %d CPUs", cpus)
+
+
+def running_cluster_address() -> str | None:
+    """The cluster ``ray.init(address="auto")`` would join (``RAY_ADDRESS``, else the last ``ray start``), if it answers.
+
+    A head that ended without ``ray stop`` leaves its address recorded; joining
+    it would retry for minutes, so a quick TCP probe decides first.
+    """
     try:
-        ray.init(address="auto", **extra)
-        log.info("joined the running Ray cluster")
+        address = ray._private.services.canonicalize_bootstrap_address("auto")  # Ray's own lookup
     except ConnectionError:
-        # Enough logical CPUs for every actor: a 2-core laptop still runs the whole job.
-        cpus = max(os.cpu_count() or 1, config.cluster.num_actors + 1)
-        ray.init(num_cpus=cpus, include_dashboard=False, **extra)
-        log.info("started a local Ray instance with %d CPUs", cpus)
+        return None
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3.0):
+            return address
+    except (OSError, ValueError):
+        log.warning(
+            "a Ray cluster is recorded at %s but does not answer (stopped without `ray stop`?); "
+            "starting a local Ray instance",
+            address,
+        )
+        return None
 
 
 def learner_options(config: Config) -> dict:

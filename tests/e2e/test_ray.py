@@ -133,3 +133,16 @@ def test_a_taken_metrics_port_on_ray_exits_2_naming_the_port(ray_client, tmp_pat
     assert code == 2
     error = capsys.readouterr().err
     assert "the learner actor did not start" in error and str(port) in error and "metrics.port" in error
+
+
+def test_standalone_start_skips_a_recorded_cluster_that_does_not_answer(ray_head, monkeypatch):
+    from cluster.ray_driver import running_cluster_address
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
+    assert running_cluster_address() == ray_head.address  # a live head is joined
+    dead = f"127.0.0.1:{free_port()}"  # a head killed without `ray stop` leaves its address behind
+    monkeypatch.setenv("RAY_ADDRESS", dead)
+    started = time.monotonic()
+    assert running_cluster_address() is None
+    assert time.monotonic() - started < 5.0  # not Ray's minutes of retries

@@ -59,9 +59,10 @@ def stopping_distance(p: VehicleParams, v0: float) -> np.ndarray:
     tau = p.brake_lag
     coef = a * tau / (k * tau - 1.0)
     one_minus = lambda t: -np.expm1(-k * t)  # noqa: E731  1 − e^{−kt}, accurate for tiny k
-    speed = lambda t: (
-        v0 * (1 - one_minus(t)) - (a + c) * one_minus(t) / k + coef * (np.exp(-t / tau) - (1 - one_minus(t)))
-    )  # noqa: E731
+
+    def speed(t):
+        return v0 * (1 - one_minus(t)) - (a + c) * one_minus(t) / k + coef * (np.exp(-t / tau) - (1 - one_minus(t)))
+
     lo, hi = np.zeros_like(a), np.full_like(a, 10.0)
     for _ in range(200):  # bisection for the stop time
         mid = 0.5 * (lo + hi)
