@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 
 import ray
@@ -49,7 +50,9 @@ class RolloutActor:
         torch.set_num_threads(1)  # an actor is one CPU; many share a node
         logging.basicConfig(level=logging.INFO)
         # A reconstructed actor must never reuse (actor_id, incarnation, seq): replay dedups on that key.
-        reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
+        with warnings.catch_warnings():  # Ray 2.60 reads its own deprecated actor_id inside this property
+            warnings.simplefilter("ignore", DeprecationWarning)
+            reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
         incarnation = 1 + time.time_ns() // 1_000_000 % (2**31 - 1) if reconstructed else 0
         self.worker = make_worker(config, actor_id=actor_id, incarnation=incarnation)
 
