@@ -7,7 +7,7 @@ import time
 
 from cluster.config import Config
 from cluster.factory import make_learner_service, make_worker
-from cluster.runner import Stopper, format_progress, log, prepare_run_dir, summary_dict, write_summary
+from cluster.runner import Stopper, done_line, format_progress, log, prepare_run_dir, summary_dict, write_summary
 from learner.safety import NonFiniteStop
 
 
@@ -36,9 +36,9 @@ def run_local(config: Config, resume: str | None = None, grad_hook=None) -> dict
                 last_log = time.monotonic()
                 log.info(format_progress(report.progress))
         final_checkpoint = service.checkpoint()
-    progress = service.progress()
-    log.info("done: %s; final checkpoint %s", format_progress(progress), final_checkpoint)
-    summary = summary_dict(progress, time.monotonic() - started, history)
+    progress, wall = service.progress(), time.monotonic() - started
+    log.info(done_line(progress, wall, final_checkpoint))
+    summary = summary_dict(progress, wall, history)
     write_summary(run_dir, summary)
     return summary
 

@@ -14,7 +14,15 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from cluster.config import Config
 from cluster.ray_actors import FragmentHeader, LearnerActor, RolloutActor, TestHooks
-from cluster.runner import LearnerStartError, Stopper, format_progress, prepare_run_dir, summary_dict, write_summary
+from cluster.runner import (
+    LearnerStartError,
+    Stopper,
+    done_line,
+    format_progress,
+    prepare_run_dir,
+    summary_dict,
+    write_summary,
+)
 from learner.safety import NonFiniteStop
 from learner.service import Progress, StepReport
 
@@ -268,8 +276,9 @@ def run_ray(config: Config, resume: str | None = None, hooks: TestHooks | None =
         for actor in driver.fleet.actors:
             ray.kill(actor, no_restart=True)
     checkpoint = ray.get(driver.learner.checkpoint.remote())
-    finish(driver, run_dir, time.monotonic() - started, history)
-    log.info("done: %s; final checkpoint %s", format_progress(driver.progress), checkpoint)
+    wall = time.monotonic() - started
+    finish(driver, run_dir, wall, history)
+    log.info(done_line(driver.progress, wall, checkpoint))
     return 0
 
 

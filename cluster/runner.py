@@ -49,6 +49,12 @@ def format_progress(progress: Progress, extra: str = "") -> str:
     return f"{line} {extra}".rstrip()
 
 
+def done_line(progress: Progress, wall_seconds: float, checkpoint) -> str:
+    """The last progress line: the whole run's mean update rate (the instantaneous one is 0 once training ends)."""
+    mean_rate = progress.updates / wall_seconds if wall_seconds > 0 else 0.0
+    return f"done: {format_progress(progress)} mean_updates/s={mean_rate:.1f} wall_s={wall_seconds:.0f}; final checkpoint {checkpoint}"
+
+
 def summary_dict(progress: Progress, wall_seconds: float, history: list[tuple[int, float]]) -> dict:
     stats = progress.last_stats.as_dict() if progress.last_stats else {}
     return {
