@@ -214,6 +214,11 @@ class LearnerService:
         meta = {**self.checkpoint_meta, "remedies": self.remedies.as_dict(), "metrics": result.stats.as_dict()}
         return self.checkpointer.save_emergency(self.learner.env_steps, self.full_state(), extra, meta=meta)
 
+    def close(self) -> None:
+        """Stop serving metrics (an in-process run frees its port for the next one)."""
+        if self.metrics is not None:
+            self.metrics.stop()
+
     def stop_message(self, emergency: Path | None) -> str:
         last_good = self.checkpointer.latest_good() if self.checkpointer else None
         saved = f"; emergency checkpoint: {emergency}" if emergency else ""

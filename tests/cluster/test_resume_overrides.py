@@ -1,4 +1,4 @@
-"""A resume keeps the reward scale and learning rate in force, unless the new config changes them."""
+"""Resuming and re-running in one process: values in force, explicit overrides, the metrics port."""
 
 from __future__ import annotations
 
@@ -39,3 +39,19 @@ def test_explicit_new_values_win_over_the_checkpoint(tmp_path):
     assert float(service.learner.sac.reward_scale) == pytest.approx(0.0005)
     assert service.learner.sac.learning_rate() == pytest.approx(1e-5)
     assert service.learner.env_steps == 20 * config.env.num_envs  # and the rest of the state was resumed
+
+
+def test_a_finished_local_run_frees_its_metrics_port(tmp_path):
+    import socket
+
+    from cluster.local import run_local
+    from tests.conftest import free_port
+
+    port = free_port()
+    config = load_config(
+        ROOT / "configs" / "smoke.yaml",
+        ["cluster.mode=local", f"train.run_dir={tmp_path}", f"metrics.port={port}", "train.total_env_steps=300"],
+    )
+    assert run_local(config)["env_steps"] == 300
+    with socket.socket() as probe:  # raises OSError (address in use) if the exporter still listens
+        probe.bind(("127.0.0.1", port))
