@@ -164,8 +164,8 @@ def filled_replay(device: torch.device, capacity: int) -> ReplayBuffer:
     return replay
 
 
-def learner_loop_block(sac: SAC | GraphedSAC, replay: ReplayBuffer, batch: int) -> None:
-    """``Learner.update_block`` as written today: sample, gather, update, accumulate; one host read."""
+def learner_loop_block(sac: GraphedSAC, replay: ReplayBuffer, batch: int) -> None:
+    """Sampling and gathering outside the update, one update per batch, one host read per block."""
     acc = torch.zeros(len(STAT_FIELDS), device=replay.device)
     first_bad = torch.tensor(-1, device=replay.device)
     indices = torch.empty((BLOCK, batch), dtype=torch.long, device=replay.device)
@@ -178,7 +178,8 @@ def learner_loop_block(sac: SAC | GraphedSAC, replay: ReplayBuffer, batch: int) 
     torch.cat([acc, first_bad.float().reshape(1)]).tolist()
 
 
-def graphed_block(sac: GraphedSAC, replay: ReplayBuffer) -> None:
+def sac_block(sac: SAC | GraphedSAC, replay: ReplayBuffer) -> None:
+    """``Learner.update_block``: the SAC's own block of updates."""
     vector, _ = sac.update_block(replay, BLOCK)
     vector.tolist()  # the one host read per block, as the learner does
 
@@ -191,13 +192,13 @@ def make_runners(
         return EagerLoop(device, batch, capacity).block
     if name == "dmsac_eager":
         sac = SAC(in_dim, ACTION, cfg, device, seed=0)
-        return lambda: learner_loop_block(sac, replay, batch)
+        return lambda: sac_block(sac, replay)
     if name == "graphed_batch":
         fast = GraphedSAC(in_dim, ACTION, cfg, device, seed=0)
         return lambda: learner_loop_block(fast, replay, batch)
     options = {"graphed": {}, "graphed_noguard": {"guard": False}, "graphed_compiled": {"compile_math": True}}[name]
     fast = GraphedSAC(in_dim, ACTION, cfg, device, seed=0, **options)
-    return lambda: graphed_block(fast, replay)
+    return lambda: sac_block(fast, replay)
 
 
 # -- timing -----------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from torch import nn
 
 from learner.losses import soft_q_target
 from learner.networks import LOG_STD_MAX, LOG_STD_MIN, TwinCritic, squashed_gaussian_log_prob
-from learner.sac import NONFINITE_SLICE
+from learner.sac import stats_vector
 
 Mapping = list[tuple[int, int | None]]
 """For each parameter index of the eager layout: (index in our optimizer, row of the stack or None)."""
@@ -169,27 +169,6 @@ def alpha_gradient(log_prob: torch.Tensor, target_entropy: float) -> torch.Tenso
     return torch.rsub(log_prob.mean(), -target_entropy)
 
 
-def stats_vector(
-    q: torch.Tensor,
-    q_loss: torch.Tensor,
-    policy_loss: torch.Tensor,
-    q_norm: torch.Tensor,
-    policy_norm: torch.Tensor,
-    alpha: torch.Tensor,
-    limit: float,
-    guard: bool,
-) -> torch.Tensor:
-    """The ``STAT_FIELDS`` vector; ``q`` is the first critic's values. ``guard`` off leaves the flags 0."""
-    core = torch.stack([policy_norm, q_norm, q.mean(), q.std(), alpha, policy_loss, q_loss])
-    clipped = (core[:2] > limit).float()
-    if guard:  # losses, gradient norms, Q statistics: one flag each
-        checked = torch.stack([q_loss, policy_loss, q_norm, policy_norm, core[2], core[3]]).view(3, 2)
-        flags = (~torch.isfinite(checked).all(dim=1)).float()
-    else:
-        flags = torch.zeros(3, device=q.device)
-    return torch.cat([core, clipped, flags])
-
-
 MATH: dict[str, Callable] = {
     "policy_head": policy_head,
     "critic_objective": critic_objective,
@@ -204,19 +183,3 @@ def compiled_math() -> dict[str, Callable]:
     if not _COMPILED:
         _COMPILED.update({k: torch.compile(f, dynamic=False, fullgraph=True) for k, f in MATH.items()})
     return _COMPILED
-
-
-def summarize_block(rows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Per-update rows ``[n, len(STAT_FIELDS)]`` → the eager accumulation ‖ index of the first flagged update.
-
-    As ``Learner.update_block``: counts are summed, gauges are the last update's,
-    a non-finite gauge anywhere in the block leaves the gauge non-finite, and the
-    non-finite flags are those of the first flagged update (later ones only carry its NaN on).
-    """
-    gauges = rows[-1] + (rows[:-1] * 0).sum(dim=0)
-    accumulated = torch.where(keep, rows.sum(dim=0), gauges)
-    bad = rows[:, NONFINITE_SLICE].sum(dim=1) > 0
-    first = torch.where(bad.any(), bad.float().argmax(), -1)
-    flags = torch.where(bad.any(), rows[first.clamp(min=0), NONFINITE_SLICE], accumulated[NONFINITE_SLICE])
-    accumulated = torch.cat([accumulated[: NONFINITE_SLICE.start], flags, accumulated[NONFINITE_SLICE.stop :]])
-    return torch.cat([accumulated, first.float().reshape(1)])

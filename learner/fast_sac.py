@@ -40,12 +40,11 @@ from learner.fast_parts import (
     identity_mapping,
     import_adam,
     make_adam,
-    summarize_block,
 )
 from learner.losses import polyak_update
 from learner.networks import Actor, TwinCritic
 from learner.replay import ReplayBuffer
-from learner.sac import COUNT_FIELDS, SAC, STAT_FIELDS, GradHook
+from learner.sac import COUNT_FIELDS, SAC, STAT_FIELDS, GradHook, summarize_block
 from learner.temperature import FixedTemperature, LearnedTemperature, Temperature
 
 log = logging.getLogger(__name__)

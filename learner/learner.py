@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from learner.config import LearnerConfig, ReplayConfig
-from learner.fast_sac import GraphedSAC, build_sac
+from learner.fast_sac import build_sac
 from learner.replay import ReplayBuffer
-from learner.sac import NONFINITE_SLICE, STAT_FIELDS, stats_from_vector
+from learner.sac import stats_from_vector
 from learner.types import Fragment, UpdateStats, VersionedWeights
 from learner.weights import GateVerdict, WeightGate, all_finite, make_versioned
 
@@ -100,30 +100,10 @@ class Learner:
     # -- updates ---------------------------------------------------------------------------
     def update_block(self, count: int) -> BlockResult:
         """Run ``count`` updates; the host reads the accumulated statistics once, at the end."""
-        if isinstance(self.sac, GraphedSAC):  # sampling, updates and statistics stay in the CUDA graph
-            vector, indices = self.sac.update_block(self.replay, count)
-            values = vector.tolist()  # one host sync
-            bad_index = int(values[-1])
-            return BlockResult(stats_from_vector(values[:-1], count), bad_index if bad_index >= 0 else None, indices)
-        batch_size = self.config.batch_size
-        accumulated = torch.zeros(len(STAT_FIELDS), device=self.device)
-        first_bad = torch.tensor(-1, device=self.device)
-        indices = torch.empty((count, batch_size), dtype=torch.long, device=self.device)
-        first_bad_vector = torch.zeros_like(accumulated)
-        for i in range(count):
-            index = self.replay.sample_indices(batch_size)
-            indices[i] = index
-            vector = self.sac.update(self.replay.gather(index))
-            accumulated = accumulated * self.sac.keep + vector
-            newly_bad = (first_bad < 0) & (vector[NONFINITE_SLICE].sum() > 0)
-            first_bad = torch.where(newly_bad, i, first_bad)
-            first_bad_vector = torch.where(newly_bad, vector, first_bad_vector)
-        values = torch.cat([accumulated, first_bad_vector, first_bad.float().reshape(1)]).tolist()  # one host sync
-        width, bad_index = len(STAT_FIELDS), int(values[-1])
-        stats = values[:width]
-        if bad_index >= 0:  # updates after the first bad one only carry its NaN on: count the first one
-            stats[NONFINITE_SLICE] = values[width : 2 * width][NONFINITE_SLICE]
-        return BlockResult(stats_from_vector(stats, count), bad_index if bad_index >= 0 else None, indices)
+        vector, indices = self.sac.update_block(self.replay, count)  # on CUDA: sampling and updates in the graph
+        values = vector.tolist()  # one host sync
+        bad_index = int(values[-1])
+        return BlockResult(stats_from_vector(values[:-1], count), bad_index if bad_index >= 0 else None, indices)
 
     def replay_updates(self, indices: torch.Tensor) -> None:
         """Re-run updates on recorded batch indices (after a restore: reproduces the block's good prefix)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -17,6 +18,9 @@ from learner.losses import actor_loss, critic_loss, polyak_update, soft_q_target
 from learner.networks import Actor, TwinCritic
 from learner.temperature import FixedTemperature, LearnedTemperature, Temperature
 from learner.types import UpdateStats
+
+if TYPE_CHECKING:
+    from learner.replay import ReplayBuffer
 
 STAT_FIELDS = (
     "policy_grad_norm",
@@ -46,6 +50,43 @@ def make_temperature(config: LearnerConfig, action_dim: int, device: torch.devic
         return FixedTemperature(config.initial_alpha, device)
     target_entropy = -config.target_entropy_scale * action_dim
     return LearnedTemperature(config.initial_alpha, target_entropy, config.lr, device)
+
+
+def stats_vector(
+    q: torch.Tensor,
+    q_loss: torch.Tensor,
+    policy_loss: torch.Tensor,
+    q_norm: torch.Tensor,
+    policy_norm: torch.Tensor,
+    alpha: torch.Tensor,
+    limit: float,
+    guard: bool,
+) -> torch.Tensor:
+    """The ``STAT_FIELDS`` vector; ``q`` is the first critic's values. ``guard`` off leaves the flags 0."""
+    core = torch.stack([policy_norm, q_norm, q.mean(), q.std(), alpha, policy_loss, q_loss])
+    clipped = (core[:2] > limit).float()
+    if guard:  # losses, gradient norms, Q statistics: one flag each
+        checked = torch.stack([q_loss, policy_loss, q_norm, policy_norm, core[2], core[3]]).view(3, 2)
+        flags = (~torch.isfinite(checked).all(dim=1)).float()
+    else:
+        flags = torch.zeros(3, device=q.device)
+    return torch.cat([core, clipped, flags])
+
+
+def summarize_block(rows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Per-update rows ``[n, len(STAT_FIELDS)]`` → the block's statistics ‖ index of the first flagged update.
+
+    As ``acc = acc * keep + row`` over the rows: counts are summed, gauges are the last update's,
+    a non-finite gauge anywhere in the block leaves the gauge non-finite, and the
+    non-finite flags are those of the first flagged update (later ones only carry its NaN on).
+    """
+    gauges = rows[-1] + (rows[:-1] * 0).sum(dim=0)
+    accumulated = torch.where(keep, rows.sum(dim=0), gauges)
+    bad = rows[:, NONFINITE_SLICE].sum(dim=1) > 0
+    first = torch.where(bad.any(), bad.float().argmax(), -1)
+    flags = torch.where(bad.any(), rows[first.clamp(min=0), NONFINITE_SLICE], accumulated[NONFINITE_SLICE])
+    accumulated = torch.cat([accumulated[: NONFINITE_SLICE.start], flags, accumulated[NONFINITE_SLICE.stop :]])
+    return torch.cat([accumulated, first.float().reshape(1)])
 
 
 def stats_from_vector(values: list[float], updates: int) -> UpdateStats:
@@ -89,7 +130,9 @@ class SAC:
             next_action, next_log_prob = self.actor.sample(next_in, self.noise)
             next_q1, next_q2 = self.critic_target(next_in, next_action)
             scaled_reward = batch["reward"] * self.reward_scale  # the one place rewards are scaled
-            target = soft_q_target(scaled_reward, batch["terminated"], cfg.gamma, next_q1, next_q2, next_log_prob, alpha)
+            target = soft_q_target(
+                scaled_reward, batch["terminated"], cfg.gamma, next_q1, next_q2, next_log_prob, alpha
+            )
 
         q1, q2 = self.critic(obs_in, batch["action"])
         q_loss = critic_loss(q1, q2, target)
@@ -112,38 +155,23 @@ class SAC:
         self.temperature.update(log_prob)
         polyak_update(self._target_params, self._critic_params, cfg.tau)
         self.updates_done += 1
-        return self._stats(q1.detach(), q_loss.detach(), policy_loss.detach(), q_norm, policy_norm, alpha)
-
-    def _stats(
-        self,
-        q: torch.Tensor,
-        q_loss: torch.Tensor,
-        policy_loss: torch.Tensor,
-        q_norm: torch.Tensor,
-        policy_norm: torch.Tensor,
-        alpha: torch.Tensor,
-    ) -> torch.Tensor:
-        q_mean, q_std = q.mean(), q.std()
-        limit = self.config.max_grad_norm
-        losses = torch.stack([q_loss, policy_loss])
-        norms = torch.stack([q_norm, policy_norm])
-        q_stats = torch.stack([q_mean, q_std])
-        return torch.stack(
-            [
-                policy_norm,
-                q_norm,
-                q_mean,
-                q_std,
-                alpha,
-                policy_loss,
-                q_loss,
-                (policy_norm > limit).float(),
-                (q_norm > limit).float(),
-                (~torch.isfinite(losses)).any().float(),
-                (~torch.isfinite(norms)).any().float(),
-                (~torch.isfinite(q_stats)).any().float(),
-            ]
+        return stats_vector(
+            q1.detach(), q_loss.detach(), policy_loss.detach(), q_norm, policy_norm, alpha, cfg.max_grad_norm, True
         )
+
+    def update_block(self, replay: ReplayBuffer, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` updates on batches sampled from ``replay``; no host sync.
+
+        Returns ``(vector, indices)`` as ``GraphedSAC.update_block`` does: the
+        block's statistics (``summarize_block``) ‖ the index of the first
+        flagged update (-1: none), and the replay rows ``[count, batch]`` each update used.
+        """
+        rows, indices = [], []
+        for _ in range(count):
+            index = replay.sample_indices(self.config.batch_size)
+            indices.append(index)
+            rows.append(self.update(replay.gather(index)))
+        return summarize_block(torch.stack(rows), self.keep.bool()), torch.stack(indices)
 
     def set_learning_rate(self, lr: float) -> None:
         optimizers = [self.actor_optimizer, self.critic_optimizer]

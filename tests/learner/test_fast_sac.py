@@ -15,10 +15,10 @@ import dataclasses
 import pytest
 import torch
 
-from learner.fast_parts import MATH, summarize_block
+from learner.fast_parts import MATH
 from learner.fast_sac import GraphedSAC, build_sac
 from learner.replay import ReplayBuffer
-from learner.sac import SAC, STAT_FIELDS
+from learner.sac import SAC, STAT_FIELDS, summarize_block
 from learner.temperature import LearnedTemperature
 from tests.learner.helpers import DIMS, random_batch, with_config
 
