@@ -6,8 +6,7 @@ summary does not keep: one row per fragment with the learner's health over the
 blocks of that fragment (Q mean/std, pre-clip gradient norms, alpha, clip
 counts, NaN counters, reward scale and learning rate in force), the fragment's
 mean unscaled reward per step, and every finished episode. Per-block
-``UpdateStats`` are read by wrapping ``LearnerService.record`` on this one
-object (no change to ``learner/``); the Prometheus endpoint is not started.
+``UpdateStats`` come with each step's ``StepReport``; the Prometheus endpoint is not started.
 """
 
 from __future__ import annotations
@@ -66,24 +65,6 @@ def hyperparameters(config: Config) -> dict:
     }  # fmt: skip
 
 
-class BlockTap:
-    """Collects every block's ``UpdateStats`` as the service records it."""
-
-    def __init__(self, service: LearnerService) -> None:
-        self.pending: list[UpdateStats] = []
-        record = service.record
-
-        def tap(stats: UpdateStats) -> None:
-            self.pending.append(stats)
-            record(stats)
-
-        service.record = tap  # type: ignore[method-assign]
-
-    def drain(self) -> list[UpdateStats]:
-        blocks, self.pending = self.pending, []
-        return blocks
-
-
 def block_summary(blocks: list[UpdateStats]) -> dict:
     """One fragment's learner health: last values, extremes over its blocks, summed counts."""
     if not blocks:
@@ -140,7 +121,6 @@ class Run:
     def __init__(self, config: Config, label: str) -> None:
         self.config, self.label = config, label
         self.service = make_learner_service(config, serve_metrics=False)
-        self.tap = BlockTap(self.service)
         self.worker = make_worker(config)
         self.worker.set_weights(self.service.broadcast())
         self.result, self.totals = TrainResult(), Totals()
@@ -166,7 +146,7 @@ class Run:
             self.learn_s += time.monotonic() - t1
         if report.weights is not None:
             self.worker.set_weights(report.weights)
-        blocks = self.tap.drain()
+        blocks = list(report.blocks)
         self.totals.add(blocks, fragment)
         wall = time.monotonic() - self.started
         row = trace_row(service, fragment, blocks, warming, wall, self.rollout_s, self.learn_s)

@@ -80,6 +80,8 @@ class StepReport:
     weights: VersionedWeights | None
     progress: Progress
     accepted: bool
+    blocks: tuple[UpdateStats, ...] = ()
+    """Statistics of every block of updates this step ran, in order."""
 
 
 class LearnerService:
@@ -105,6 +107,7 @@ class LearnerService:
         self.history: deque[dict] = deque(maxlen=self.safety.config.stats_history)
         self.episodes = 0
         self.last_stats: UpdateStats | None = None
+        self._step_blocks: list[UpdateStats] = []  # the current step's, for its StepReport
         self.remedies = Remedies()
         self.counters = dict.fromkeys(
             ("weights_rejected", "fragments_duplicate", "fragments_stale", "nan_blocks", "rollbacks", "checkpoints"), 0
@@ -120,10 +123,11 @@ class LearnerService:
     def step(self, fragment: Fragment) -> StepReport:
         """Ingest one fragment, train what is due, checkpoint when due, and hand back weights when due."""
         accepted = self.ingest(fragment) > 0
+        self._step_blocks = []
         weights = self.train()
         if self.checkpoint_due():
             self.checkpoint()
-        return StepReport(weights, self.progress(), accepted)
+        return StepReport(weights, self.progress(), accepted, tuple(self._step_blocks))
 
     def ingest(self, fragment: Fragment) -> int:
         """Store a fragment unless it is a duplicate or its policy is too stale; returns transitions stored."""
@@ -166,6 +170,7 @@ class LearnerService:
 
     def record(self, stats: UpdateStats) -> None:
         self.last_stats = stats
+        self._step_blocks.append(stats)
         self.history.append(stats.as_dict())
         if self.metrics is not None:
             self.metrics.record_update_stats(stats)

@@ -68,6 +68,15 @@ def test_rollback_limiter_window():
     assert limiter.allow(130) is False  # 50, 120, 130 within 100 updates
 
 
+def test_a_step_reports_the_statistics_of_every_block_it_ran(tmp_path):
+    service = make_service(tmp_path, Stop())
+    for seq in (1, 2):  # 16 transitions a step: 16 updates due, in blocks of at most 5
+        report = service.step(make_fragment(steps=8, envs=2, seq=seq, seed=seq))
+        assert [b.updates for b in report.blocks] == [5, 5, 5, 1]
+        assert report.blocks[-1] == service.last_stats
+    assert service.learner.updates_done == 32
+
+
 def test_nan_at_update_k_is_caught_checkpointed_rolled_back_and_remedied(tmp_path):
     exporter = MetricsExporter()
     service = make_service(tmp_path, RollbackToLastGood(SafetyConfig()), metrics=exporter, reward_scale=1e-3)
