@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from learner.config import LearnerConfig  # noqa: E402
 from learner.fast_sac import GraphedSAC  # noqa: E402
 from learner.replay import ReplayBuffer  # noqa: E402
-from learner.sac import NONFINITE_SLICE, SAC, STAT_FIELDS  # noqa: E402
+from learner.sac import SAC, summarize_block  # noqa: E402
 
 OBS, CONTEXT, ACTION, HIDDEN, BLOCK = 17, 32, 6, 256, 50
 TARGET_FLOOR, TARGET_AIM, GUARD_LIMIT = 15.0, 25.0, 5.0
@@ -166,16 +166,8 @@ def filled_replay(device: torch.device, capacity: int) -> ReplayBuffer:
 
 def learner_loop_block(sac: GraphedSAC, replay: ReplayBuffer, batch: int) -> None:
     """Sampling and gathering outside the update, one update per batch, one host read per block."""
-    acc = torch.zeros(len(STAT_FIELDS), device=replay.device)
-    first_bad = torch.tensor(-1, device=replay.device)
-    indices = torch.empty((BLOCK, batch), dtype=torch.long, device=replay.device)
-    for i in range(BLOCK):
-        index = replay.sample_indices(batch)
-        indices[i] = index
-        vector = sac.update(replay.gather(index))
-        acc = acc * sac.keep + vector
-        first_bad = torch.where((first_bad < 0) & (vector[NONFINITE_SLICE].sum() > 0), i, first_bad)
-    torch.cat([acc, first_bad.float().reshape(1)]).tolist()
+    rows = [sac.update(replay.gather(replay.sample_indices(batch))) for _ in range(BLOCK)]
+    summarize_block(torch.stack(rows), sac.keep.bool()).tolist()
 
 
 def sac_block(sac: SAC | GraphedSAC, replay: ReplayBuffer) -> None:
