@@ -107,7 +107,7 @@ class LearnerService:
         self.history: deque[dict] = deque(maxlen=self.safety.config.stats_history)
         self.episodes = 0
         self.last_stats: UpdateStats | None = None
-        self._step_blocks: list[UpdateStats] = []  # the current step's, for its StepReport
+        self._step_blocks: list[UpdateStats] = []  # the last train() call's, for its StepReport
         self.remedies = Remedies()
         self.counters = dict.fromkeys(
             ("weights_rejected", "fragments_duplicate", "fragments_stale", "nan_blocks", "rollbacks", "checkpoints"), 0
@@ -123,7 +123,6 @@ class LearnerService:
     def step(self, fragment: Fragment) -> StepReport:
         """Ingest one fragment, train what is due, checkpoint when due, and hand back weights when due."""
         accepted = self.ingest(fragment) > 0
-        self._step_blocks = []
         weights = self.train()
         if self.checkpoint_due():
             self.checkpoint()
@@ -151,6 +150,7 @@ class LearnerService:
     def train(self, max_updates: int | None = None) -> VersionedWeights | None:
         """Run the updates due in guarded blocks; returns new weights when a broadcast is due and passes the gate."""
         learner, done_here = self.learner, 0
+        self._step_blocks = []
         while True:
             due = self.schedule.updates_due(learner.env_steps, learner.updates_done, len(learner.replay))
             if max_updates is not None:
