@@ -50,3 +50,7 @@ class VectorEnv(Protocol):
     def step(self, actions: np.ndarray) -> VecStep:
         """Step all copies with ``actions`` of shape ``[n, action_dim]`` in env units."""
         ...
+
+    def reset_envs(self, env_ids: np.ndarray) -> np.ndarray:
+        """Start a new episode in copies ``env_ids`` only (e.g. after a non-finite observation); returns their rows."""
+        ...

@@ -20,7 +20,7 @@ def env_factory(env_id: str, kwargs: dict[str, Any]) -> Callable[[], gym.Env]:
         try:
             candidate = getattr(importlib.import_module(module_name), attribute, None)
         except ImportError as err:
-            raise ValueError(f"env.id {env_id!r}: cannot import module {module_name!r}: {err}") from None
+            raise ValueError(f"cannot import module {module_name!r}: {err}") from None
         if isinstance(candidate, type) and issubclass(candidate, gym.Env):
             return lambda: candidate(**kwargs)
     return lambda: gym.make(env_id, **kwargs)
@@ -39,7 +39,7 @@ class GymVectorEnv:
         obs_space = self.envs.single_observation_space
         act_space = self.envs.single_action_space
         if not isinstance(act_space, gym.spaces.Box):
-            raise ValueError(f"{env_id}: SAC needs a continuous (Box) action space, got {act_space}")
+            raise ValueError(f"SAC needs a continuous (Box) action space; {env_id} has {act_space}")
         self.num_envs = num_envs
         self.observation_dim = int(np.prod(obs_space.shape))
         self.action_dim = int(np.prod(act_space.shape))
@@ -53,6 +53,12 @@ class GymVectorEnv:
     def reset(self, seed: int) -> np.ndarray:
         obs, _ = self.envs.reset(seed=seed)
         return self._flat(obs)
+
+    def reset_envs(self, env_ids: np.ndarray) -> np.ndarray:
+        mask = np.zeros(self.num_envs, dtype=bool)
+        mask[env_ids] = True
+        obs, _ = self.envs.reset(options={"reset_mask": mask})
+        return self._flat(obs)[env_ids]
 
     def step(self, actions: np.ndarray) -> VecStep:
         obs, reward, terminated, truncated, info = self.envs.step(actions.reshape(self.num_envs, *self._action_shape))

@@ -12,7 +12,7 @@ records, per fragment of 2 048 steps: updates, Q mean/std (scaled units),
 pre-clip policy and Q gradient norms, alpha, the fragment's mean unscaled
 reward per step, finished episodes' returns, nan_blocks and rollbacks; and
 run-wide the largest |Q mean| and Q std against the alert thresholds
-(``alerts.q_mean_abs_max`` 10 000, ``alerts.q_std_max`` 5 000).
+(``safety.warnings.q_mean_abs_max`` 10 000, ``safety.warnings.q_std_max`` 5 000).
 Verdict: PASS when >= 50 000 env steps ran with no non-finite block, no
 rollback and both Q extremes under their thresholds.
 
@@ -207,7 +207,8 @@ def plot(report: dict, path: Path) -> Path | None:
 def build_report(args: argparse.Namespace, config, plumbing: list[str], result) -> dict:
     params = hyperparameters(config)
     shown = [o if not o.startswith("train.run_dir=") else "train.run_dir=<temporary>" for o in plumbing]
-    thresholds = {"q_mean_abs_max": config.alerts.q_mean_abs_max, "q_std_max": config.alerts.q_std_max,
+    signs = config.safety.warnings
+    thresholds = {"q_mean_abs_max": signs.q_mean_abs_max, "q_std_max": signs.q_std_max,
                   "q_reward_bound": config.env.vehicle.reward.clip * params["reward_scale"] / (1 - params["gamma"])}  # fmt: skip
     status, reasons = verdict(result.summary, thresholds)
     return {

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from cluster.rendered import write_or_check
+from learner.safety import warning_thresholds
 from learner.types import require
 
 if TYPE_CHECKING:
@@ -44,14 +45,12 @@ NAN_GAUGES = ("policy_grad_norm", "q_grad_norm", "q_mean", "q_std", "alpha", "po
 
 @dataclass(frozen=True)
 class AlertsConfig:
-    """Thresholds and timings of the alert rules in deploy/prometheus/alerts.yml."""
+    """Timings and thresholds of the alert rules in deploy/prometheus/alerts.yml.
 
-    grad_norm_fraction: float = 0.9
-    """Policy and Q gradient-norm warning at this fraction of ``learner.max_grad_norm`` (seed: 0.9 × 5.0 = 4.5)."""
-    q_mean_abs_max: float = 10000.0
-    """Warn when |mean Q| exceeds this (scaled units; rewards are negative, so Q diverges downward)."""
-    q_std_max: float = 5000.0
-    """Warn when the standard deviation of Q exceeds this."""
+    The warning signs' thresholds (gradient norms, Q mean, Q std) are the learner's own,
+    ``safety.warnings``: the learner logs them, and the rules render the same numbers.
+    """
+
     sustain_for: str = "5m"
     """How long a threshold condition (gradients, Q, stalled training, actors) must hold before firing."""
     down_for: str = "2m"
@@ -70,9 +69,6 @@ class AlertsConfig:
     """Base of the ``runbook_url`` annotations (point it at where your repository is browsable)."""
 
     def __post_init__(self) -> None:
-        require(self.grad_norm_fraction > 0, "grad_norm_fraction", f"must be > 0, got {self.grad_norm_fraction}")
-        require(self.q_mean_abs_max > 0, "q_mean_abs_max", f"must be > 0, got {self.q_mean_abs_max}")
-        require(self.q_std_max > 0, "q_std_max", f"must be > 0, got {self.q_std_max}")
         for key in ("sustain_for", "down_for"):
             value = getattr(self, key)
             require(bool(_DURATION.match(value)), key, f"must be a duration like 30s, 5m or 1h, got {value!r}")
@@ -99,11 +95,12 @@ class Thresholds:
 def thresholds(config: Config) -> Thresholds:
     a = config.alerts
     clip = config.learner.max_grad_norm
+    signs = warning_thresholds(config.safety.warnings, clip)  # the learner logs the same numbers
     return Thresholds(
-        grad_warn=a.grad_norm_fraction * clip,
+        grad_warn=signs["policy_grad_norm"],
         grad_clip=clip,
-        q_mean_abs=a.q_mean_abs_max,
-        q_std=a.q_std_max,
+        q_mean_abs=signs["q_mean"],
+        q_std=signs["q_std"],
         stale_seconds=a.checkpoint_interval_seconds * a.checkpoint_stale_factor,
         min_actors=a.min_actors_alive or config.cluster.num_actors,
     )
@@ -176,7 +173,7 @@ def _health_rules(config: Config) -> list[dict]:
 def _gradient_q_rules(config: Config) -> list[dict]:
     a, t, sel, book = config.alerts, thresholds(config), f'{{job="{config.alerts.job}"}}', config.alerts.runbook_url
     on, value = "{{ $labels.instance }}", "{{ $value | humanize }}"
-    grad = f"(warning {num(t.grad_warn)} = {num(a.grad_norm_fraction)} × clip {num(t.grad_clip)})"
+    grad = f"(warning {num(t.grad_warn)} = {num(config.safety.warnings.grad_norm_fraction)} × clip {num(t.grad_clip)})"
     return [
         _rule(
             "DmsacPolicyGradNormNearClip",

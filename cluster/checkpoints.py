@@ -45,11 +45,22 @@ def _summary(value: Any) -> str:
     return _scalar(value)
 
 
-def _status(path: Path) -> str:
+def _emergency_state(manifest: dict[str, Any]) -> str:
+    """An emergency checkpoint's verdict: its state (what a rollback restored) is finite or not; its evidence
+    (the offending batch, the bad update's statistics) may hold NaN by design."""
+    state_finite = (manifest.get("finite_detail") or {}).get("state")
+    return "state finite" if state_finite else "state NON-FINITE"
+
+
+def _status(path: Path, kind: str) -> str:
     result = verify_dir(path)
     if result.ok:
         return "ok"
-    return "intact, non-finite" if result.intact else f"INVALID: {result.reason}"
+    if not result.intact:
+        return f"INVALID: {result.reason}"
+    if kind == "emergency":
+        return f"intact, {_emergency_state(read_manifest(path))} (evidence, never resumed)"
+    return "intact, non-finite"
 
 
 def _meta_lines(meta: dict[str, Any]) -> list[str]:
@@ -75,7 +86,7 @@ def inspect_checkpoint(path: Path, out: list[str]) -> int:
     if result.ok:
         out.append("valid       yes")
     elif evidence:
-        out.append("valid       intact (emergency checkpoint holding non-finite values; not resumable)")
+        out.append(f"valid       intact emergency checkpoint, {_emergency_state(manifest)}; evidence, never resumed")
     else:
         out.append(f"valid       NO: {result.reason}")
     pointer, _ = read_pointer(path.parent)
@@ -115,7 +126,7 @@ def list_checkpoints(path: Path, out: list[str]) -> int:
     out.append(f"  {'step':>12}  {'name':<28}{'kind':<11}status")
     for entry in sorted(entries, key=lambda e: (-e.step, e.name)):
         mark = "*" if good == entry.path else " "
-        out.append(f"{mark} {entry.step:>12}  {entry.name:<28}{entry.kind:<11}{_status(entry.path)}")
+        out.append(f"{mark} {entry.step:>12}  {entry.name:<28}{entry.kind:<11}{_status(entry.path, entry.kind)}")
     pointer, problem = read_pointer(root)
     if good is None:
         out.append("last good: none verifies")

@@ -63,7 +63,9 @@ class ClusterConfig:
     max_actor_restarts: int = 3
     """Times Ray restarts a dead rollout actor before it is given up."""
     actors_gone_timeout_s: float = 60.0
-    """With every rollout actor gone this long, the job checkpoints and exits non-zero."""
+    """With every rollout actor gone this long, the job checkpoints and exits 3."""
+    schedule_timeout_s: float = 60.0
+    """An actor (learner or rollout) that Ray keeps pending for resources this long at start-up ends the job with exit 3."""
     max_inflight_steps: int = 2
     """Fragments queued at the learner before the driver holds back new rollouts (keeps the UTD ratio)."""
 
@@ -71,6 +73,7 @@ class ClusterConfig:
         require(self.num_actors >= 1, "num_actors", f"must be >= 1, got {self.num_actors}")
         require(self.max_actor_restarts >= 0, "max_actor_restarts", "must be >= 0")
         require(self.actors_gone_timeout_s > 0, "actors_gone_timeout_s", "must be > 0")
+        require(self.schedule_timeout_s > 0, "schedule_timeout_s", "must be > 0")
         require(self.max_inflight_steps >= 1, "max_inflight_steps", "must be >= 1")
 
 

@@ -88,11 +88,13 @@ def _health(sel: str) -> list[dict]:
             [(f"sum by (reason) (increase(dmsac_weights_rejected_total{sel}[{RATE}]))", "{{reason}}")],
         ),
         panel(
-            "Context fallbacks and rejected transitions / s",
+            "Context fallbacks, rejected transitions and duplicate fragments / s",
             [
                 (f"sum by (reason) (rate(dmsac_context_fallbacks_total{sel}[{RATE}]))", "fallback {{reason}}"),
                 (f"sum by (reason) (rate(dmsac_transitions_rejected_total{sel}[{RATE}]))", "rejected {{reason}}"),
+                (f"rate(dmsac_fragments_duplicate_total{sel}[{RATE}])", "duplicate fragments"),
             ],
+            description="Duplicates stay at 0 unless a fragment is delivered twice (fragment identity is unique per process start).",
         ),
     ]
 

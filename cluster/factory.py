@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from actors.context.base import ContextProvider, NoContext
@@ -20,6 +22,7 @@ from learner.learner import Dimensions, Learner, resolve_device
 from learner.metrics import TARGETS_FILE_NAME, MetricsExporter, target_host, write_file_sd
 from learner.safety import make_nan_response
 from learner.service import LearnerService, Safety
+from learner.types import ConfigValueError
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +45,51 @@ def make_context_provider(config: Config, env: VectorEnv) -> ContextProvider:
     return make_dynamics_map_context(config, env)
 
 
-def actor_seed(config: Config, actor_id: int, incarnation: int) -> int:
-    """Distinct, reproducible seeds per actor and incarnation."""
-    return config.train.seed * 1_000_003 + actor_id * 10_007 + incarnation * 101 + 1
+def actor_seed(config: Config, actor_id: int, stream: int = 0) -> int:
+    """Distinct, reproducible seeds per actor and seed stream.
+
+    ``stream`` is 0 for a fresh run, the resumed checkpoint's env step for a resumed
+    one (its episodes differ from the first run's), and random for an actor Ray rebuilt.
+    """
+    return (config.train.seed * 1_000_003 + actor_id * 10_007 + stream * 101 + 1) % 2**63
 
 
-def make_worker(config: Config, actor_id: int = 0, incarnation: int = 0) -> RolloutWorker:
-    seed = actor_seed(config, actor_id, incarnation)
+def new_incarnation() -> int:
+    """An incarnation unique per worker start (process start, Ray restart, resume): fragment keys never repeat."""
+    return secrets.randbits(62)
+
+
+def make_worker(config: Config, actor_id: int = 0, seed_stream: int = 0) -> RolloutWorker:
+    seed = actor_seed(config, actor_id, seed_stream)
     env = make_env(config, seed)
     provider = make_context_provider(config, env)
     policy = PolicyCopy(env.observation_dim + provider.context_dim, env.action_dim, config.learner.hidden_sizes, seed)
-    return RolloutWorker(env, provider, policy, actor_id=actor_id, incarnation=incarnation, seed=seed)
+    return RolloutWorker(env, provider, policy, actor_id=actor_id, incarnation=new_incarnation(), seed=seed)
 
 
 def probe_dimensions(config: Config) -> Dimensions:
-    """Observation, context and action sizes, read off one environment."""
-    single = dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=1))
-    env = make_env(single, seed=0)
-    provider = make_context_provider(config, env)
+    """Observation, context and action sizes, read off one environment that is built, reset and stepped once.
+
+    The driver calls it before any actor starts: any failure is a config problem,
+    ``ConfigValueError`` naming the key (``env.id``, ``env.kwargs``, ``env.vehicle``, ``context``).
+    """
+    key = "env.vehicle" if config.env.kind == "vehicle" else "env.id"
+    try:
+        single = dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=1))
+        env = make_env(single, seed=0)
+    except TypeError as err:
+        raise ConfigValueError("env.kwargs" if config.env.kwargs else key, f"{config.env.id}: {err}") from None
+    except Exception as err:  # gymnasium's NameNotFound, an import error, a discrete action space, ...
+        raise ConfigValueError(key, f"{config.env.id if key == 'env.id' else 'vehicle'}: {err}") from None
+    try:
+        provider = make_context_provider(config, env)
+    except Exception as err:  # a missing or mismatched encoder checkpoint, ...
+        raise ConfigValueError("context", f"the context provider cannot be built: {err}") from None
+    try:
+        env.reset(0)
+        env.step((env.action_low + env.action_high) / 2 * np.ones((1, env.action_dim), np.float32))
+    except Exception as err:
+        raise ConfigValueError(key, f"reset or step of one environment failed: {type(err).__name__}: {err}") from None
     return Dimensions(env.observation_dim, provider.context_dim, env.action_dim)
 
 
@@ -117,17 +147,15 @@ def apply_rate_overrides(service: LearnerService, config: Config, saved_config_y
     """A resume keeps the reward scale and learning rate in force (remedies included), unless this run's config
     sets a value other than the checkpoint's config did: that is the user asking for it (the runbook's NaN advice)."""
     saved = (yaml.safe_load(saved_config_yaml) or {}).get("learner", {}) if saved_config_yaml else {}
-    sac, wanted = service.learner.sac, config.learner
+    wanted = config.learner
+    scale, lr = service.learner.rates()
     if "reward_scale" in saved and float(saved["reward_scale"]) != wanted.reward_scale:
-        log.warning(
-            "learner.reward_scale=%g replaces the checkpoint's %g in force",
-            wanted.reward_scale,
-            float(sac.reward_scale),
-        )
-        sac.reward_scale.fill_(wanted.reward_scale)
+        log.warning("learner.reward_scale=%g replaces the checkpoint's %g in force", wanted.reward_scale, scale)
+        scale = wanted.reward_scale
     if "lr" in saved and float(saved["lr"]) != wanted.lr:
-        log.warning("learner.lr=%g replaces the checkpoint's %g in force", wanted.lr, sac.learning_rate())
-        sac.set_learning_rate(wanted.lr)
+        log.warning("learner.lr=%g replaces the checkpoint's %g in force", wanted.lr, lr)
+        lr = wanted.lr
+    service.learner.set_rates(scale, lr)
     service.publish_in_force()
 
 

@@ -7,7 +7,7 @@ checkpointer and the metrics exporter are the same objects the local mode uses.
 from __future__ import annotations
 
 import logging
-import time
+import secrets
 import warnings
 from dataclasses import dataclass
 
@@ -44,17 +44,17 @@ class TestHooks:
 
 @ray.remote
 class RolloutActor:
-    """One rollout worker; a restarted actor is a new incarnation with its own seed."""
+    """One rollout worker; every start (Ray's restarts included) is a new incarnation, a restart also a new seed."""
 
-    def __init__(self, config: Config, actor_id: int) -> None:
+    def __init__(self, config: Config, actor_id: int, seed_stream: int) -> None:
         torch.set_num_threads(1)  # an actor is one CPU; many share a node
         logging.basicConfig(level=logging.INFO)
-        # A reconstructed actor must never reuse (actor_id, incarnation, seq): replay dedups on that key.
         with warnings.catch_warnings():  # Ray 2.60 reads its own deprecated actor_id inside this property
             warnings.simplefilter("ignore", DeprecationWarning)
             reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
-        incarnation = 1 + time.time_ns() // 1_000_000 % (2**31 - 1) if reconstructed else 0
-        self.worker = make_worker(config, actor_id=actor_id, incarnation=incarnation)
+        if reconstructed:  # Ray passes the first start's arguments again: new episodes, not a replay of them
+            seed_stream = secrets.randbits(31)
+        self.worker = make_worker(config, actor_id=actor_id, seed_stream=seed_stream)
 
     def rollout(self, steps: int, random_actions: bool, weights: list) -> tuple[FragmentHeader, Fragment]:
         """Swap to the newest weights (passed by reference) if newer, then collect one fragment."""
@@ -76,9 +76,13 @@ class RolloutActor:
         }
 
 
-@ray.remote
+@ray.remote(concurrency_groups={"control": 1})
 class LearnerActor:
-    """The learner service on its device (the GPU when it was given one); serves the metrics."""
+    """The learner service on its device (the GPU when it was given one); serves the metrics.
+
+    Its steps run one at a time; ``request_stop`` runs in a concurrency group of its own,
+    so a stop reaches the service while a step is still training.
+    """
 
     def __init__(self, config: Config, resume: str | None, hooks: TestHooks) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -102,11 +106,16 @@ class LearnerActor:
     def step(self, fragment: Fragment) -> StepReport:
         return self.service.step(fragment)
 
+    @ray.method(concurrency_group="control")
+    def request_stop(self) -> None:
+        """No further block of updates: the step in progress finishes its block, queued steps only ingest."""
+        self.service.request_stop()
+
     def report_fleet(self, alive: int, new_restarts: int) -> None:
         self.service.report_fleet(alive, new_restarts)
 
-    def checkpoint(self) -> str | None:
-        path = self.service.checkpoint()
+    def checkpoint(self, announce: bool = True) -> str | None:
+        path = self.service.checkpoint(announce)
         return str(path) if path else None
 
     def progress(self) -> Progress:

@@ -1,30 +1,40 @@
-"""``cluster.mode: ray``: N rollout actors and one learner actor, collecting asynchronously."""
+"""``cluster.mode: ray``: N rollout actors and one learner actor, collecting asynchronously.
+
+The step budget is counted in fragments handed out: an actor gets its next
+fragment only while ``train.total_env_steps`` is not reached, a fragment lost
+with a dying actor is handed to that actor again once Ray has restarted it (or
+to another actor when it is gone for good), and every fragment handed out is
+ingested. So the learner ingests exactly the budget rounded up to whole
+fragments (README, "The step budget").
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
 from cluster.config import Config
 from cluster.ray_actors import FragmentHeader, LearnerActor, RolloutActor, TestHooks
 from cluster.runner import (
+    CapacityError,
     LearnerStartError,
+    RunRecord,
     Stopper,
-    done_line,
+    exit_code_for,
     format_progress,
     prepare_run_dir,
-    summary_dict,
     write_summary,
 )
-from learner.safety import NonFiniteStop
-from learner.service import Progress, StepReport
+from cluster.scheduling import SchedulingWatch, resource_shape
+from learner.checkpoint_io import read_manifest
+from learner.service import StepReport
 
 log = logging.getLogger("dmsac")
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
@@ -94,6 +104,13 @@ def rollout_options(config: Config) -> dict:
     return options
 
 
+def resumed_step(resume: str | None) -> int:
+    """The env step a resume starts from (0 for a fresh start): the actors' seed stream."""
+    if resume is None or resume == "auto":  # the driver resolved every existing checkpoint to a path
+        return 0
+    return int(read_manifest(Path(resume))["step"])
+
+
 @dataclass
 class Fleet:
     """The rollout actors and what the driver knows about them."""
@@ -101,11 +118,12 @@ class Fleet:
     actors: list
     restarts: list[int]
     alive: list[bool]
-    incarnations: list[int]
+    incarnations: list[int | None]
+    """The incarnation of each actor's latest fragment (None before its first)."""
     restart_versions: list[tuple[int, int]] = field(default_factory=list)
     """(version sent, version of the first fragment) for every restarted incarnation."""
     retry_at: dict[int, float] = field(default_factory=dict)
-    """Actors that failed a task and are being restarted by Ray: when to submit to them again."""
+    """Actors whose fragment failed with ``ActorDiedError`` while Ray may still restart them: when to ask again."""
     died_in_a_row: dict[int, int] = field(default_factory=dict)
 
     @property
@@ -117,34 +135,87 @@ class Fleet:
 class RayDriver:
     """Routes fragments from actors to the learner and weights from the learner to actors."""
 
-    def __init__(self, config: Config, resume: str | None = None, hooks: TestHooks | None = None) -> None:
+    def __init__(self, config: Config, resume: str | None, hooks: TestHooks | None, stopper: Stopper) -> None:
         self.config = config
-        self.learner = LearnerActor.options(**learner_options(config)).remote(config, resume, hooks or TestHooks())
-        options = rollout_options(config)
-        actors = [RolloutActor.options(**options).remote(config, i) for i in range(config.cluster.num_actors)]
-        count = len(actors)
-        self.fleet = Fleet(actors, [0] * count, [True] * count, [0] * count)
+        self.stopper = stopper
+        self.learner_options = learner_options(config)
+        self.learner = LearnerActor.options(**self.learner_options).remote(config, resume, hooks or TestHooks())
+        self.rollout_options = rollout_options(config)
+        stream = resumed_step(resume)
+        count = config.cluster.num_actors
+        self.fleet = Fleet(
+            [RolloutActor.options(**self.rollout_options).remote(config, i, stream) for i in range(count)],
+            [0] * count, [True] * count, [None] * count,
+        )  # fmt: skip
+        self.fragment_steps = config.rollout.steps_per_fragment * config.env.num_envs
         self.weights: tuple[int, list] = (0, [None])
-        self.pending: dict = {}  # header ref -> (actor index, fragment ref)
+        self.pending: dict = {}  # header ref -> (actor index, fragment ref, weights version sent)
         self.learner_steps: list = []
-        self.env_steps_sent = 0
-        self.progress: Progress | None = None
+        self.env_steps_handed_out = 0
+        self.env_steps_received = 0
+        self.record: RunRecord | None = None
         self.gone_since: float | None = None
+        self.stop_sent = False
+        self.restarting: set[int] = set()
+        """Actors asked again after a failure whose new incarnation has not answered yet."""
         self.health: list[dict] = []
+        self.watch = SchedulingWatch(config.cluster.schedule_timeout_s)
 
-    def publish(self, report_weights) -> None:
-        if report_weights is not None and report_weights.version > self.weights[0]:
-            self.weights = (report_weights.version, [ray.put(report_weights)])  # one put per version
+    @property
+    def progress(self):
+        """The learner's latest reported progress (for hooks and progress lines)."""
+        return self.record.latest if self.record is not None else None
+
+    # -- start-up ----------------------------------------------------------------------------
+    def start(self, run_dir: Path) -> None:
+        """Wait for the learner's first weights (watching for a learner no node can host); start the record."""
+        ref = self.learner.initial_weights.remote()
+        awaited = {"the learner": resource_shape(self.learner_options)}
+        awaited.update({f"rollout actor {i}": resource_shape(self.rollout_options) for i in range(len(self.fleet.actors))})
+        try:
+            while not ray.wait([ref], timeout=1.0)[0]:
+                self.watch.check(awaited, self.needs())
+            self.publish(ray.get(ref))
+        except RayActorError as err:  # its constructor raised: the cause is the last line
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            raise LearnerStartError(f"the learner actor did not start: {lines[-1].strip()}") from err
+        self.record = RunRecord(run_dir, ray.get(self.learner.progress.remote()))
+        # A resumed run continues its budget: the handed-out count starts at the steps already ingested.
+        self.env_steps_handed_out = self.env_steps_received = self.record.start.env_steps
+        self.learner.report_fleet.remote(len(self.fleet.actors), 0)
+
+    def needs(self) -> str:
+        cpus = self.config.cluster.num_actors + 1
+        gpu = " and 1 GPU" if "num_gpus" in self.learner_options else ""
+        return f"the job needs {cpus} CPUs{gpu} ({self.config.cluster.num_actors} rollout actors + the learner)"
+
+    # -- fragments -----------------------------------------------------------------------------
+    def take_fragment(self) -> bool:
+        """Hand out one more fragment of the budget, if any is left and no stop was requested."""
+        if self.stopper.requested or self.env_steps_handed_out >= self.config.train.total_env_steps:
+            return False
+        self.env_steps_handed_out += self.fragment_steps
+        return True
 
     def submit(self, index: int) -> None:
-        random_actions = self.env_steps_sent < self.config.train.warmup_steps
+        """Ask actor ``index`` for the fragment it holds of the budget."""
+        # Uniform random actions while the steps before this fragment are inside the warm-up (as in local mode).
+        random_actions = self.env_steps_handed_out - self.fragment_steps < self.config.train.warmup_steps
         header, fragment = (
             self.fleet.actors[index]
             .rollout.options(num_returns=2)
             .remote(self.config.rollout.steps_per_fragment, random_actions, self.weights)
         )
         self.pending[header] = (index, fragment, self.weights[0])
-        self.env_steps_sent += self.config.rollout.steps_per_fragment * self.config.env.num_envs
+
+    def idle(self) -> list[int]:
+        busy = {index for index, _, _ in self.pending.values()} | set(self.fleet.retry_at)
+        return [i for i, alive in enumerate(self.fleet.alive) if alive and i not in busy]
+
+    def hand_out_idle(self) -> None:
+        for index in self.idle():
+            if self.take_fragment():
+                self.submit(index)
 
     def on_header(self, ref) -> None:
         index, fragment, version_sent = self.pending.pop(ref)
@@ -154,49 +225,61 @@ class RayDriver:
             self.on_actor_failure(index, err)
             return
         self.fleet.died_in_a_row.pop(index, None)
-        if header.incarnation != self.fleet.incarnations[index]:
-            self.fleet.incarnations[index] = header.incarnation
-            self.fleet.restarts[index] += 1
-            self.fleet.restart_versions.append((version_sent, header.weights_version))
-            self.learner.report_fleet.remote(self.fleet.alive_count, 1)
-            log.warning(
-                "rollout actor %d is back (incarnation %d, restart %d of %d) with weights v%d",
-                index,
-                header.incarnation,
-                self.fleet.restarts[index],
-                self.config.cluster.max_actor_restarts,
-                header.weights_version,
-            )
+        self.restarting.discard(index)
+        self.note_incarnation(index, header, version_sent)
+        self.env_steps_received += header.env_steps
         self.learner_steps.append(self.learner.step.remote(fragment))
-        if self.env_steps_sent < self.config.train.total_env_steps:
+        if self.take_fragment():
             self.submit(index)
 
-    def on_actor_failure(self, index: int, err: Exception) -> None:
-        """A failed fragment: wait for Ray to restart the actor, or give it up once Ray has.
+    def note_incarnation(self, index: int, header: FragmentHeader, version_sent: int) -> None:
+        known = self.fleet.incarnations[index]
+        self.fleet.incarnations[index] = header.incarnation
+        if known is None or known == header.incarnation:
+            return
+        self.fleet.restarts[index] += 1
+        self.fleet.restart_versions.append((version_sent, header.weights_version))
+        self.learner.report_fleet.remote(self.fleet.alive_count, 1)
+        log.warning(
+            "rollout actor %d is back (restart %d of %d) with weights v%d",
+            index, self.fleet.restarts[index], self.config.cluster.max_actor_restarts, header.weights_version,
+        )  # fmt: skip
 
-        Ray answers ``ActorUnavailableError`` while it restarts an actor and
-        ``ActorDiedError`` once it will not (restarts spent); a restart is
-        counted when the new incarnation's first fragment arrives.
+    def on_actor_failure(self, index: int, err: Exception) -> None:
+        """A fragment lost with its actor: ask the same actor again once Ray has restarted it, or give it up.
+
+        Ray answers ``ActorUnavailableError`` while it restarts an actor (a call made now waits
+        for the new incarnation) and ``ActorDiedError`` once it may not (restarts spent). A
+        restart is counted when the new incarnation's first fragment arrives.
         """
-        self.env_steps_sent -= self.config.rollout.steps_per_fragment * self.config.env.num_envs
-        if isinstance(err, ray.exceptions.ActorDiedError):
+        if isinstance(err, ActorDiedError):
             self.fleet.died_in_a_row[index] = self.fleet.died_in_a_row.get(index, 0) + 1
         spent = self.fleet.restarts[index] >= self.config.cluster.max_actor_restarts
         if self.fleet.died_in_a_row.get(index, 0) >= (1 if spent else 3):
-            self.fleet.alive[index] = False
-            self.fleet.retry_at.pop(index, None)
-            self.learner.report_fleet.remote(self.fleet.alive_count, 0)
-            log.error(
-                "rollout actor %d is gone after %d restarts; %d actors remain",
-                index,
-                self.fleet.restarts[index],
-                self.fleet.alive_count,
-            )
+            self.give_up(index)
             return
-        if index not in self.fleet.retry_at:
-            log.warning("rollout actor %d failed (%s); waiting for Ray to restart it", index, type(err).__name__)
-        self.fleet.retry_at[index] = time.monotonic() + 1.0
+        if self.stopper.requested:  # no new fragment after a stop: its share of the budget is released
+            self.env_steps_handed_out -= self.fragment_steps
+            return
+        log.warning("rollout actor %d failed (%s); asking it again once Ray has restarted it", index, type(err).__name__)
+        self.restarting.add(index)
+        if isinstance(err, ActorDiedError):
+            self.fleet.retry_at[index] = time.monotonic() + 1.0
+        else:
+            self.submit(index)
         self.learner.report_fleet.remote(self.fleet.alive_count, 0)
+
+    def give_up(self, index: int) -> None:
+        """Ray will not restart actor ``index``: its fragment goes back to the budget, for another actor."""
+        self.fleet.alive[index] = False
+        self.fleet.retry_at.pop(index, None)
+        self.env_steps_handed_out -= self.fragment_steps
+        self.learner.report_fleet.remote(self.fleet.alive_count, 0)
+        log.error(
+            "rollout actor %d is gone after %d restarts; %d actors remain",
+            index, self.fleet.restarts[index], self.fleet.alive_count,
+        )  # fmt: skip
+        self.hand_out_idle()
 
     def resubmit_due(self) -> None:
         now = time.monotonic()
@@ -204,12 +287,57 @@ class RayDriver:
             del self.fleet.retry_at[index]
             self.submit(index)
 
+    # -- the learner ---------------------------------------------------------------------------
+    def publish(self, report_weights) -> None:
+        if report_weights is not None and report_weights.version > self.weights[0]:
+            self.weights = (report_weights.version, [ray.put(report_weights)])  # one put per version
+
+    def forward_stop(self) -> None:
+        """Tell the learner (out of band: its control group) to start no further block of updates."""
+        if self.stopper.requested and not self.stop_sent:
+            self.stop_sent = True
+            self.learner.request_stop.remote()
+
+    def get(self, ref):
+        """``ray.get`` that forwards a stop request to the learner while it waits."""
+        while not ray.wait([ref], timeout=0.5)[0]:
+            self.forward_stop()
+        return ray.get(ref)
+
     def drain_learner(self, keep: int) -> None:
         """Wait until at most ``keep`` learner steps are queued; broadcast the newest weights."""
         while len(self.learner_steps) > keep:
-            report: StepReport = ray.get(self.learner_steps.pop(0))
-            self.progress = report.progress
+            report: StepReport = self.get(self.learner_steps[0])
+            self.learner_steps.pop(0)
+            self.record.update(report.progress)
             self.publish(report.weights)
+
+    # -- health ----------------------------------------------------------------------------------
+    def watch_scheduling(self) -> None:
+        """Rollout actors pending for resources (``cluster.schedule_timeout_s``): at start-up exit 3; after a
+        restart the actor is given up (its fragment goes to the others)."""
+        shape = resource_shape(self.rollout_options)
+        never = [f"rollout actor {i}" for i, known in enumerate(self.fleet.incarnations) if known is None]
+        again = {f"rollout actor {i} (restarting)": i for i in self.restarting if self.fleet.alive[i]}
+        for _, names in self.watch.stuck(dict.fromkeys([*never, *again], shape)).items():
+            if any(name in never for name in names):
+                raise self.watch.capacity_error(names, shape, self.needs())
+            for index in (again[name] for name in names):
+                ray.kill(self.fleet.actors[index], no_restart=True)
+                self.pending = {ref: job for ref, job in self.pending.items() if job[0] != index}
+                self.restarting.discard(index)
+                self.give_up(index)
+
+    def check_fleet(self) -> None:
+        if self.fleet.alive_count > 0:
+            self.gone_since = None
+            return
+        self.gone_since = self.gone_since or time.monotonic()
+        if time.monotonic() - self.gone_since > self.config.cluster.actors_gone_timeout_s:
+            raise CapacityError(
+                f"every rollout actor has been gone for over {self.config.cluster.actors_gone_timeout_s} s "
+                "(cluster.actors_gone_timeout_s)"
+            )
 
     def collect_health(self) -> None:
         """Each live actor's incarnation, weights version and whether its policy is finite."""
@@ -221,77 +349,62 @@ class RayDriver:
             except (*ACTOR_FAILURES, ray.exceptions.GetTimeoutError):
                 self.health.append({"incarnation": -1, "weights_version": -1, "policy_finite": None})
 
-    def check_fleet(self) -> None:
-        if self.fleet.alive_count > 0:
-            self.gone_since = None
-            return
-        self.gone_since = self.gone_since or time.monotonic()
-        if time.monotonic() - self.gone_since > self.config.cluster.actors_gone_timeout_s:
-            raise FleetLost(f"every rollout actor has been gone for over {self.config.cluster.actors_gone_timeout_s} s")
+    def fleet_summary(self) -> dict:
+        return {
+            "restarts": self.fleet.restarts,
+            "alive": self.fleet.alive_count,
+            "incarnations": self.fleet.incarnations,
+            "restart_versions": self.fleet.restart_versions,
+            "env_steps_received": self.env_steps_received,
+            "actors": self.health,
+        }
 
 
-class FleetLost(RuntimeError):
-    pass
+def run_ray(
+    config: Config, resume: str | None = None, hooks: TestHooks | None = None, on_tick=None,
+    stopper: Stopper | None = None,
+) -> dict:  # fmt: skip
+    """Train on Ray until the step budget is spent or a stop is requested; returns the final summary.
 
-
-def run_ray(config: Config, resume: str | None = None, hooks: TestHooks | None = None, on_tick=None) -> int:
-    """Train on Ray until the step budget is spent or a stop is requested; returns the exit code.
-
-    0: done (or stopped by SIGTERM/Ctrl-C after a final checkpoint); 3: every actor lost;
-    4: stopped on a non-finite update (the message names the last good checkpoint).
+    Stopped by SIGTERM/Ctrl-C: the fragments in flight are stored, a final checkpoint written, and
+    the summary returned as for a finished run. Otherwise the error that ends the run is raised (its
+    exit code: ``runner.exit_code_for``) after ``final_stats.json`` recorded it: ``LearnerStartError``,
+    ``CapacityError`` (after a checkpoint), ``NonFiniteStop``, ``SecondSignal``.
     """
     run_dir = prepare_run_dir(config)
-    connect(config)
-    driver = RayDriver(config, resume, hooks)
-    started = time.monotonic()
-    history: list[tuple[int, float]] = []
-    try:
+    stopper = stopper or Stopper()
+    driver: RayDriver | None = None
+    with stopper:
         try:
-            driver.publish(ray.get(driver.learner.initial_weights.remote()))
-        except ray.exceptions.RayActorError as err:  # its constructor raised: the cause is the last line
-            lines = [line for line in str(err).splitlines() if line.strip()]
-            raise LearnerStartError(f"the learner actor did not start: {lines[-1].strip()}") from err
-        log.info(
-            "learner on %s; %d rollout actors x %d envs; run dir %s",
-            ray.get(driver.learner.device.remote()),
-            config.cluster.num_actors,
-            config.env.num_envs,
-            run_dir,
-        )
-        driver.learner.report_fleet.remote(len(driver.fleet.actors), 0)
-        with Stopper() as stopper:
-            collect(driver, stopper, history, on_tick)
-        driver.drain_learner(keep=0)
-        driver.collect_health()
-    except FleetLost as err:
-        log.error("%s; writing a checkpoint and stopping", err)
-        ray.get(driver.learner.checkpoint.remote())
-        return 3
-    except ray.exceptions.RayTaskError as err:
-        if isinstance(err.cause, NonFiniteStop):
-            log.error("%s", err.cause)
-            return 4
-        raise
-    finally:
-        for actor in driver.fleet.actors:
-            ray.kill(actor, no_restart=True)
-    checkpoint = ray.get(driver.learner.checkpoint.remote())
-    wall = time.monotonic() - started
-    finish(driver, run_dir, wall, history)
-    log.info(done_line(driver.progress, wall, checkpoint))
-    return 0
+            connect(config)
+            driver = RayDriver(config, resume, hooks, stopper)
+            driver.start(run_dir)
+            log.info(
+                "learner on %s; %d rollout actors x %d envs; run dir %s",
+                ray.get(driver.learner.device.remote()), config.cluster.num_actors, config.env.num_envs, run_dir,
+            )  # fmt: skip
+            collect(driver, on_tick)
+            finish_in_flight(driver)
+            checkpoint = ray.get(driver.learner.checkpoint.remote(False))
+            return finish(driver, checkpoint)
+        except BaseException as err:
+            cause = err.cause if isinstance(err, RayTaskError) and err.cause is not None else err
+            if exit_code_for(cause) != 1:
+                record_failure(driver, run_dir, cause)
+                raise cause from None
+            raise
+        finally:
+            if driver is not None:
+                for actor in driver.fleet.actors:
+                    ray.kill(actor, no_restart=True)
 
 
-def collect(driver: RayDriver, stopper: Stopper, history: list, on_tick) -> None:
+def collect(driver: RayDriver, on_tick=None) -> None:
     """The driver loop: route fragments as they come, keep the learner queue short, report progress."""
     config = driver.config
-    if driver.progress is None:
-        driver.progress = ray.get(driver.learner.progress.remote())
-    driver.env_steps_sent = driver.progress.env_steps  # a resumed run continues its budget
-    for index in range(config.cluster.num_actors):
-        driver.submit(index)
+    driver.hand_out_idle()
     last_log = time.monotonic()
-    while (driver.pending or driver.fleet.retry_at) and not stopper.requested:
+    while (driver.pending or driver.fleet.retry_at) and not driver.stopper.requested:
         ready = ray.wait(list(driver.pending), num_returns=1, timeout=1.0)[0] if driver.pending else []
         if not ready and not driver.pending:
             time.sleep(0.2)
@@ -299,26 +412,52 @@ def collect(driver: RayDriver, stopper: Stopper, history: list, on_tick) -> None
             driver.on_header(ref)
         driver.resubmit_due()
         driver.drain_learner(keep=config.cluster.max_inflight_steps)
+        driver.watch_scheduling()
         driver.check_fleet()
         if on_tick is not None:
             on_tick(driver)
-        progress = driver.progress
-        if not math.isnan(progress.recent_return):
-            history.append((progress.env_steps, progress.recent_return))
         if time.monotonic() - last_log >= config.train.log_every_seconds:
             last_log = time.monotonic()
-            log.info(format_progress(progress, f"actors={driver.fleet.alive_count}/{len(driver.fleet.actors)}"))
+            alive = f"actors={driver.fleet.alive_count}/{len(driver.fleet.actors)}"
+            log.info(format_progress(driver.progress, alive))
 
 
-def finish(driver: RayDriver, run_dir, wall: float, history: list) -> dict:
-    progress = ray.get(driver.learner.progress.remote())
-    driver.progress = progress
-    summary = summary_dict(progress, wall, history)
-    summary["fleet"] = {
-        "restarts": driver.fleet.restarts,
-        "alive": driver.fleet.alive_count,
-        "restart_versions": driver.fleet.restart_versions,
-        "actors": driver.health,
-    }
-    write_summary(run_dir, summary)
-    return summary
+def finish_in_flight(driver: RayDriver) -> None:
+    """Every fragment being collected goes to the learner (ingested only, after a stop); then its queue drains.
+
+    Calls waiting for an actor Ray is still restarting are cancelled: no fragment exists for them yet.
+    """
+    driver.forward_stop()
+    driver.fleet.retry_at.clear()
+    for ref, (index, _, _) in list(driver.pending.items()):
+        if index in driver.restarting:
+            ray.cancel(ref)
+            del driver.pending[ref]
+            driver.env_steps_handed_out -= driver.fragment_steps
+    while driver.pending:
+        for ref in ray.wait(list(driver.pending), num_returns=1, timeout=1.0)[0]:
+            driver.on_header(ref)
+    driver.drain_learner(keep=0)
+    driver.collect_health()
+
+
+def finish(driver: RayDriver, checkpoint) -> dict:
+    driver.record.update(ray.get(driver.learner.progress.remote()))
+    driver.record.extra["fleet"] = driver.fleet_summary()
+    log.info(driver.record.done_line(checkpoint))
+    return driver.record.write(0)
+
+
+def record_failure(driver: RayDriver | None, run_dir: Path, cause: BaseException) -> None:
+    """``final_stats.json`` for a run that ends with an error; exit 3 checkpoints first (the learner is fine)."""
+    code, record = exit_code_for(cause), driver.record if driver is not None else None
+    if record is None:  # it ended before training started
+        write_summary(run_dir, {"exit_code": code, "exit_reason": str(cause)})
+        return
+    if code == 3:
+        log.error("%s; writing a checkpoint before stopping", cause)
+        ray.get(driver.learner.checkpoint.remote())
+    if code in (3, 4):  # the learner is up: its own counters (a second signal asks nothing more of it)
+        record.update(ray.get(driver.learner.progress.remote(), timeout=60))
+    record.extra["fleet"] = driver.fleet_summary()
+    record.write(code, str(cause))

@@ -1,4 +1,4 @@
-"""Pieces every driver shares: the run directory, the schedule, progress lines, the summary."""
+"""Pieces every driver shares: the run directory, the schedule, progress lines, stopping, the run record."""
 
 from __future__ import annotations
 
@@ -7,9 +7,15 @@ import logging
 import math
 import signal
 import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from cluster.config import Config, config_to_yaml
+from cluster.config import Config, ConfigError, config_to_yaml
+from learner.checkpoint import CheckpointError
+from learner.metrics import MetricsPortInUseError
+from learner.safety import NonFiniteStop
 from learner.service import Progress, Schedule
 
 log = logging.getLogger("dmsac")
@@ -19,6 +25,27 @@ class LearnerStartError(RuntimeError):
     """The learner could not start (its port taken, no GPU for ``learner.device: cuda``, ...): exit 2."""
 
 
+class CapacityError(RuntimeError):
+    """The cluster cannot give the job what it needs (actors gone, resources never available): exit 3."""
+
+
+class SecondSignal(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM during a graceful stop: give it up, exit 130."""
+
+
+def exit_code_for(err: BaseException) -> int:
+    """The documented exit code of an error that ends a run (README, "Progress, stopping, exit codes")."""
+    if isinstance(err, (ConfigError, CheckpointError, MetricsPortInUseError, LearnerStartError)):
+        return 2
+    if isinstance(err, CapacityError):
+        return 3
+    if isinstance(err, NonFiniteStop):
+        return 4
+    if isinstance(err, KeyboardInterrupt):
+        return 130
+    return 1
+
+
 def make_schedule(config: Config) -> Schedule:
     return Schedule(
         warmup_steps=config.train.warmup_steps,
@@ -26,7 +53,6 @@ def make_schedule(config: Config) -> Schedule:
         block_updates=config.learner.block_updates,
         broadcast_every=config.learner.broadcast_every,
         batch_size=config.learner.batch_size,
-        max_policy_lag=config.learner.max_policy_lag,
         checkpoint_every=config.checkpoint.every_env_steps,
     )
 
@@ -49,27 +75,87 @@ def format_progress(progress: Progress, extra: str = "") -> str:
     return f"{line} {extra}".rstrip()
 
 
-def done_line(progress: Progress, wall_seconds: float, checkpoint) -> str:
-    """The last progress line: the whole run's mean update rate (the instantaneous one is 0 once training ends)."""
-    mean_rate = progress.updates / wall_seconds if wall_seconds > 0 else 0.0
-    return f"done: {format_progress(progress)} mean_updates/s={mean_rate:.1f} wall_s={wall_seconds:.0f}; final checkpoint {checkpoint}"
+class RunRecord:
+    """What a run reports on every way out: the done line and ``final_stats.json``.
+
+    ``start`` is the learner's progress when this process began training (a
+    resume starts from its checkpoint's counters): rates count this process's work only.
+    """
+
+    def __init__(self, run_dir: Path, start: Progress) -> None:
+        self.run_dir = run_dir
+        self.started = time.monotonic()
+        self.start = start
+        self.latest = start
+        self.history: list[tuple[int, float]] = []
+        self.extra: dict = {}
+        """Driver-specific sections of the summary (the Ray fleet)."""
+
+    def update(self, progress: Progress) -> None:
+        self.latest = progress
+        fresh = not self.history or self.history[-1][0] != progress.env_steps
+        if fresh and not math.isnan(progress.recent_return):
+            self.history.append((progress.env_steps, progress.recent_return))
+
+    @property
+    def wall_seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def mean_update_rate(self) -> float:
+        wall = self.wall_seconds
+        return (self.latest.updates - self.start.updates) / wall if wall > 0 else 0.0
+
+    def done_line(self, checkpoint: Path | str | None) -> str:
+        """The last progress line, with this process's mean update rate (the instantaneous one reads 0 at the end)."""
+        return (
+            f"done: {format_progress(self.latest)} mean_updates/s={self.mean_update_rate():.1f} "
+            f"wall_s={self.wall_seconds:.0f}; final checkpoint {checkpoint or 'none'}"
+        )
+
+    def summary(self, exit_code: int, reason: str = "") -> dict:
+        p = self.latest
+        return {
+            "exit_code": exit_code,
+            "exit_reason": reason,
+            "env_steps": p.env_steps,
+            "updates": p.updates,
+            "episodes": p.episodes,
+            "recent_return": p.recent_return,
+            "weights_version": p.weights_version,
+            "replay_size": p.replay_size,
+            "wall_seconds": self.wall_seconds,
+            "env_steps_this_run": p.env_steps - self.start.env_steps,
+            "updates_this_run": p.updates - self.start.updates,
+            "mean_updates_per_second_this_run": self.mean_update_rate(),
+            "stop_requested_at_update": p.stop_requested_at_update,
+            "last_stats": p.last_stats.as_dict() if p.last_stats else {},
+            "counters": p.counters,
+            "transitions_rejected": p.transitions_rejected,
+            "context_fallbacks": p.context_fallbacks,
+            "remedies": p.remedies,
+            "last_checkpoint_step": p.last_checkpoint_step,
+            "return_curve": [[step, value] for step, value in self.history],
+            **self.extra,
+        }
+
+    def write(self, exit_code: int, reason: str = "") -> dict:
+        summary = self.summary(exit_code, reason)
+        write_summary(self.run_dir, summary)
+        return summary
 
 
-def summary_dict(progress: Progress, wall_seconds: float, history: list[tuple[int, float]]) -> dict:
-    stats = progress.last_stats.as_dict() if progress.last_stats else {}
-    return {
-        "env_steps": progress.env_steps,
-        "updates": progress.updates,
-        "episodes": progress.episodes,
-        "recent_return": progress.recent_return,
-        "weights_version": progress.weights_version,
-        "wall_seconds": wall_seconds,
-        "last_stats": stats,
-        "counters": progress.counters,
-        "remedies": progress.remedies,
-        "last_checkpoint_step": progress.last_checkpoint_step,
-        "return_curve": [[step, value] for step, value in history],
-    }
+@contextmanager
+def recorded(run_dir: Path, record_of: Callable[[], RunRecord | None]) -> Iterator[None]:
+    """Write ``final_stats.json`` with the exit code of whatever error ends the run (the caller writes exit 0)."""
+    try:
+        yield
+    except BaseException as err:
+        record, reason = record_of(), str(err) or type(err).__name__
+        if record is None:  # it ended before training started
+            write_summary(run_dir, {"exit_code": exit_code_for(err), "exit_reason": reason})
+        else:
+            record.write(exit_code_for(err), reason)
+        raise
 
 
 def write_summary(run_dir: Path, summary: dict) -> Path:
@@ -79,17 +165,28 @@ def write_summary(run_dir: Path, summary: dict) -> Path:
 
 
 class Stopper:
-    """Turns SIGTERM (preemption, ``ray job stop``) and Ctrl-C into a request to stop after the current step."""
+    """Turns SIGTERM (preemption, ``ray job stop``) and Ctrl-C into a graceful stop; a second signal ends it at once.
 
-    def __init__(self) -> None:
+    ``on_request`` runs inside the signal handler: it must only set flags.
+    """
+
+    def __init__(self, on_request: Callable[[], None] | None = None) -> None:
         self.requested = False
+        self.on_request = on_request
         self._previous: dict = {}
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:  # a second signal: give up on the graceful path
-            raise KeyboardInterrupt
+        name = signal.Signals(signum).name
+        if self.requested:
+            raise SecondSignal(f"second {name}: stopped at once, without a final checkpoint")
         self.requested = True
-        log.warning("%s received: finishing the current step, then a final checkpoint", signal.Signals(signum).name)
+        if self.on_request is not None:
+            self.on_request()
+        log.warning(
+            "%s received: no new updates; storing the fragments in flight, then a final checkpoint "
+            "(send it again to stop at once)",
+            name,
+        )
 
     def __enter__(self) -> Stopper:
         if threading.current_thread() is threading.main_thread():

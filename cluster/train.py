@@ -7,10 +7,10 @@ import logging
 import sys
 
 from cluster.config import Config, ConfigError, load_config
-from cluster.runner import LearnerStartError
-from learner.checkpoint import Checkpointer, CheckpointError, checkpoint_root
-from learner.metrics import MetricsPortInUseError
-from learner.safety import NonFiniteStop
+from cluster.factory import probe_dimensions
+from cluster.runner import exit_code_for
+from learner.checkpoint import Checkpointer, checkpoint_root
+from learner.types import ConfigValueError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,29 +34,37 @@ def setup_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done or stopped cleanly, 2 config/checkpoint/start-up error, 3 the cluster cannot serve the job,
+    4 stopped on a non-finite update, 130 a second Ctrl-C/SIGTERM (README, "Progress, stopping, exit codes")."""
     args = parse_args(argv)
     setup_logging(args.log_level)
     try:
         config = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        sys.stderr.write(f"config error: {err}\n")
-        return 2
-    try:
+        check_environment(config, args)
         resume = resolve_resume_spec(config, args.resume)
         if config.cluster.mode == "local":
-            from cluster.local import run_local
+            from cluster.local import run_local as run
+        else:
+            from cluster.ray_driver import run_ray as run
+        run(config, resume)
+        return 0
+    except BaseException as err:
+        code = exit_code_for(err)
+        if code == 1:
+            raise
+        prefix = {2: "config error" if isinstance(err, ConfigError) else "error", 4: "", 130: "stopped"}.get(code, "error")
+        message = str(err) or "interrupted before training started"
+        sys.stderr.write(f"{prefix}: {message}\n" if prefix else f"{message}\n")
+        return code
 
-            run_local(config, resume)
-            return 0
-        from cluster.ray_driver import run_ray
 
-        return run_ray(config, resume=resume)
-    except (CheckpointError, MetricsPortInUseError, LearnerStartError) as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 2
-    except NonFiniteStop as err:
-        sys.stderr.write(f"{err}\n")
-        return 4
+def check_environment(config: Config, args: argparse.Namespace) -> None:
+    """Build, reset and step one environment before anything starts: a bad ``env.id`` is a config error (exit 2)."""
+    try:
+        probe_dimensions(config)
+    except ConfigValueError as err:
+        source = f"{args.config} (with --set {' '.join(args.overrides)})" if args.overrides else args.config
+        raise ConfigError(source, err.key, err.message) from None
 
 
 def resolve_resume_spec(config: Config, spec: str | None) -> str | None:

@@ -44,8 +44,6 @@ class LearnerConfig:
     """On CUDA, ``auto``: each update one CUDA-graph replay with ``torch.compile``d loss maths; ``graph``: the graph without compile; ``off``: eager ``SAC`` (always eager off CUDA)."""
     broadcast_every: int = 100
     """Updates between weight broadcasts to the actors (each one passes the weight gate)."""
-    max_policy_lag: int = 8
-    """Fragments collected by a policy more than this many versions old are dropped and counted."""
 
     def __post_init__(self) -> None:
         require(len(self.hidden_sizes) >= 1 and min(self.hidden_sizes) > 0, "hidden_sizes", "needs at least one positive width")
@@ -58,7 +56,6 @@ class LearnerConfig:
         require(self.initial_alpha > 0, "initial_alpha", f"must be > 0, got {self.initial_alpha}")
         require(self.target_entropy_scale >= 0, "target_entropy_scale", "must be >= 0")
         require(self.block_updates >= 1, "block_updates", f"must be >= 1, got {self.block_updates}")
-        require(self.max_policy_lag >= 0, "max_policy_lag", f"must be >= 0, got {self.max_policy_lag}")
         require(self.broadcast_every >= 1, "broadcast_every", f"must be >= 1, got {self.broadcast_every}")
 
 

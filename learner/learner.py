@@ -76,19 +76,18 @@ class Learner:
         """Test hook applied to the exported policy tensors before the gate sees them."""
 
     # -- ingestion -------------------------------------------------------------------------
-    def ingest(self, fragment: Fragment, store: bool = True) -> int:
-        """Count a fragment's environment steps and insert its valid transitions (unless ``store`` is off).
+    def ingest(self, fragment: Fragment) -> int:
+        """Count a fragment's environment steps and insert its valid transitions; returns transitions stored.
 
-        A fragment already seen (same actor, incarnation and an old seq) is ignored entirely.
+        A fragment already seen (same actor, incarnation and an old seq) is ignored entirely: -1.
+        Incarnations are unique per process start, so only a true redelivery can match.
         """
         source = (fragment.actor_id, fragment.incarnation)
         if fragment.seq <= self._last_seq.get(source, -1):
-            log.debug("duplicate fragment %s ignored", fragment.key)
+            log.warning("duplicate fragment %s ignored", fragment.key)
             return -1
         self._last_seq[source] = fragment.seq
         self.env_steps += fragment.env_steps
-        if not store:
-            return 0
         valid = fragment.valid.reshape(-1)
         batch = {
             name: torch.from_numpy(np.ascontiguousarray(flatten(getattr(fragment, name))[valid]))
@@ -109,6 +108,15 @@ class Learner:
         """Re-run updates on recorded batch indices (after a restore: reproduces the block's good prefix)."""
         for index in indices:
             self.sac.update(self.replay.gather(index))
+
+    def set_rates(self, reward_scale: float, lr: float) -> None:
+        """The reward scale and learning rate in force (remedies, resume overrides); device tensors, no re-capture."""
+        self.sac.reward_scale.fill_(reward_scale)
+        self.sac.set_learning_rate(lr)
+
+    def rates(self) -> tuple[float, float]:
+        """``(reward_scale, lr)`` in force."""
+        return float(self.sac.reward_scale), self.sac.learning_rate()
 
     # -- snapshots and state ---------------------------------------------------------------
     def snapshot(self) -> dict:

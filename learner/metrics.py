@@ -94,6 +94,9 @@ METRICS: tuple[MetricSpec, ...] = (
         "Transitions dropped before replay.",
         (("reason", REJECTED_TRANSITION_REASONS),),
     ),
+    MetricSpec(
+        "dmsac_fragments_duplicate_total", "counter", "Fragments ignored as already ingested (same actor, incarnation, seq)."
+    ),
     MetricSpec("dmsac_weights_version", "gauge", "Version of the last broadcast."),
     MetricSpec(
         "dmsac_weights_rejected_total", "counter", "Broadcasts refused by the weight gate.", (("reason", WEIGHT_REJECT_REASONS),)
@@ -270,6 +273,9 @@ class MetricsExporter:
                 self._labelled("dmsac_transitions_rejected_total", reason=reason).inc(count)
         if learner_version is not None:
             self.set_policy_lag(max(0, learner_version - fragment.weights_version))
+
+    def fragment_duplicate(self) -> None:
+        self.counter("dmsac_fragments_duplicate_total").inc()
 
     def set_episode_return(self, window: Iterable[float]) -> None:
         """Mean return of the recent window; an empty window leaves the gauge as it was."""

@@ -1,27 +1,49 @@
-"""What the learner does when an update goes non-finite: the seed's fixes, made automatic.
+"""What the learner does when an update goes non-finite or a warning sign holds: the seed's fixes, made automatic.
 
 ``RollbackToLastGood`` restores the device snapshot taken before the block,
 replays the block's good prefix, applies the configured remedies (smaller
 reward scale, smaller learning rate) and lets training go on; ``Stop`` ends
 the job with the resume command. Either way an emergency checkpoint of the
 state before the bad update is written first (by the service).
+
+``WarningWatch`` logs the seed's warning signs (policy grad norm > 4.5,
+|Q mean| > 10 000, Q std > 5 000) and tells the service when one has held
+long enough for the remedies; the alert rules render the same thresholds.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from learner.types import require
+from learner.types import UpdateStats, require
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class WarningSignsConfig:
+    """The seed's warning signs: one set of thresholds for the learner's log lines, its remedy and the alert rules."""
+
+    grad_norm_fraction: float = 0.9
+    """Policy or Q gradient norm (before clipping) above this fraction of ``learner.max_grad_norm`` (seed: 0.9 × 5.0 = 4.5)."""
+    q_mean_abs_max: float = 10000.0
+    """|mean Q| above this (scaled units; rewards are negative, so Q diverges downward)."""
+    q_std_max: float = 5000.0
+    """Standard deviation of Q above this."""
+
+    def __post_init__(self) -> None:
+        require(self.grad_norm_fraction > 0, "grad_norm_fraction", f"must be > 0, got {self.grad_norm_fraction}")
+        require(self.q_mean_abs_max > 0, "q_mean_abs_max", f"must be > 0, got {self.q_mean_abs_max}")
+        require(self.q_std_max > 0, "q_std_max", f"must be > 0, got {self.q_std_max}")
+
+
+@dataclass(frozen=True)
 class SafetyConfig:
-    """The NaN response and the seed's remedies."""
+    """The NaN response, the warning signs and the seed's remedies."""
 
     on_nan: Literal["rollback", "stop"] = "rollback"
     """``rollback``: restore the last good in-memory state and continue; ``stop``: exit with the resume command."""
@@ -43,6 +65,15 @@ class SafetyConfig:
     """Times the learning-rate remedy may apply in one run."""
     stats_history: int = 200
     """Recent ``UpdateStats`` kept for emergency checkpoints."""
+    warnings: WarningSignsConfig = field(default_factory=WarningSignsConfig)
+    """Thresholds of the seed's warning signs (logs, ``on_warning: remedy`` and the rendered alert rules)."""
+    on_warning: Literal["log", "remedy"] = "log"
+    """``log``: rate-limited WARNING lines while a sign holds; ``remedy``: also apply the remedies above once a sign
+    has held for ``warning_sustain_updates`` updates in a row (same factors, floors and limits as after a rollback)."""
+    warning_sustain_updates: int = 5000
+    """Consecutive updates a warning sign must hold before ``on_warning: remedy`` acts (checked once per block)."""
+    warning_log_every_updates: int = 10000
+    """While a sign holds, its WARNING line repeats at most once per this many updates."""
 
     def __post_init__(self) -> None:
         require(self.max_rollbacks >= 0, "max_rollbacks", "must be >= 0")
@@ -54,6 +85,8 @@ class SafetyConfig:
         require(self.max_reward_scale_remedies >= 0, "max_reward_scale_remedies", "must be >= 0")
         require(self.max_lr_remedies >= 0, "max_lr_remedies", "must be >= 0")
         require(self.stats_history >= 1, "stats_history", "must be >= 1")
+        require(self.warning_sustain_updates >= 1, "warning_sustain_updates", "must be >= 1")
+        require(self.warning_log_every_updates >= 1, "warning_log_every_updates", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -84,6 +117,60 @@ def apply_remedies(
     )  # fmt: skip
     new_lr, lr_applied = next_value(lr, config.lr_factor, config.lr_floor, done.lr_applied, config.max_lr_remedies)
     return scale, new_lr, Remedies(done.reward_scale_applied + scale_applied, done.lr_applied + lr_applied)
+
+
+WARNING_SIGNS = ("policy_grad_norm", "q_grad_norm", "q_mean", "q_std")
+"""``UpdateStats`` gauges the seed watched; ``q_mean`` is compared by its absolute value."""
+
+
+def warning_thresholds(signs: WarningSignsConfig, max_grad_norm: float) -> dict[str, float]:
+    """The threshold of every warning sign, resolved against the gradient clip limit."""
+    grad = signs.grad_norm_fraction * max_grad_norm
+    return {"policy_grad_norm": grad, "q_grad_norm": grad, "q_mean": signs.q_mean_abs_max, "q_std": signs.q_std_max}
+
+
+def signs_holding(stats: UpdateStats, thresholds: dict[str, float]) -> dict[str, float]:
+    """The signs above their thresholds and their values (|q_mean|); NaN is the NaN guard's, not a warning."""
+    values = {name: abs(getattr(stats, name)) if name == "q_mean" else getattr(stats, name) for name in thresholds}
+    return {name: v for name, v in values.items() if math.isfinite(v) and v > thresholds[name]}
+
+
+class WarningWatch:
+    """Follows the warning signs block by block: logs them (rate-limited) and reports the ones held long enough.
+
+    A block counts as holding a sign when its last update's value is above the
+    threshold; a sign has held for N updates when the blocks since it started
+    holding add up to N. After a report its count starts again. Each sign logs
+    at most one WARNING line per ``log_every_updates``, however often it comes and goes.
+    """
+
+    def __init__(self, thresholds: dict[str, float], sustain_updates: int, log_every_updates: int) -> None:
+        self.thresholds = thresholds
+        self.sustain_updates = sustain_updates
+        self.log_every_updates = log_every_updates
+        self.held_since: dict[str, int] = {}
+        self.logged_at: dict[str, int] = {}
+
+    def observe(self, stats: UpdateStats, updates_done: int) -> list[str]:
+        """Record one block ending at update ``updates_done``; return the signs that held ``sustain_updates`` updates."""
+        holding = signs_holding(stats, self.thresholds)
+        for name in [n for n in self.held_since if n not in holding]:
+            log.debug("warning sign cleared: %s back within %g at update %d", name, self.thresholds[name], updates_done)
+            del self.held_since[name]
+        sustained = []
+        for name, value in holding.items():
+            since = self.held_since.setdefault(name, updates_done - stats.updates)
+            if updates_done - self.logged_at.get(name, -self.log_every_updates) >= self.log_every_updates:
+                self.logged_at[name] = updates_done
+                label = "|q_mean|" if name == "q_mean" else name
+                log.warning(
+                    "warning sign: %s=%.4g > %g at update %d (held for %d updates; see deploy/prometheus/RUNBOOK.md)",
+                    label, value, self.thresholds[name], updates_done, updates_done - since,
+                )  # fmt: skip
+            if updates_done - since >= self.sustain_updates:
+                sustained.append(name)
+                self.held_since[name] = updates_done
+        return sustained
 
 
 class RollbackLimiter:

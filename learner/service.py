@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -19,8 +20,17 @@ import torch
 from learner.checkpoint import Checkpointer, NonFiniteCheckpointError
 from learner.learner import BlockResult, Learner
 from learner.metrics import MetricsExporter
-from learner.safety import NanResponse, NonFiniteStop, Remedies, SafetyConfig, Stop, apply_remedies
-from learner.types import Fragment, UpdateStats, VersionedWeights
+from learner.safety import (
+    NanResponse,
+    NonFiniteStop,
+    Remedies,
+    SafetyConfig,
+    Stop,
+    WarningWatch,
+    apply_remedies,
+    warning_thresholds,
+)
+from learner.types import CONTEXT_FALLBACK_REASONS, REJECTED_TRANSITION_REASONS, Fragment, UpdateStats, VersionedWeights
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +44,6 @@ class Schedule:
     block_updates: int
     broadcast_every: int
     batch_size: int
-    max_policy_lag: int
     checkpoint_every: int = 0
     """Environment steps between checkpoints (0: never)."""
 
@@ -71,6 +80,19 @@ class Progress:
     last_stats: UpdateStats | None = None
     counters: dict[str, int] = field(default_factory=dict)
     remedies: dict[str, int] = field(default_factory=dict)
+    transitions_rejected: dict[str, int] = field(default_factory=dict)
+    """Transitions the actors dropped, by reason (``obs_nonfinite``, ``reward_nonfinite``, ``action_nonfinite``)."""
+    context_fallbacks: dict[str, int] = field(default_factory=dict)
+    """Contexts the actors replaced by zeros, by reason."""
+    stop_requested_at_update: int | None = None
+    """``updates`` when a stop was requested (no block starts after it), else None."""
+
+
+COUNTERS = (
+    "weights_rejected", "fragments_duplicate", "nan_blocks", "rollbacks", "checkpoints", "warning_remedies",
+    "episodes_cut_short",
+)  # fmt: skip
+"""The service's run counters (saved in checkpoints, carried on by a resume, written to ``final_stats.json``)."""
 
 
 @dataclass(frozen=True)
@@ -109,9 +131,17 @@ class LearnerService:
         self.last_stats: UpdateStats | None = None
         self._step_blocks: list[UpdateStats] = []  # the last train() call's, for its StepReport
         self.remedies = Remedies()
-        self.counters = dict.fromkeys(
-            ("weights_rejected", "fragments_duplicate", "fragments_stale", "nan_blocks", "rollbacks", "checkpoints"), 0
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.rejected = dict.fromkeys(REJECTED_TRANSITION_REASONS, 0)
+        self.fallbacks = dict.fromkeys(CONTEXT_FALLBACK_REASONS, 0)
+        config = self.safety.config
+        self.warnings = WarningWatch(
+            warning_thresholds(config.warnings, learner.config.max_grad_norm),
+            config.warning_sustain_updates,
+            config.warning_log_every_updates,
         )
+        self._stop = threading.Event()
+        self.stop_requested_at_update: int | None = None
         self.policy_lag = 0
         self.last_checkpoint_step = -1
         self._updates_at_broadcast = 0
@@ -121,26 +151,43 @@ class LearnerService:
 
     # -- the loop ------------------------------------------------------------------------------
     def step(self, fragment: Fragment) -> StepReport:
-        """Ingest one fragment, train what is due, checkpoint when due, and hand back weights when due."""
+        """Ingest one fragment, train what is due, checkpoint when due, and hand back weights when due.
+
+        After ``request_stop`` a step only ingests: the fragment is kept, no update runs.
+        """
         accepted = self.ingest(fragment) > 0
-        weights = self.train()
-        if self.checkpoint_due():
+        self._step_blocks = []
+        weights = None if self.stopping else self.train()
+        if self.checkpoint_due() and not self.stopping:
             self.checkpoint()
         return StepReport(weights, self.progress(), accepted, tuple(self._step_blocks))
 
+    def request_stop(self) -> None:
+        """Start no further block of updates (thread-safe: a signal handler or another thread may call it)."""
+        if not self._stop.is_set():
+            self.stop_requested_at_update = self.learner.updates_done
+            self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def ingest(self, fragment: Fragment) -> int:
-        """Store a fragment unless it is a duplicate or its policy is too stale; returns transitions stored."""
+        """Store a fragment's valid transitions unless it is a duplicate; returns transitions stored."""
         self.policy_lag = max(0, self.learner.weights_version - fragment.weights_version)
-        stale = self.policy_lag > self.schedule.max_policy_lag
-        inserted = self.learner.ingest(fragment, store=not stale)
+        inserted = self.learner.ingest(fragment)
         if inserted < 0:
             self.counters["fragments_duplicate"] += 1
+            if self.metrics is not None:
+                self.metrics.fragment_duplicate()
             return 0
-        if stale:
-            self.counters["fragments_stale"] += 1
-            log.debug("fragment %s dropped: policy lag %d versions", fragment.key, self.policy_lag)
-        self.returns.extend(episode.episode_return for episode in fragment.episodes)
+        whole = [episode for episode in fragment.episodes if not episode.cut_short]
+        self.returns.extend(episode.episode_return for episode in whole)  # a cut-short return is partial
         self.episodes += len(fragment.episodes)
+        self.counters["episodes_cut_short"] += len(fragment.episodes) - len(whole)
+        for total, counts in ((self.rejected, fragment.rejected), (self.fallbacks, fragment.context_fallbacks)):
+            for reason, count in counts.items():
+                total[reason] = total.get(reason, 0) + count
         if self.metrics is not None:
             self.metrics.record_fragment(fragment, self.learner.weights_version)
             self.metrics.set_episode_return(self.returns)
@@ -148,10 +195,13 @@ class LearnerService:
         return inserted
 
     def train(self, max_updates: int | None = None) -> VersionedWeights | None:
-        """Run the updates due in guarded blocks; returns new weights when a broadcast is due and passes the gate."""
+        """Run the updates due in guarded blocks; returns new weights when a broadcast is due and passes the gate.
+
+        A stop request is honoured between blocks: the block running when it came is finished, no other starts.
+        """
         learner, done_here = self.learner, 0
         self._step_blocks = []
-        while True:
+        while not self.stopping:
             due = self.schedule.updates_due(learner.env_steps, learner.updates_done, len(learner.replay))
             if max_updates is not None:
                 due = min(due, max_updates - done_here)
@@ -174,6 +224,26 @@ class LearnerService:
         self.history.append(stats.as_dict())
         if self.metrics is not None:
             self.metrics.record_update_stats(stats)
+        sustained = self.warnings.observe(stats, self.learner.updates_done)
+        if sustained and self.safety.config.on_warning == "remedy":
+            self.remedy_warning(sustained)
+
+    def remedy_warning(self, signs: list[str]) -> None:
+        """A warning sign held for ``warning_sustain_updates``: the seed's remedies, as after a rollback."""
+        before = self.learner.rates()
+        scale, lr, remedies = apply_remedies(self.safety.config, *before, self.remedies)
+        if remedies == self.remedies:
+            log.warning("warning signs %s persist; the remedies are spent (limits or floors reached)", ", ".join(signs))
+            return
+        self.remedies = remedies
+        self.counters["warning_remedies"] += 1
+        self.learner.set_rates(scale, lr)
+        log.warning(
+            "warning signs %s held for %d updates: reward_scale %g -> %g, lr %g -> %g (remedies %s)",
+            ", ".join(signs), self.safety.config.warning_sustain_updates, before[0], scale, before[1], lr,
+            remedies.as_dict(),
+        )  # fmt: skip
+        self.publish_in_force()
 
     # -- NaN safety ----------------------------------------------------------------------------
     def on_nonfinite(self, result: BlockResult, snapshot: dict) -> None:
@@ -190,11 +260,8 @@ class LearnerService:
         if not self.safety.response.continues(learner.updates_done):
             raise NonFiniteStop(self.stop_message(emergency))
         self.counters["rollbacks"] += 1
-        scale, lr, self.remedies = apply_remedies(
-            self.safety.config, float(learner.sac.reward_scale), learner.sac.learning_rate(), self.remedies
-        )
-        learner.sac.reward_scale.fill_(scale)
-        learner.sac.set_learning_rate(lr)
+        scale, lr, self.remedies = apply_remedies(self.safety.config, *learner.rates(), self.remedies)
+        learner.set_rates(scale, lr)
         log.warning(
             "rolled back to update %d; reward_scale=%g lr=%g (remedies %s)",
             learner.updates_done,
@@ -241,8 +308,11 @@ class LearnerService:
             return False
         return self.learner.env_steps // every > max(self.last_checkpoint_step, 0) // every
 
-    def checkpoint(self) -> Path | None:
-        """Write a regular checkpoint through the atomic path; a non-finite state is counted, never committed."""
+    def checkpoint(self, announce: bool = True) -> Path | None:
+        """Write a regular checkpoint through the atomic path; a non-finite state is counted, never committed.
+
+        ``announce`` off: the caller logs the path (the final checkpoint is named by the done line).
+        """
         if self.checkpointer is None:
             return None
         if not self.learner.parameters_finite():
@@ -265,7 +335,8 @@ class LearnerService:
         if self.metrics is not None:
             self.metrics.set_checkpoint(step)
             self.metrics.set_last_good(step)
-        log.info("checkpoint %s", path)
+        if announce:
+            log.info("checkpoint %s", path)
         return path
 
     def full_state(self) -> dict:
@@ -275,6 +346,8 @@ class LearnerService:
                 "returns": list(self.returns),
                 "episodes": self.episodes,
                 "counters": dict(self.counters),
+                "transitions_rejected": dict(self.rejected),
+                "context_fallbacks": dict(self.fallbacks),
                 "remedies": self.remedies.as_dict(),
                 "updates_at_broadcast": self._updates_at_broadcast,
                 "last_checkpoint_step": self.learner.env_steps,
@@ -291,6 +364,8 @@ class LearnerService:
         self.returns.extend(service["returns"])
         self.episodes = int(service["episodes"])
         self.counters.update(service["counters"])
+        self.rejected.update(service.get("transitions_rejected", {}))
+        self.fallbacks.update(service.get("context_fallbacks", {}))
         self.remedies = Remedies(**service["remedies"])
         self._updates_at_broadcast = int(service["updates_at_broadcast"])
         self.last_checkpoint_step = int(service["last_checkpoint_step"])
@@ -320,8 +395,7 @@ class LearnerService:
     def publish_in_force(self) -> None:
         if self.metrics is None:
             return
-        lr = self.learner.sac.learning_rate()
-        scale = float(self.learner.sac.reward_scale)
+        scale, lr = self.learner.rates()
         self.metrics.set_in_force(scale, {"policy": lr, "q": lr}, self.learner.config.max_grad_norm)
 
     def report_fleet(self, alive: int, new_restarts: int) -> None:
@@ -352,6 +426,9 @@ class LearnerService:
             last_stats=self.last_stats,
             counters=dict(self.counters),
             remedies=self.remedies.as_dict(),
+            transitions_rejected=dict(self.rejected),
+            context_fallbacks=dict(self.fallbacks),
+            stop_requested_at_update=self.stop_requested_at_update,
         )
 
 

@@ -30,8 +30,8 @@ def require(condition: bool, key: str, message: str) -> None:
 CONTEXT_FALLBACK_REASONS = ("nan", "inf", "map_nonfinite", "encoder_nonfinite")
 """Why a context was replaced by the zero context (bounded label values)."""
 
-REJECTED_TRANSITION_REASONS = ("obs_nonfinite", "reward_nonfinite")
-"""Why a transition was dropped before it reached a fragment (bounded label values)."""
+REJECTED_TRANSITION_REASONS = ("obs_nonfinite", "reward_nonfinite", "action_nonfinite")
+"""Why a transition was dropped before it reached replay (bounded label values)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class EpisodeSummary:
     length: int
     mean_abs_speed_error: float = float("nan")
     """Vehicle environment only: mean |v - v_ref| over the episode (NaN elsewhere)."""
+    cut_short: bool = False
+    """Ended by the actor's guard on a non-finite observation (its return is partial), not by the environment."""
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,12 @@ class VehicleVectorEnv:
         self._fresh(ids)
         return self._observe(ids)
 
+    def reset_envs(self, env_ids: np.ndarray) -> np.ndarray:
+        """New vehicles for ``env_ids`` only, from the environment's generator; returns their observation rows."""
+        ids = np.asarray(env_ids, dtype=np.int64)
+        self._fresh(ids)
+        return self._observe(ids)
+
     def _fresh(self, ids: np.ndarray) -> None:
         """New vehicles, references, roads and rest states for ``ids``."""
         cfg = self.config

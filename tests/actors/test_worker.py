@@ -8,7 +8,7 @@ from actors.envs import VecStep
 from actors.guards import sanitize_contexts, valid_transitions
 from actors.gym_env import GymVectorEnv
 from actors.policy import PolicyCopy
-from actors.worker import RolloutWorker
+from actors.worker import NonFiniteResetError, RolloutWorker
 from learner.weights import make_versioned
 
 
@@ -64,18 +64,28 @@ def test_set_weights_swaps_only_to_newer_versions():
 
 
 class NaNEnv:
-    """Two environments; env 1 reports a NaN observation at step 2 and an Inf reward at step 4."""
+    """Two environments; env 1 reports a NaN observation at step 2 and an Inf reward at step 4.
+
+    Records every action it is stepped with and every environment reset on its own.
+    """
 
     num_envs, observation_dim, action_dim = 2, 2, 1
     action_low, action_high = np.array([-1.0], np.float32), np.array([1.0], np.float32)
 
     def __init__(self):
         self.t = 0
+        self.actions: list[np.ndarray] = []
+        self.resets: list[list[int]] = []
 
     def reset(self, seed):
         return np.zeros((2, 2), np.float32)
 
+    def reset_envs(self, env_ids):
+        self.resets.append(list(env_ids))
+        return np.full((len(env_ids), 2), -1.0, np.float32)
+
     def step(self, actions):
+        self.actions.append(actions.copy())
         self.t += 1
         obs = np.full((2, 2), float(self.t), np.float32)
         reward = np.ones(2)
@@ -104,18 +114,50 @@ class BrokenContext(NoContext):
         return ctx
 
 
-def test_non_finite_values_never_leave_the_worker():
-    worker = RolloutWorker(NaNEnv(), BrokenContext(), PolicyCopy(4, 1, (8,), seed=0))
+def test_non_finite_values_never_leave_the_worker_nor_reach_policy_or_environment():
+    env = NaNEnv()
+    worker = RolloutWorker(env, BrokenContext(), PolicyCopy(4, 1, (8,), seed=0))
+    seen = []
+    act = worker.policy.act
+    worker.policy.act = lambda obs, context, deterministic=False: seen.append(obs.copy()) or act(obs, context)
     fragment = worker.rollout(5)
-    # step 2 makes env 1's next_obs NaN (drop t=1) and its obs NaN at t=2 (drop); Inf reward at t=3
-    assert fragment.valid[:, 1].tolist() == [True, False, False, False, True]
+    # step 2 makes env 1's next_obs NaN: that transition (t=1) is dropped, env 1 is reset and acts on the
+    # reset observation at t=2 (kept); the Inf reward of step 4 drops t=3
+    assert fragment.valid[:, 1].tolist() == [True, False, True, False, True]
     assert fragment.valid[:, 0].all()
-    assert fragment.rejected == {"obs_nonfinite": 2, "reward_nonfinite": 1}
+    assert fragment.rejected == {"obs_nonfinite": 1, "reward_nonfinite": 1, "action_nonfinite": 0}
+    assert env.resets == [[1]]
+    assert fragment.obs[2, 1].tolist() == [-1.0, -1.0]  # the reset observation
+    assert fragment.truncated[1].tolist() == [False, True] and not fragment.terminated.any()
+    (cut,) = fragment.episodes
+    assert cut.cut_short and cut.length == 2 and cut.episode_return == 2.0
+    assert all(np.isfinite(obs).all() for obs in seen) and len(seen) == 5
+    assert all(np.isfinite(a).all() for a in env.actions)
     assert fragment.context_fallbacks["nan"] == 1 and fragment.context_fallbacks["inf"] == 1
     for name in ("context", "next_context"):
         assert np.isfinite(getattr(fragment, name)).all()
     assert fragment.next_context[0, 0].tolist() == [0.0, 0.0]  # the zero context
     assert fragment.next_context[2, 1].tolist() == [0.0, 0.0]
+
+
+def test_a_non_finite_action_is_replaced_and_its_transition_dropped():
+    env = NaNEnv()
+    worker = RolloutWorker(env, NoContext(2), PolicyCopy(2, 1, (8,), seed=0))
+    worker.policy.act = lambda obs, context, deterministic=False: np.array([[0.5], [np.nan]], np.float32)
+    fragment = worker.rollout(1)
+    assert env.actions[0].tolist() == [[0.5], [0.0]]  # the middle of [-1, 1] instead of NaN
+    assert fragment.valid[0].tolist() == [True, False]
+    assert fragment.rejected["action_nonfinite"] == 1
+
+
+def test_an_environment_that_only_resets_to_nan_is_a_clear_error():
+    class AlwaysNaN(NaNEnv):
+        def reset_envs(self, env_ids):
+            return np.full((len(env_ids), 2), np.nan, np.float32)
+
+    worker = RolloutWorker(AlwaysNaN(), NoContext(2), PolicyCopy(2, 1, (8,), seed=0))
+    with pytest.raises(NonFiniteResetError, match=r"environments \[1\] of actor 0 .* 10 resets"):
+        worker.rollout(2)
 
 
 def test_guard_functions_count_by_reason():
@@ -127,4 +169,7 @@ def test_guard_functions_count_by_reason():
     next_obs = np.array([[0, 0], [np.inf, 0], [0, 0]])
     mask, dropped = valid_transitions(obs, next_obs, np.array([1.0, 1.0, np.nan]))
     assert mask.tolist() == [True, False, False]
-    assert dropped == {"obs_nonfinite": 1, "reward_nonfinite": 1}
+    assert dropped == {"obs_nonfinite": 1, "action_nonfinite": 0, "reward_nonfinite": 1}
+    mask, dropped = valid_transitions(obs, next_obs, np.array([1.0, 1.0, np.nan]), np.array([True, False, True]))
+    assert mask.tolist() == [False, False, False]
+    assert dropped == {"obs_nonfinite": 1, "action_nonfinite": 2, "reward_nonfinite": 0}  # first problem counts

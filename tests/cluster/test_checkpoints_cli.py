@@ -44,8 +44,18 @@ def test_list_marks_last_good_and_emergency(run_dir: Path, capsys: pytest.Captur
     assert row(out, "step_000030000").split() == ["*", "30000", "step_000030000", "regular", "ok"]
     assert row(out, "step_000020000").split() == ["20000", "step_000020000", "regular", "ok"]
     assert row(out, "emergency_step_000023456").split()[:3] == ["23456", "emergency_step_000023456", "emergency"]
-    assert "non-finite" in row(out, "emergency_step_000023456")
+    # its state is finite; only the evidence (the offending batch) holds NaN
+    assert row(out, "emergency_step_000023456").split(None, 3)[3] == "intact, state finite (evidence, never resumed)"
     assert out[-1] == "last good (*): step_000030000"
+
+
+def test_an_emergency_checkpoint_with_a_non_finite_state_says_so(tmp_path: Path, capsys) -> None:
+    ckpt = Checkpointer(tmp_path / "checkpoints", keep_last=3)
+    ckpt.save_emergency(5, {"w": torch.tensor([float("inf")])}, {"batch": torch.zeros(1)})
+    assert main(["list", str(tmp_path)]) == 0
+    assert "intact, state NON-FINITE (evidence, never resumed)" in row(lines(capsys), "emergency_step_000000005")
+    assert main(["inspect", str(tmp_path / "checkpoints" / "emergency_step_000000005")]) == 0
+    assert "valid       intact emergency checkpoint, state NON-FINITE; evidence, never resumed" in lines(capsys)
 
 
 def test_list_after_corruption_moves_the_marker(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 
@@ -61,10 +60,11 @@ def test_default_thresholds_are_the_seeds_warning_signs() -> None:
 
 
 def test_thresholds_follow_the_config() -> None:
-    config = dataclasses.replace(
-        load_config(REPO / "configs" / "vehicle.yaml", ["learner.max_grad_norm=2.0", "cluster.num_actors=6"]),
-        alerts=AlertsConfig(grad_norm_fraction=0.5, q_mean_abs_max=250.0, sustain_for="0s", job="train-a"),
-    )
+    config = load_config(
+        REPO / "configs" / "vehicle.yaml",
+        ["learner.max_grad_norm=2.0", "cluster.num_actors=6", "safety.warnings.grad_norm_fraction=0.5",
+         "safety.warnings.q_mean_abs_max=250", "alerts.sustain_for=0s", "alerts.job=train-a"],
+    )  # fmt: skip
     t = thresholds(config)
     assert (t.grad_warn, t.grad_clip, t.q_mean_abs, t.min_actors, t.stale_seconds) == (1.0, 2.0, 250.0, 6, 2700.0)
     rules = rules_by_name(alert_groups(config))
@@ -85,13 +85,15 @@ def test_alerts_config_is_checked_with_key_and_file(tmp_path) -> None:
         load_config(path, ["alerts.sustain_for=5 minutes"])
     with pytest.raises(ConfigError, match=r"alerts\.job: letters"):
         load_config(path, ['alerts.job=a"b'])
-    with pytest.raises(ConfigError, match=r"alerts\.grad_norm_fraction: must be > 0"):
-        load_config(path, ["alerts.grad_norm_fraction=0"])
+    with pytest.raises(ConfigError, match=r"safety\.warnings\.grad_norm_fraction: must be > 0"):
+        load_config(path, ["safety.warnings.grad_norm_fraction=0"])
+    with pytest.raises(ConfigError, match=r"alerts\.q_std_max: unknown key"):  # the thresholds live in safety.warnings
+        load_config(path, ["alerts.q_std_max=1"])
 
 
 def test_render_command_writes_and_checks(tmp_path, capsys) -> None:
     out = tmp_path / "alerts.yml"
-    assert alerts.main(["render", "--config", str(REPO / "configs" / "vehicle.yaml"), "--set", "alerts.q_std_max=7",
+    assert alerts.main(["render", "--config", str(REPO / "configs" / "vehicle.yaml"), "--set", "safety.warnings.q_std_max=7",
                         "--out", str(out)]) == 0  # fmt: skip
     assert rules_by_name(yaml.safe_load(out.read_text())["groups"])["DmsacQValueSpreadHigh"]["expr"].endswith("> 7")
     assert alerts.main(["render", "--out", str(out), "--check"]) == 1  # default thresholds differ

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import yaml
 
 from cluster import grafana
-from cluster.alerts import AlertsConfig
 from cluster.config import Config, load_config
 from cluster.dashboard import UID, dashboard, panel_queries, render_dashboard
 
@@ -70,10 +68,7 @@ def test_gradient_panels_draw_the_warning_and_clip_lines() -> None:
 
 
 def test_threshold_lines_follow_the_config() -> None:
-    config = dataclasses.replace(
-        load_config(REPO / "configs" / "vehicle.yaml", ["learner.max_grad_norm=10"]),
-        alerts=AlertsConfig(grad_norm_fraction=0.8),
-    )
+    config = load_config(REPO / "configs" / "vehicle.yaml", ["learner.max_grad_norm=10", "safety.warnings.grad_norm_fraction=0.8"])
     assert threshold_values(by_title(dashboard(config))["Policy gradient norm (before clipping)"]) == [None, 8.0, 10.0]
 
 

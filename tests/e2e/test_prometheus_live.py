@@ -41,7 +41,8 @@ pytestmark = [
 
 TOTAL_ENV_STEPS = 1600
 TINY = [
-    "alerts.grad_norm_fraction=1e-6", "alerts.q_mean_abs_max=1e-6", "alerts.q_std_max=1e-6", "alerts.sustain_for=0s",
+    "safety.warnings.grad_norm_fraction=1e-6", "safety.warnings.q_mean_abs_max=1e-6", "safety.warnings.q_std_max=1e-6",
+    "alerts.sustain_for=0s",
 ]  # fmt: skip
 INDUCED = {"DmsacPolicyGradNormNearClip", "DmsacQGradNormNearClip", "DmsacQValuesExploding", "DmsacQValueSpreadHigh"}
 WINDOW = "5m"  # stands in for Grafana's $__rate_interval: spans the whole run, so rate() has samples while held
@@ -188,7 +189,7 @@ class LiveCheck:
 
     def check_panels(self) -> None:
         queries = [(title, expr.replace(RATE, WINDOW)) for title, expr in panel_queries(dashboard(self.config))]
-        assert len(queries) == 30 and not any("$" in expr for _, expr in queries), queries
+        assert len(queries) == 31 and not any("$" in expr for _, expr in queries), queries
         on_disk = json.loads((ROOT / "deploy" / "grafana" / "dashboard.json").read_text())
         assert len(panel_queries(on_disk)) == len(queries)  # the shipped board has the same targets
 
@@ -218,12 +219,12 @@ def test_prometheus_scrapes_a_ray_run_fires_induced_alerts_and_answers_every_pan
     prom_dir = ph.local_prometheus_dir(run_dir, render_rules(config))  # file_sd: ../prometheus_targets.json
     with ph.running_prometheus(prom_dir / "prometheus.yml", prom_dir / "data", timeout=60.0) as url:
         check = LiveCheck(url, config, run_dir)
-        assert run_ray(config, on_tick=check) == 0
+        summary = run_ray(config, on_tick=check)
         assert check.checked, "the run ended before it had a checkpoint and a finished episode"
         [first] = check.first_scrape
         assert float(first["value"][1]) < check.checked["progress"].env_steps  # Prometheus saw the counters move
-    summary = json.loads((run_dir / "final_stats.json").read_text())
-    assert summary["env_steps"] == TOTAL_ENV_STEPS
+    assert summary == json.loads((run_dir / "final_stats.json").read_text())
+    assert summary["env_steps"] == TOTAL_ENV_STEPS and summary["exit_code"] == 0
     held = check.checked["progress"]
     assert 0 < held.updates <= summary["updates"] and held.env_steps < TOTAL_ENV_STEPS
     assert check.checked["instance"].startswith("127.0.0.1:")

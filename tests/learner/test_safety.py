@@ -22,7 +22,7 @@ from learner.service import LearnerService, Safety, Schedule
 from tests.learner.helpers import make_fragment, make_learner
 
 SCHEDULE = Schedule(warmup_steps=0, update_to_data=1.0, block_updates=5, broadcast_every=5, batch_size=8,
-                    max_policy_lag=100, checkpoint_every=0)  # fmt: skip
+                    checkpoint_every=0)  # fmt: skip
 
 
 def one_shot_nan_at(update: int):

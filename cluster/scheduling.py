@@ -1,0 +1,104 @@
+"""Actors that wait for resources the cluster does not have: found, named, and turned into exit 3.
+
+Ray keeps an actor that no node can host pending without a word. The
+driver watches the actors that have not answered yet (the learner until its
+first weights, each rollout actor until its first fragment); when the GCS
+reports a pending resource demand of exactly such an actor's shape for
+``cluster.schedule_timeout_s`` in a row, the job ends with exit 3 and a
+message naming what was asked for and what the cluster has. A slow start
+(a runtime environment being built, a worker process starting) holds its
+resources and is not a pending demand, so it never trips this.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import ray
+from ray.autoscaler.v2.sdk import get_cluster_status
+
+from cluster.runner import CapacityError
+
+log = logging.getLogger("dmsac")
+
+
+def resource_shape(options: dict) -> dict[str, float]:
+    """The resource bundle Ray schedules for actor ``options`` (``num_cpus``, ``num_gpus``, ``resources``)."""
+    shape = {"CPU": float(options.get("num_cpus", 1))}
+    if options.get("num_gpus"):
+        shape["GPU"] = float(options["num_gpus"])
+    shape.update({name: float(amount) for name, amount in options.get("resources", {}).items()})
+    return {name: amount for name, amount in shape.items() if amount > 0}
+
+
+def pending_demands() -> list[dict[str, float]]:
+    """Resource bundles of tasks and actors the GCS reports as waiting for resources (empty when it cannot tell)."""
+    try:
+        status = get_cluster_status(ray.get_runtime_context().gcs_address)
+    except Exception as err:  # an older GCS without the autoscaler state service: no detection, no false alarm
+        log.debug("cluster status unavailable: %s", err)
+        return []
+    demands = status.resource_demands.ray_task_actor_demand
+    return [dict(request.bundle) for demand in demands for request in demand.bundles_by_count]
+
+
+def _resources(values: dict) -> str:
+    shown = {k: v for k, v in sorted(values.items()) if k in ("CPU", "GPU") or not k.startswith(("node:", "memory", "object"))}
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in shown.items()) + "}"
+
+
+Shape = tuple[tuple[str, float], ...]
+
+
+def _key(shape: dict[str, float]) -> Shape:
+    return tuple(sorted(shape.items()))
+
+
+class SchedulingWatch:
+    """Finds resource shapes that awaited actors ask for and the GCS has reported pending for ``timeout_s`` in a row.
+
+    The GCS reports demands by shape, not by actor: when the learner and the rollout
+    actors ask for the same shape, the message names every actor of that shape not started yet.
+    """
+
+    def __init__(
+        self, timeout_s: float, demands: Callable[[], list[dict[str, float]]] = pending_demands, every_s: float = 2.0
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.demands = demands
+        self.every_s = every_s
+        self.pending_since: dict[Shape, float] = {}
+        self._checked_at = -float("inf")
+
+    def stuck(self, awaited: dict[str, dict[str, float]]) -> dict[Shape, list[str]]:
+        """``awaited``: actor name → resource shape, for the actors not started yet. Returns stuck shape → names."""
+        now = time.monotonic()
+        if now - self._checked_at < self.every_s:
+            return {}
+        self._checked_at = now
+        by_shape: dict[Shape, list[str]] = {}
+        for name, shape in awaited.items():
+            by_shape.setdefault(_key(shape), []).append(name)
+        pending = {_key(demand) for demand in self.demands()} & set(by_shape) if by_shape else set()
+        self.pending_since = {shape: self.pending_since.get(shape, now) for shape in pending}
+        for shape, since in self.pending_since.items():
+            if since == now:
+                log.warning("%s: waiting for resources %s that no node has free", ", ".join(by_shape[shape]),
+                            _resources(dict(shape)))  # fmt: skip
+        return {shape: by_shape[shape] for shape, since in self.pending_since.items() if now - since >= self.timeout_s}
+
+    def check(self, awaited: dict[str, dict[str, float]], what_it_needs: str) -> None:
+        """Raise ``CapacityError`` for the first stuck shape (``capacity_error``)."""
+        for shape, names in self.stuck(awaited).items():
+            raise self.capacity_error(names, dict(shape), what_it_needs)
+
+    def capacity_error(self, names: list[str], shape: dict[str, float], what_it_needs: str) -> CapacityError:
+        """Exit 3's message: what is pending, who is not started, what the cluster has, what the job needs."""
+        return CapacityError(
+            f"the cluster cannot give the job what it needs: Ray has kept requests for {_resources(shape)} pending "
+            f"for over {self.timeout_s:g} s (cluster.schedule_timeout_s); not started yet: {', '.join(names)}; "
+            f"the cluster has {_resources(ray.cluster_resources())} in all, {_resources(ray.available_resources())} "
+            f"free; {what_it_needs}"
+        )
