@@ -18,7 +18,13 @@ def run_local(config: Config, resume: str | None = None, grad_hook=None, stopper
     """
     run_dir = prepare_run_dir(config)
     record: RunRecord | None = None
-    with recorded(run_dir, lambda: record):
+
+    def latest() -> RunRecord | None:  # the service's own counters, whatever ended the run
+        if record is not None:
+            record.update(service.progress())
+        return record
+
+    with recorded(run_dir, latest):
         service = make_learner_service(config, resume)
         try:
             record = RunRecord(run_dir, service.progress())

@@ -40,23 +40,27 @@ log = logging.getLogger("dmsac")
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
 
 
-def connect(config: Config) -> None:
-    """Join the configured or running cluster; with none, start a local Ray instance (laptop mode)."""
+def connect(config: Config) -> bool:
+    """Join the configured or running cluster; with none, start a local Ray instance (laptop mode).
+
+    Returns whether this call connected (then the run disconnects at its end; a caller's connection stays).
+    """
     if ray.is_initialized():
-        return
+        return False
     extra = {"_node_ip_address": config.cluster.node_ip_address} if config.cluster.node_ip_address else {}
     if config.cluster.address:
         ray.init(address=config.cluster.address, **extra)
-        return
+        return True
     running = running_cluster_address()
     if running:
         ray.init(address=running, **extra)
         log.info("joined the running Ray cluster at %s", running)
-        return
+        return True
     # Enough logical CPUs for every actor: a 2-core laptop still runs the whole job.
     cpus = max(os.cpu_count() or 1, config.cluster.num_actors + 1)
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, **extra)
     log.info("started a local Ray instance with %d CPUs", cpus)
+    return True
 
 
 def running_cluster_address() -> str | None:
@@ -374,9 +378,10 @@ def run_ray(
     run_dir = prepare_run_dir(config)
     stopper = stopper or Stopper()
     driver: RayDriver | None = None
+    connected = False
     with stopper:
         try:
-            connect(config)
+            connected = connect(config)
             driver = RayDriver(config, resume, hooks, stopper)
             driver.start(run_dir)
             log.info(
@@ -397,6 +402,8 @@ def run_ray(
             if driver is not None:
                 for actor in driver.fleet.actors:
                     ray.kill(actor, no_restart=True)
+            if connected:  # now, not at interpreter exit: a local instance stops faster while we wait for it
+                ray.shutdown()
 
 
 def collect(driver: RayDriver, on_tick=None) -> None:

@@ -82,9 +82,10 @@ class RunRecord:
     resume starts from its checkpoint's counters): rates count this process's work only.
     """
 
-    def __init__(self, run_dir: Path, start: Progress) -> None:
+    def __init__(self, run_dir: Path, start: Progress, clock: Callable[[], float] = time.monotonic) -> None:
         self.run_dir = run_dir
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock()
         self.start = start
         self.latest = start
         self.history: list[tuple[int, float]] = []
@@ -99,7 +100,7 @@ class RunRecord:
 
     @property
     def wall_seconds(self) -> float:
-        return time.monotonic() - self.started
+        return self.clock() - self.started
 
     def mean_update_rate(self) -> float:
         wall = self.wall_seconds

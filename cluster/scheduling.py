@@ -64,10 +64,15 @@ class SchedulingWatch:
     """
 
     def __init__(
-        self, timeout_s: float, demands: Callable[[], list[dict[str, float]]] = pending_demands, every_s: float = 2.0
+        self,
+        timeout_s: float,
+        demands: Callable[[], list[dict[str, float]]] = pending_demands,
+        every_s: float = 2.0,
+        cluster: Callable[[], tuple[dict, dict]] = lambda: (ray.cluster_resources(), ray.available_resources()),
     ) -> None:
         self.timeout_s = timeout_s
         self.demands = demands
+        self.cluster = cluster
         self.every_s = every_s
         self.pending_since: dict[Shape, float] = {}
         self._checked_at = -float("inf")
@@ -96,9 +101,9 @@ class SchedulingWatch:
 
     def capacity_error(self, names: list[str], shape: dict[str, float], what_it_needs: str) -> CapacityError:
         """Exit 3's message: what is pending, who is not started, what the cluster has, what the job needs."""
+        total, free = self.cluster()
         return CapacityError(
             f"the cluster cannot give the job what it needs: Ray has kept requests for {_resources(shape)} pending "
             f"for over {self.timeout_s:g} s (cluster.schedule_timeout_s); not started yet: {', '.join(names)}; "
-            f"the cluster has {_resources(ray.cluster_resources())} in all, {_resources(ray.available_resources())} "
-            f"free; {what_it_needs}"
+            f"the cluster has {_resources(total)} in all, {_resources(free)} free; {what_it_needs}"
         )

@@ -60,7 +60,8 @@ class ReplayBuffer:
     def state_dict(self) -> dict:
         live = slice(0, self.size)
         return {
-            "storage": {k: v[live].cpu() for k, v in self.storage.items()},
+            # a copy of the live rows: on the CPU a slice is a view, and torch.save would write the whole ring
+            "storage": {k: v[live].to("cpu", copy=True) for k, v in self.storage.items()},
             "position": self.position,
             "size": self.size,
             "generator": self.generator.get_state(),

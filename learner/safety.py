@@ -149,6 +149,9 @@ class WarningWatch:
         self.sustain_updates = sustain_updates
         self.log_every_updates = log_every_updates
         self.held_since: dict[str, int] = {}
+        """Update at which each holding sign started to hold."""
+        self.counted_from: dict[str, int] = {}
+        """Where each sign's count toward ``sustain_updates`` starts (its hold's start, or its last report)."""
         self.logged_at: dict[str, int] = {}
 
     def observe(self, stats: UpdateStats, updates_done: int) -> list[str]:
@@ -156,10 +159,11 @@ class WarningWatch:
         holding = signs_holding(stats, self.thresholds)
         for name in [n for n in self.held_since if n not in holding]:
             log.debug("warning sign cleared: %s back within %g at update %d", name, self.thresholds[name], updates_done)
-            del self.held_since[name]
+            del self.held_since[name], self.counted_from[name]
         sustained = []
         for name, value in holding.items():
             since = self.held_since.setdefault(name, updates_done - stats.updates)
+            counted_from = self.counted_from.setdefault(name, since)
             if updates_done - self.logged_at.get(name, -self.log_every_updates) >= self.log_every_updates:
                 self.logged_at[name] = updates_done
                 label = "|q_mean|" if name == "q_mean" else name
@@ -167,9 +171,9 @@ class WarningWatch:
                     "warning sign: %s=%.4g > %g at update %d (held for %d updates; see deploy/prometheus/RUNBOOK.md)",
                     label, value, self.thresholds[name], updates_done, updates_done - since,
                 )  # fmt: skip
-            if updates_done - since >= self.sustain_updates:
+            if updates_done - counted_from >= self.sustain_updates:
                 sustained.append(name)
-                self.held_since[name] = updates_done
+                self.counted_from[name] = updates_done
         return sustained
 
 

@@ -71,3 +71,12 @@ def test_snapshot_larger_than_capacity_is_refused():
     replay.add(batch(0, 5))
     with pytest.raises(ValueError, match="capacity is 3"):
         make(3).load_state_dict(replay.state_dict())
+
+
+def test_a_snapshot_holds_the_live_rows_only(tmp_path):
+    replay = make(10_000)
+    replay.add(batch(0, 7))
+    state = replay.state_dict()
+    assert all(t.untyped_storage().nbytes() == t.numel() * 4 for t in state["storage"].values())  # not the whole ring
+    torch.save(state, tmp_path / "replay.pt")
+    assert (tmp_path / "replay.pt").stat().st_size < 10_000  # 7 transitions, not 10 000 rows of zeros

@@ -16,9 +16,14 @@ from learner.safety import (
     RollbackToLastGood,
     SafetyConfig,
     Stop,
+    WarningSignsConfig,
+    WarningWatch,
     apply_remedies,
+    signs_holding,
+    warning_thresholds,
 )
 from learner.service import LearnerService, Safety, Schedule
+from learner.types import UpdateStats
 from tests.learner.helpers import make_fragment, make_learner
 
 SCHEDULE = Schedule(warmup_steps=0, update_to_data=1.0, block_updates=5, broadcast_every=5, batch_size=8,
@@ -193,3 +198,62 @@ def test_safety_config_rejects_bad_values():
 
     with pytest.raises(ConfigValueError, match="lr_factor"):
         dataclasses.replace(SafetyConfig(), lr_factor=0.0)
+
+
+def block(updates: int = 25, **values: float) -> UpdateStats:
+    base = dict(policy_grad_norm=1.0, q_grad_norm=1.0, q_mean=-10.0, q_std=1.0, alpha=0.5, policy_loss=0.0,
+                q_loss=0.0, policy_clipped=0, q_clipped=0, nonfinite_loss=0, nonfinite_grad=0, nonfinite_q=0)  # fmt: skip
+    return UpdateStats(updates=updates, **{**base, **values})
+
+
+def test_the_seed_warning_thresholds_resolve_against_the_clip_limit():
+    assert warning_thresholds(WarningSignsConfig(), max_grad_norm=5.0) == {
+        "policy_grad_norm": 4.5, "q_grad_norm": 4.5, "q_mean": 10000.0, "q_std": 5000.0,
+    }  # fmt: skip
+    thresholds = warning_thresholds(WarningSignsConfig(), 5.0)
+    # rewards are negative: Q diverges downward, so |Q mean| is compared; NaN belongs to the NaN guard
+    assert signs_holding(block(q_mean=-2.1e7, q_std=7e6, policy_grad_norm=1e5), thresholds) == {
+        "q_mean": 2.1e7, "q_std": 7e6, "policy_grad_norm": 1e5,
+    }  # fmt: skip
+    assert signs_holding(block(q_mean=float("nan"), q_grad_norm=4.5), thresholds) == {}
+
+
+def test_warning_signs_are_logged_rate_limited_and_reported_once_sustained(caplog):
+    watch = WarningWatch(warning_thresholds(WarningSignsConfig(), 5.0), sustain_updates=100, log_every_updates=50)
+    sustained = []
+    with caplog.at_level("WARNING", logger="learner.safety"):
+        for end in range(25, 201, 25):  # eight blocks of 25 updates, all with |Q mean| = 20 000
+            sustained.append(watch.observe(block(q_mean=-20000.0), end))
+    assert sustained == [[], [], [], ["q_mean"], [], [], [], ["q_mean"]]  # 100 updates held, then 100 more
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [  # one line per 50 updates at most
+        f"warning sign: |q_mean|=2e+04 > 10000 at update {u} (held for {u} updates; see deploy/prometheus/RUNBOOK.md)"
+        for u in (25, 75, 125, 175)
+    ]
+    assert watch.observe(block(), 225) == [] and watch.held_since == {}  # it cleared
+    assert watch.observe(block(q_mean=-20000.0), 250) == []  # a new hold counts from its start
+
+
+def test_a_sustained_warning_sign_applies_the_seed_remedies_with_on_warning_remedy(tmp_path, caplog):
+    """The incident's shape: rewards far too large for the reward scale (×10⁶): gradient norms explode first."""
+    config = dataclasses.replace(DEFAULT_SAFETY, on_warning="remedy", warning_sustain_updates=10)
+    service = make_service(tmp_path, Stop(), config=config, reward_scale=1e6)
+    lr = service.learner.sac.learning_rate()
+    with caplog.at_level("WARNING"):
+        for seq in range(1, 4):  # 16 updates a step in blocks of 5, 5, 5, 1
+            service.step(make_fragment(steps=8, envs=2, seq=seq, seed=seq))
+    assert service.counters["warning_remedies"] == 2  # at most 2 of each remedy (SafetyConfig's limits)
+    assert service.remedies == Remedies(2, 2)
+    assert service.learner.rates() == (pytest.approx(1e4), pytest.approx(lr * 0.01))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("warning sign: q_grad_norm=") for m in messages)
+    assert any("held for 10 updates: reward_scale 1e+06 -> 100000, lr" in m for m in messages)
+    assert any("the remedies are spent" in m for m in messages)
+
+
+def test_on_warning_log_only_logs(tmp_path, caplog):
+    service = make_service(tmp_path, Stop(), reward_scale=1e6)
+    with caplog.at_level("WARNING"):
+        service.step(make_fragment(steps=8, envs=2, seq=1))
+    assert service.counters["warning_remedies"] == 0 and service.learner.rates()[0] == 1e6
+    assert any(r.getMessage().startswith("warning sign: q_grad_norm=") for r in caplog.records)

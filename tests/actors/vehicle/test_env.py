@@ -115,3 +115,20 @@ def test_true_dynamics_map_shape_and_launch_capability():
     assert np.all(amap[:, 2, 1] >= 2.5 - 0.2)  # accepted vehicles launch at >= 2.5 m/s² (rolling ramped in)
     assert np.all(amap[:, 0, 0] == 0.0)  # full brake at rest holds
     assert np.all(amap[:, 0, 2] < -8.0)  # full brake at 10 m/s: at least the drawn 8 m/s²
+
+
+def test_reset_envs_starts_new_vehicles_in_those_environments_only():
+    env = VehicleVectorEnv(3, SHORT, seed=0)
+    env.reset(3)
+    for _ in range(10):
+        env.step(np.full((3, 1), 0.5))
+    before = env.true_params
+    speeds, elapsed = env.speed, env.elapsed_steps
+    rows = env.reset_envs(np.array([1]))
+    after = env.true_params
+    assert rows.shape == (1, 34) and rows.dtype == np.float32
+    assert after.mass[1] != before.mass[1]  # a new vehicle in environment 1
+    assert after.mass[[0, 2]].tolist() == before.mass[[0, 2]].tolist()
+    assert env.elapsed_steps.tolist() == [elapsed[0], 0, elapsed[2]]
+    assert env.speed[1] == 0.0 and env.speed[[0, 2]].tolist() == speeds[[0, 2]].tolist()  # at rest; others untouched
+    assert rows[0, 0] == pytest.approx(env.step(np.zeros((3, 1))).final_obs[1, 1])  # v_meas, then v_meas_prev

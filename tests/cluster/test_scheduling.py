@@ -1,0 +1,46 @@
+"""Telling an actor that waits for resources from a slow start: the GCS's pending demands, by shape."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.runner import CapacityError
+from cluster.scheduling import SchedulingWatch, resource_shape
+
+CLUSTER = ({"CPU": 2.0, "memory": 1e9, "node:127.0.0.1": 1.0}, {"memory": 1e9})
+
+
+def watch(demands: list[dict[str, float]]) -> SchedulingWatch:
+    return SchedulingWatch(timeout_s=0.0, demands=lambda: demands, every_s=0.0, cluster=lambda: CLUSTER)
+
+
+def test_resource_shapes_of_actor_options():
+    assert resource_shape({"num_cpus": 1}) == {"CPU": 1.0}
+    assert resource_shape({"num_cpus": 1, "num_gpus": 1, "resources": {"dmsac_learner": 1}}) == {
+        "CPU": 1.0, "GPU": 1.0, "dmsac_learner": 1.0,
+    }  # fmt: skip
+
+
+def test_a_pending_demand_of_an_awaited_shape_is_exit_3_naming_what_is_missing():
+    awaited = {"the learner": {"CPU": 1.0}, "rollout actor 0": {"CPU": 1.0}, "rollout actor 1": {"CPU": 1.0}}
+    with pytest.raises(CapacityError) as err:
+        watch([{"CPU": 1.0}]).check(awaited, "the job needs 3 CPUs (2 rollout actors + the learner)")
+    assert str(err.value) == (
+        "the cluster cannot give the job what it needs: Ray has kept requests for {CPU: 1} pending for over 0 s "
+        "(cluster.schedule_timeout_s); not started yet: the learner, rollout actor 0, rollout actor 1; the cluster "
+        "has {CPU: 2} in all, {} free; the job needs 3 CPUs (2 rollout actors + the learner)"
+    )
+
+
+def test_no_demand_or_another_shape_is_a_slow_start_not_a_failure():
+    awaited = {"the learner": {"CPU": 1.0, "GPU": 1.0}}
+    watch([]).check(awaited, "")  # starting (runtime env, worker process): resources held, nothing pending
+    watch([{"CPU": 1.0}]).check(awaited, "")  # someone else's demand
+    watch([{"CPU": 1.0}]).check({}, "")  # every actor answered
+
+
+def test_a_demand_must_last_the_timeout():
+    slow = SchedulingWatch(timeout_s=3600.0, demands=lambda: [{"CPU": 1.0}], every_s=0.0, cluster=lambda: CLUSTER)
+    assert slow.stuck({"rollout actor 0": {"CPU": 1.0}}) == {}
+    assert list(slow.pending_since) == [(("CPU", 1.0),)]  # seen, the clock runs
+    assert slow.stuck({}) == {} and slow.pending_since == {}  # answered: forgotten
