@@ -36,6 +36,8 @@ class FragmentHeader:
 class TestHooks:
     """Fault injection for tests only (never set from a config file)."""
 
+    __test__ = False  # not a pytest test class
+
     poison_weights_from_version: int = -1
     """From this weights version on, put a NaN into every exported policy: the gate must refuse them."""
     nan_grad_at_update: int = -1

@@ -389,14 +389,14 @@ def manifest_nodes(ray_cluster: dict, raycluster: dict) -> dict[str, dict]:
 def test_learner_and_actor_requests_fit_only_their_nodes(
     setup: str, ray_cluster: dict, raycluster: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cluster import ray_driver
+    from cluster import placement
     from cluster.config import load_config
 
     nodes = manifest_nodes(ray_cluster, raycluster)[setup]
-    monkeypatch.setattr(ray_driver.ray, "cluster_resources", lambda: mc.totals(nodes))
+    monkeypatch.setattr(placement.ray, "cluster_resources", lambda: mc.totals(nodes))
     config = load_config(mc.REPO / "configs" / "vehicle.yaml")  # learner.device: auto
-    learner = ray_driver.learner_options(config)
-    rollout = ray_driver.rollout_options(config)
+    learner = placement.learner_options(config)
+    rollout = placement.rollout_options(config)
     assert learner.get("num_gpus") == 1 and learner["resources"] == {mc.LEARNER_RESOURCE: 1}
     learner_nodes = [name for name, (_, res) in nodes.items() if mc.fits(learner, res)]
     rollout_nodes = [name for name, (_, res) in nodes.items() if mc.fits(rollout, res)]

@@ -195,7 +195,7 @@ def test_actors_the_cluster_cannot_place_end_the_job_with_exit_3(ray_client, tmp
 
 
 def test_standalone_start_skips_a_recorded_cluster_that_does_not_answer(ray_head, monkeypatch):
-    from cluster.ray_driver import running_cluster_address
+    from cluster.placement import running_cluster_address
     from tests.conftest import free_port
 
     monkeypatch.setenv("RAY_ADDRESS", ray_head.address)

@@ -1,4 +1,4 @@
-"""Actors that wait for resources the cluster does not have: found, named, and turned into exit 3.
+"""Where a Ray job runs: joining a cluster, what each actor asks for, and actors the cluster cannot place.
 
 Ray keeps an actor that no node can host pending without a word. The
 driver watches the actors that have not answered yet (the learner until its
@@ -13,15 +13,86 @@ resources and is not a pending demand, so it never trips this.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 
 import ray
 from ray.autoscaler.v2.sdk import get_cluster_status
 
-from cluster.runner import CapacityError
+from cluster.config import Config
+from cluster.runner import CapacityError, LearnerStartError
 
 log = logging.getLogger("dmsac")
+
+
+def connect(config: Config) -> bool:
+    """Join the configured or running cluster; with none, start a local Ray instance (laptop mode).
+
+    Returns whether this call connected (then the run disconnects at its end; a caller's connection stays).
+    """
+    if ray.is_initialized():
+        return False
+    extra = {"_node_ip_address": config.cluster.node_ip_address} if config.cluster.node_ip_address else {}
+    if config.cluster.address:
+        ray.init(address=config.cluster.address, **extra)
+        return True
+    running = running_cluster_address()
+    if running:
+        ray.init(address=running, **extra)
+        log.info("joined the running Ray cluster at %s", running)
+        return True
+    # Enough logical CPUs for every actor: a 2-core laptop still runs the whole job.
+    cpus = max(os.cpu_count() or 1, config.cluster.num_actors + 1)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, **extra)
+    log.info("started a local Ray instance with %d CPUs", cpus)
+    return True
+
+
+def running_cluster_address() -> str | None:
+    """The cluster ``ray.init(address="auto")`` would join (``RAY_ADDRESS``, else the last ``ray start``), if it answers.
+
+    A head that ended without ``ray stop`` leaves its address recorded; joining
+    it would retry for minutes, so a quick TCP probe decides first.
+    """
+    try:
+        address = ray._private.services.canonicalize_bootstrap_address("auto")  # Ray's own lookup
+    except ConnectionError:
+        return None
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3.0):
+            return address
+    except (OSError, ValueError):
+        log.warning(
+            "a Ray cluster is recorded at %s but does not answer (stopped without `ray stop`?); "
+            "starting a local Ray instance",
+            address,
+        )
+        return None
+
+
+def learner_options(config: Config) -> dict:
+    """One GPU for the learner when asked for (auto/cuda) and the cluster has one; else a CPU."""
+    resources = ray.cluster_resources()
+    options: dict = {"num_cpus": 1}
+    if config.learner.device != "cpu" and resources.get("GPU", 0) >= 1:
+        options["num_gpus"] = 1
+    elif config.learner.device == "cuda":
+        raise LearnerStartError("learner.device is 'cuda' but the Ray cluster has no GPU")
+    if resources.get("dmsac_learner", 0) >= 1:
+        options["resources"] = {"dmsac_learner": 1}
+    return options
+
+
+def rollout_options(config: Config) -> dict:
+    options: dict = {"num_cpus": 1, "max_restarts": config.cluster.max_actor_restarts, "max_task_retries": 0}
+    if ray.cluster_resources().get("dmsac_rollout", 0) >= 1:
+        options["resources"] = {"dmsac_rollout": 1}
+    return options
 
 
 def resource_shape(options: dict) -> dict[str, float]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from cluster.placement import SchedulingWatch, resource_shape
 from cluster.runner import CapacityError
-from cluster.scheduling import SchedulingWatch, resource_shape
 
 CLUSTER = ({"CPU": 2.0, "memory": 1e9, "node:127.0.0.1": 1.0}, {"memory": 1e9})
 
