@@ -159,6 +159,18 @@ def _health_rules(config: Config) -> list[dict]:
             book,
         ),
         _rule(
+            "DmsacLearnerRestarted",
+            # the new learner is a new target whose counter starts at the run's total: compare across targets
+            f"max_over_time(max by (job, run) (dmsac_learner_restarts_total{sel})[1h:1m])\n"
+            f"- min_over_time(max by (job, run) (dmsac_learner_restarts_total{sel})[1h:1m]) > 0",
+            "0s",
+            "warning",
+            "dmsac learner died and was replaced",
+            "Run '{{ $labels.run }}': the learner died and a new one resumed from last_good "
+            "(restarts in the last hour: {{ $value }}); the driver's log names the cause and the steps lost.",
+            book,
+        ),
+        _rule(
             "DmsacLearnerDown",
             f"up{sel} == 0\nor absent(up{sel})\nor (up{sel} unless on(job, instance) dmsac_build_info{sel})",
             a.down_for,

@@ -64,6 +64,10 @@ class ClusterConfig:
     """Times Ray restarts a dead rollout actor before it is given up."""
     actors_gone_timeout_s: float = 60.0
     """With every rollout actor gone this long, the job checkpoints and exits 3."""
+    max_learner_restarts: int = 3
+    """Times the driver replaces a learner that died (its process or its node) from ``last_good``; past it, exit 3."""
+    learner_restart_timeout_s: float = 600.0
+    """A replacement learner that no node can host for this long (waiting for a node to join) ends the job: exit 3."""
     schedule_timeout_s: float = 60.0
     """An actor (learner or rollout) that Ray keeps pending for resources this long at start-up ends the job with exit 3."""
     max_inflight_steps: int = 2
@@ -74,6 +78,8 @@ class ClusterConfig:
         require(self.max_actor_restarts >= 0, "max_actor_restarts", "must be >= 0")
         require(self.actors_gone_timeout_s > 0, "actors_gone_timeout_s", "must be > 0")
         require(self.schedule_timeout_s > 0, "schedule_timeout_s", "must be > 0")
+        require(self.max_learner_restarts >= 0, "max_learner_restarts", "must be >= 0")
+        require(self.learner_restart_timeout_s > 0, "learner_restart_timeout_s", "must be > 0")
         require(self.max_inflight_steps >= 1, "max_inflight_steps", "must be >= 1")
 
 

@@ -170,7 +170,14 @@ def _actors(sel: str, t: Thresholds) -> list[dict]:
     return [
         panel("Actors alive", [(f"dmsac_actors_alive{sel}", "alive")], kind="stat",
               lines=steps(("red", None), ("green", t.min_actors))),
-        panel("Actor restarts", [(f"increase(dmsac_actor_restarts_total{sel}[{RATE}])", "restarts")]),
+        panel(
+            "Actor and learner restarts",
+            [
+                (f"increase(dmsac_actor_restarts_total{sel}[{RATE}])", "rollout actor restarts"),
+                (f"max by (run) (dmsac_learner_restarts_total{sel})", "learner restarts (run total)"),
+            ],
+            description="A learner that died is replaced from last_good; its counter carries the run's total.",
+        ),
         panel("Run", [(f"dmsac_build_info{sel}", "")], kind="table"),
     ]  # fmt: skip
 

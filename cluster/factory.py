@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from actors.policy import PolicyCopy
 from actors.worker import RolloutWorker
 from cluster.config import Config, config_hash, config_to_yaml
 from cluster.runner import make_schedule
-from learner.checkpoint import Checkpointer, checkpoint_root
+from learner.checkpoint import Checkpointer, NoGoodCheckpointError, checkpoint_root
 from learner.learner import Dimensions, Learner, resolve_device
 from learner.metrics import TARGETS_FILE_NAME, MetricsExporter, target_host, write_file_sd
 from learner.safety import make_nan_response
@@ -99,11 +100,14 @@ def make_learner(config: Config, dims: Dimensions) -> Learner:
 
 
 def make_learner_service(
-    config: Config, resume: str | None = None, serve_metrics: bool = True, node_ip: str = ""
-) -> LearnerService:
+    config: Config, resume: str | None = None, serve_metrics: bool = True, node_ip: str = "",
+    require_checkpoint: bool = False,
+) -> LearnerService:  # fmt: skip
     """The learner service with its checkpointer, metrics exporter and NaN response; resumed if asked.
 
     ``node_ip``: the address of the node the learner runs on, for the scrape target (Ray mode knows it).
+    ``require_checkpoint``: ``--resume auto`` finding no checkpoint is an error, not a fresh start (a
+    replacement learner on a node that cannot see the checkpoint directory must not start from scratch).
     """
     learner = make_learner(config, probe_dimensions(config))
     run_dir = Path(config.train.run_dir)
@@ -122,7 +126,7 @@ def make_learner_service(
         make_metrics(config, run_dir, node_ip) if serve_metrics and config.metrics.enabled else None, meta,
     )  # fmt: skip
     if resume:
-        resume_from(service, checkpointer, resume, config)
+        resume_from(service, checkpointer, resume, config, require_checkpoint)
     return service
 
 
@@ -130,9 +134,16 @@ def resume_command(config: Config) -> str:
     return f"python -m cluster.train --config {Path(config.train.run_dir) / 'config.yaml'} --resume auto"
 
 
-def resume_from(service: LearnerService, checkpointer: Checkpointer, spec: str, config: Config) -> None:
+def resume_from(
+    service: LearnerService, checkpointer: Checkpointer, spec: str, config: Config, require: bool = False
+) -> None:
     """``--resume auto`` with no checkpoint at all starts fresh; a broken one falls back to the previous good one."""
     if spec == "auto" and not checkpointer.entries():
+        if require:
+            raise NoGoodCheckpointError(
+                f"no checkpoint under {checkpointer.root} on node {socket.gethostname()}, although the learner "
+                "before this one wrote some: checkpoint.dir (or train.run_dir) must be on storage every node sees"
+            )
         log.info("--resume auto: no checkpoint under %s yet; starting a fresh run", checkpointer.root)
         return
     # The driver already resolved a PATH (verifying it); load() verifies once more, so don't resolve twice.

@@ -137,11 +137,14 @@ class SchedulingWatch:
     def __init__(
         self,
         timeout_s: float,
+        setting: str = "cluster.schedule_timeout_s",
         demands: Callable[[], list[dict[str, float]]] = pending_demands,
         every_s: float = 2.0,
         cluster: Callable[[], tuple[dict, dict]] = lambda: (ray.cluster_resources(), ray.available_resources()),
     ) -> None:
         self.timeout_s = timeout_s
+        self.setting = setting
+        """The config key of ``timeout_s``, for the message."""
         self.demands = demands
         self.cluster = cluster
         self.every_s = every_s
@@ -175,6 +178,6 @@ class SchedulingWatch:
         total, free = self.cluster()
         return CapacityError(
             f"the cluster cannot give the job what it needs: Ray has kept requests for {_resources(shape)} pending "
-            f"for over {self.timeout_s:g} s (cluster.schedule_timeout_s); not started yet: {', '.join(names)}; "
+            f"for over {self.timeout_s:g} s ({self.setting}); not started yet: {', '.join(names)}; "
             f"the cluster has {_resources(total)} in all, {_resources(free)} free; {what_it_needs}"
         )

@@ -7,6 +7,7 @@ checkpointer and the metrics exporter are the same objects the local mode uses.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import warnings
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ class TestHooks:
     """From this weights version on, put a NaN into every exported policy: the gate must refuse them."""
     nan_grad_at_update: int = -1
     """Write NaN into a critic gradient at this update number."""
+    crash_writing_checkpoint_from_step: int = -1
+    """The first learner's process dies (``os._exit``) inside the first checkpoint write from this env step on,
+    after the files and before the rename: the checkpoint stays a temporary directory."""
 
 
 @ray.remote
@@ -86,10 +90,21 @@ class LearnerActor:
     so a stop reaches the service while a step is still training.
     """
 
-    def __init__(self, config: Config, resume: str | None, hooks: TestHooks) -> None:
+    def __init__(
+        self, config: Config, resume: str | None, hooks: TestHooks, restarts: int = 0, weights_floor: int = 0,
+        require_checkpoint: bool = False,
+    ) -> None:  # fmt: skip
+        """``restarts``: learners of this run that died before this one; ``weights_floor``: the newest version the
+        actors hold (this learner's first is newer); ``require_checkpoint``: a replacement, which must find one."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         # The scrape target names this node: on a multi-node cluster the learner is not on the head.
-        self.service = make_learner_service(config, resume, node_ip=ray.util.get_node_ip_address())
+        self.service = make_learner_service(
+            config, resume, node_ip=ray.util.get_node_ip_address(), require_checkpoint=require_checkpoint
+        )
+        if restarts or weights_floor:
+            self.service.continue_after_restart(restarts, weights_floor)
+        elif hooks.crash_writing_checkpoint_from_step >= 0:
+            self.service.checkpointer.fault_hook = crash_in_checkpoint(self.service, hooks.crash_writing_checkpoint_from_step)
         if hooks.nan_grad_at_update >= 0:
             self.service.learner.sac.grad_hook = nan_gradient_at(hooks.nan_grad_at_update)
         if hooks.poison_weights_from_version >= 0:
@@ -100,6 +115,13 @@ class LearnerActor:
 
     def device(self) -> str:
         return str(self.service.learner.device)
+
+    def node(self) -> str:
+        """Where this learner runs: node address and process id (logs, and tests that kill it)."""
+        return f"{ray.util.get_node_ip_address()} pid {os.getpid()}"
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def initial_weights(self) -> VersionedWeights | None:
         """The learner's policy (fresh or resumed) as the first version the actors load."""
@@ -122,6 +144,14 @@ class LearnerActor:
 
     def progress(self) -> Progress:
         return self.service.progress()
+
+
+def crash_in_checkpoint(service, from_step: int):
+    def hook(phase: str) -> None:
+        if phase == "before_rename" and service.learner.env_steps >= from_step:
+            os._exit(17)
+
+    return hook
 
 
 def nan_gradient_at(update: int):

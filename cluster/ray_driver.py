@@ -19,11 +19,11 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
 from cluster.config import Config
-from cluster.placement import SchedulingWatch, connect, learner_options, resource_shape, rollout_options
-from cluster.ray_actors import FragmentHeader, LearnerActor, RolloutActor, TestHooks
+from cluster.learner_handle import LearnerHandle
+from cluster.placement import SchedulingWatch, connect, resource_shape, rollout_options
+from cluster.ray_actors import FragmentHeader, RolloutActor, TestHooks
 from cluster.runner import (
     CapacityError,
-    LearnerStartError,
     RunRecord,
     Stopper,
     exit_code_for,
@@ -32,7 +32,6 @@ from cluster.runner import (
     write_summary,
 )
 from learner.checkpoint_io import read_manifest
-from learner.service import StepReport
 
 log = logging.getLogger("dmsac")
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
@@ -72,8 +71,7 @@ class RayDriver:
     def __init__(self, config: Config, resume: str | None, hooks: TestHooks | None, stopper: Stopper) -> None:
         self.config = config
         self.stopper = stopper
-        self.learner_options = learner_options(config)
-        self.learner = LearnerActor.options(**self.learner_options).remote(config, resume, hooks or TestHooks())
+        self.learner = LearnerHandle(config, resume, hooks, stopper)
         self.rollout_options = rollout_options(config)
         stream = resumed_step(resume)
         count = config.cluster.num_actors
@@ -82,14 +80,11 @@ class RayDriver:
             [0] * count, [True] * count, [None] * count,
         )  # fmt: skip
         self.fragment_steps = config.rollout.steps_per_fragment * config.env.num_envs
-        self.weights: tuple[int, list] = (0, [None])
         self.pending: dict = {}  # header ref -> (actor index, fragment ref, weights version sent)
-        self.learner_steps: list = []
         self.env_steps_handed_out = 0
         self.env_steps_received = 0
         self.record: RunRecord | None = None
         self.gone_since: float | None = None
-        self.stop_sent = False
         self.restarting: set[int] = set()
         """Actors asked again after a failure whose new incarnation has not answered yet."""
         self.health: list[dict] = []
@@ -102,25 +97,18 @@ class RayDriver:
 
     # -- start-up ----------------------------------------------------------------------------
     def start(self, run_dir: Path) -> None:
-        """Wait for the learner's first weights (watching for a learner no node can host); start the record."""
-        ref = self.learner.initial_weights.remote()
-        awaited = {"the learner": resource_shape(self.learner_options)}
+        """Wait for the learner's first weights (watching for actors no node can host); start the record."""
+        awaited = {"the learner": resource_shape(self.learner.options)}
         awaited.update({f"rollout actor {i}": resource_shape(self.rollout_options) for i in range(len(self.fleet.actors))})
-        try:
-            while not ray.wait([ref], timeout=1.0)[0]:
-                self.watch.check(awaited, self.needs())
-            self.publish(ray.get(ref))
-        except RayActorError as err:  # its constructor raised: the cause is the last line
-            lines = [line for line in str(err).splitlines() if line.strip()]
-            raise LearnerStartError(f"the learner actor did not start: {lines[-1].strip()}") from err
-        self.record = RunRecord(run_dir, ray.get(self.learner.progress.remote()))
+        self.record = RunRecord(run_dir, self.learner.wait_ready(self.watch, awaited, self.needs()))
+        self.learner.started(self.record)
         # A resumed run continues its budget: the handed-out count starts at the steps already ingested.
         self.env_steps_handed_out = self.env_steps_received = self.record.start.env_steps
-        self.learner.report_fleet.remote(len(self.fleet.actors), 0)
+        self.learner.actor.report_fleet.remote(len(self.fleet.actors), 0)
 
     def needs(self) -> str:
         cpus = self.config.cluster.num_actors + 1
-        gpu = " and 1 GPU" if "num_gpus" in self.learner_options else ""
+        gpu = " and 1 GPU" if "num_gpus" in self.learner.options else ""
         return f"the job needs {cpus} CPUs{gpu} ({self.config.cluster.num_actors} rollout actors + the learner)"
 
     # -- fragments -----------------------------------------------------------------------------
@@ -138,9 +126,9 @@ class RayDriver:
         header, fragment = (
             self.fleet.actors[index]
             .rollout.options(num_returns=2)
-            .remote(self.config.rollout.steps_per_fragment, random_actions, self.weights)
+            .remote(self.config.rollout.steps_per_fragment, random_actions, self.learner.weights)
         )
-        self.pending[header] = (index, fragment, self.weights[0])
+        self.pending[header] = (index, fragment, self.learner.weights[0])
 
     def idle(self) -> list[int]:
         busy = {index for index, _, _ in self.pending.values()} | set(self.fleet.retry_at)
@@ -162,7 +150,7 @@ class RayDriver:
         self.restarting.discard(index)
         self.note_incarnation(index, header, version_sent)
         self.env_steps_received += header.env_steps
-        self.learner_steps.append(self.learner.step.remote(fragment))
+        self.learner.step(fragment, header.env_steps)
         if self.take_fragment():
             self.submit(index)
 
@@ -173,7 +161,7 @@ class RayDriver:
             return
         self.fleet.restarts[index] += 1
         self.fleet.restart_versions.append((version_sent, header.weights_version))
-        self.learner.report_fleet.remote(self.fleet.alive_count, 1)
+        self.learner.actor.report_fleet.remote(self.fleet.alive_count, 1)
         log.warning(
             "rollout actor %d is back (restart %d of %d) with weights v%d",
             index, self.fleet.restarts[index], self.config.cluster.max_actor_restarts, header.weights_version,
@@ -201,14 +189,14 @@ class RayDriver:
             self.fleet.retry_at[index] = time.monotonic() + 1.0
         else:
             self.submit(index)
-        self.learner.report_fleet.remote(self.fleet.alive_count, 0)
+        self.learner.actor.report_fleet.remote(self.fleet.alive_count, 0)
 
     def give_up(self, index: int) -> None:
         """Ray will not restart actor ``index``: its fragment goes back to the budget, for another actor."""
         self.fleet.alive[index] = False
         self.fleet.retry_at.pop(index, None)
         self.env_steps_handed_out -= self.fragment_steps
-        self.learner.report_fleet.remote(self.fleet.alive_count, 0)
+        self.learner.actor.report_fleet.remote(self.fleet.alive_count, 0)
         log.error(
             "rollout actor %d is gone after %d restarts; %d actors remain",
             index, self.fleet.restarts[index], self.fleet.alive_count,
@@ -220,31 +208,6 @@ class RayDriver:
         for index in [i for i, at in self.fleet.retry_at.items() if at <= now]:
             del self.fleet.retry_at[index]
             self.submit(index)
-
-    # -- the learner ---------------------------------------------------------------------------
-    def publish(self, report_weights) -> None:
-        if report_weights is not None and report_weights.version > self.weights[0]:
-            self.weights = (report_weights.version, [ray.put(report_weights)])  # one put per version
-
-    def forward_stop(self) -> None:
-        """Tell the learner (out of band: its control group) to start no further block of updates."""
-        if self.stopper.requested and not self.stop_sent:
-            self.stop_sent = True
-            self.learner.request_stop.remote()
-
-    def get(self, ref):
-        """``ray.get`` that forwards a stop request to the learner while it waits."""
-        while not ray.wait([ref], timeout=0.5)[0]:
-            self.forward_stop()
-        return ray.get(ref)
-
-    def drain_learner(self, keep: int) -> None:
-        """Wait until at most ``keep`` learner steps are queued; broadcast the newest weights."""
-        while len(self.learner_steps) > keep:
-            report: StepReport = self.get(self.learner_steps[0])
-            self.learner_steps.pop(0)
-            self.record.update(report.progress)
-            self.publish(report.weights)
 
     # -- health ----------------------------------------------------------------------------------
     def watch_scheduling(self) -> None:
@@ -293,6 +256,9 @@ class RayDriver:
             "actors": self.health,
         }
 
+    def summary_sections(self) -> dict:
+        return {"fleet": self.fleet_summary(), "learner": self.learner.summary()}
+
 
 def run_ray(
     config: Config, resume: str | None = None, hooks: TestHooks | None = None, on_tick=None,
@@ -313,14 +279,17 @@ def run_ray(
         try:
             connected = connect(config)
             driver = RayDriver(config, resume, hooks, stopper)
+            if on_tick is not None:  # also while a replacement learner is awaited
+                driver.learner.on_wait = lambda: on_tick(driver)
             driver.start(run_dir)
             log.info(
-                "learner on %s; %d rollout actors x %d envs; run dir %s",
-                ray.get(driver.learner.device.remote()), config.cluster.num_actors, config.env.num_envs, run_dir,
+                "learner on %s (%s); %d rollout actors x %d envs; run dir %s",
+                driver.learner.call("device"), driver.learner.call("node"), config.cluster.num_actors,
+                config.env.num_envs, run_dir,
             )  # fmt: skip
             collect(driver, on_tick)
             finish_in_flight(driver)
-            checkpoint = ray.get(driver.learner.checkpoint.remote(False))
+            checkpoint = driver.learner.call("checkpoint", False)
             return finish(driver, checkpoint)
         except BaseException as err:
             cause = err.cause if isinstance(err, RayTaskError) and err.cause is not None else err
@@ -348,7 +317,7 @@ def collect(driver: RayDriver, on_tick=None) -> None:
         for ref in ready:
             driver.on_header(ref)
         driver.resubmit_due()
-        driver.drain_learner(keep=config.cluster.max_inflight_steps)
+        driver.learner.drain(keep=config.cluster.max_inflight_steps)
         driver.watch_scheduling()
         driver.check_fleet()
         if on_tick is not None:
@@ -364,7 +333,7 @@ def finish_in_flight(driver: RayDriver) -> None:
 
     Calls waiting for an actor Ray is still restarting are cancelled: no fragment exists for them yet.
     """
-    driver.forward_stop()
+    driver.learner.forward_stop()
     driver.fleet.retry_at.clear()
     for ref, (index, _, _) in list(driver.pending.items()):
         if index in driver.restarting:
@@ -374,13 +343,13 @@ def finish_in_flight(driver: RayDriver) -> None:
     while driver.pending:
         for ref in ray.wait(list(driver.pending), num_returns=1, timeout=1.0)[0]:
             driver.on_header(ref)
-    driver.drain_learner(keep=0)
+    driver.learner.drain(keep=0)
     driver.collect_health()
 
 
 def finish(driver: RayDriver, checkpoint) -> dict:
-    driver.record.update(ray.get(driver.learner.progress.remote()))
-    driver.record.extra["fleet"] = driver.fleet_summary()
+    driver.record.update(driver.learner.call("progress"))
+    driver.record.extra.update(driver.summary_sections())
     log.info(driver.record.done_line(checkpoint))
     return driver.record.write(0)
 
@@ -391,10 +360,13 @@ def record_failure(driver: RayDriver | None, run_dir: Path, cause: BaseException
     if record is None:  # it ended before training started
         write_summary(run_dir, {"exit_code": code, "exit_reason": str(cause)})
         return
-    if code == 3:
-        log.error("%s; writing a checkpoint before stopping", cause)
-        ray.get(driver.learner.checkpoint.remote())
-    if code in (3, 4):  # the learner is up: its own counters (a second signal asks nothing more of it)
-        record.update(ray.get(driver.learner.progress.remote(), timeout=60))
-    record.extra["fleet"] = driver.fleet_summary()
+    if code in (3, 4) and driver.learner.ready:  # a second signal asks nothing more of the learner
+        try:
+            if code == 3:
+                log.error("%s; writing a checkpoint before stopping", cause)
+                ray.get(driver.learner.actor.checkpoint.remote(), timeout=600)
+            record.update(ray.get(driver.learner.actor.progress.remote(), timeout=60))
+        except (RayActorError, ray.exceptions.GetTimeoutError) as err:  # the record keeps what the driver knew
+            log.error("the learner could not add its final figures: %s", err)
+    record.extra.update(driver.summary_sections())
     record.write(code, str(cause))

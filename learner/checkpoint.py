@@ -139,7 +139,8 @@ class Checkpointer:
         self.root = Path(root)
         self.keep_last = keep_last
         self._finite = finite_check or tree_is_finite
-        self._fault = fault_hook or env_fault_hook
+        self.fault_hook = fault_hook or env_fault_hook
+        """Called at each of ``checkpoint_io.PHASES`` of a write (crash tests replace it)."""
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -172,7 +173,7 @@ class Checkpointer:
         result = verify_dir(final)
         if not result.ok:
             raise CheckpointCorruptError(f"{final} failed verification after writing: {result.reason}")
-        self._fault("before_pointer_swap")
+        self.fault_hook("before_pointer_swap")
         self._swap_pointer(step, name)
         self.prune()
         return final
@@ -202,12 +203,12 @@ class Checkpointer:
         tmp.mkdir()
         files = {}
         for index, (fname, obj) in enumerate(payload.items()):
-            on_first = (lambda: self._fault("mid_file")) if index == 0 else None
+            on_first = (lambda: self.fault_hook("mid_file")) if index == 0 else None
             files[fname] = save_tensor_file(tmp / fname, obj, on_first)
-        self._fault("before_manifest")
+        self.fault_hook("before_manifest")
         write_json_durable(tmp / MANIFEST, manifest | {"files": files})
         fsync_dir(tmp)
-        self._fault("before_rename")
+        self.fault_hook("before_rename")
         final = self.root / name
         os.rename(tmp, final)
         fsync_dir(self.root)

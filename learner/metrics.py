@@ -111,6 +111,9 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
     MetricSpec("dmsac_actors_alive", "gauge", "Rollout actors alive."),
     MetricSpec("dmsac_actor_restarts_total", "counter", "Rollout actor restarts."),
+    MetricSpec(
+        "dmsac_learner_restarts_total", "counter", "Learners that died and were replaced from last_good (carried on)."
+    ),
     MetricSpec("dmsac_replay_size", "gauge", "Transitions held in the replay buffer."),
     MetricSpec("dmsac_build_info", "gauge", "Always 1; labels name the code version and the run.", (("version", ()), ("run", ()))),
 )
@@ -288,6 +291,11 @@ class MetricsExporter:
 
     def actor_restarted(self, count: int = 1) -> None:
         self.counter("dmsac_actor_restarts_total").inc(count)
+
+    def learner_restarted(self, total: int) -> None:
+        """A new learner's counter starts at the run's total so far, not at 0 (Prometheus sees no reset to undo)."""
+        exported = self.registry.get_sample_value("dmsac_learner_restarts_total") or 0.0
+        self.counter("dmsac_learner_restarts_total").inc(max(0.0, total - exported))
 
     # -- serving ------------------------------------------------------------------
 

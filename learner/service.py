@@ -90,7 +90,7 @@ class Progress:
 
 COUNTERS = (
     "weights_rejected", "fragments_duplicate", "nan_blocks", "rollbacks", "checkpoints", "warning_remedies",
-    "episodes_cut_short",
+    "episodes_cut_short", "learner_restarts",
 )  # fmt: skip
 """The service's run counters (saved in checkpoints, carried on by a resume, written to ``final_stats.json``)."""
 
@@ -371,6 +371,8 @@ class LearnerService:
         self.last_checkpoint_step = int(service["last_checkpoint_step"])
         if not self.learner.parameters_finite():
             raise NonFiniteCheckpointError("restored parameters are non-finite")
+        if self.metrics is not None:  # the one counter a restart carries on (DmsacLearnerRestarted compares it)
+            self.metrics.learner_restarted(self.counters["learner_restarts"])
         self.publish_in_force()
 
     def metrics_summary(self) -> dict:
@@ -397,6 +399,13 @@ class LearnerService:
             return
         scale, lr = self.learner.rates()
         self.metrics.set_in_force(scale, {"policy": lr, "q": lr}, self.learner.config.max_grad_norm)
+
+    def continue_after_restart(self, restarts: int, weights_floor: int) -> None:
+        """This learner replaces ``restarts`` that died: count them on, and publish versions above ``weights_floor``."""
+        self.counters["learner_restarts"] = max(self.counters["learner_restarts"], restarts)
+        self.learner.weights_version = max(self.learner.weights_version, weights_floor)
+        if self.metrics is not None:
+            self.metrics.learner_restarted(self.counters["learner_restarts"])
 
     def report_fleet(self, alive: int, new_restarts: int) -> None:
         if self.metrics is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 # Token auth switches itself on when ~/.ray/auth_token exists; the test head is loopback-only and
@@ -19,6 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 # Ray reads these when it is first imported (test modules import it at collection): set them before.
 os.environ.update(RAY_ENV)
+# One thread per torch process, here and in the processes the tests start: on a busy machine two OpenMP
+# threads spin against the other load (SAC updates measured 5x slower on 2 cores beside one busy process).
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 def free_port() -> int:

@@ -63,7 +63,7 @@ def test_policy_grad_alert_fires_and_every_panel_query_answers(tmp_path) -> None
             assert set(firing(url)) == {"DmsacPolicyGradNormNearClip"}  # the healthy figures stay quiet
 
             queries = [(title, expr.replace(RATE, "10s")) for title, expr in panel_queries(dashboard(config))]
-            assert len(queries) == 31  # targets of the 23 query panels
+            assert len(queries) == 32  # targets of the 23 query panels
 
             def empty_panels() -> list[str]:
                 return [f"{title}: {expr}" for title, expr in queries if not ph.query(url, expr)]

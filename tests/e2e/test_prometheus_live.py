@@ -104,7 +104,7 @@ class LiveCheck:
         if self.checked or progress is None or progress.last_checkpoint_step <= 0 or progress.episodes == 0:
             return
         # Ordered after every step already queued on the learner actor: the figures no longer move.
-        settled = ray.get(driver.learner.progress.remote(), timeout=TIMEOUT)
+        settled = ray.get(driver.learner.actor.progress.remote(), timeout=TIMEOUT)
         target = json.loads((self.run_dir / TARGETS_FILE_NAME).read_text())[0]["targets"][0]
         self.checked = {"progress": settled, "instance": target}
         self.check_series(settled, target)
@@ -146,6 +146,7 @@ class LiveCheck:
         assert self.scraped("dmsac_rollbacks_total") == 0.0
         assert self.scraped("dmsac_actors_alive") == self.config.cluster.num_actors
         assert self.scraped("dmsac_actor_restarts_total") == 0.0
+        assert self.scraped("dmsac_learner_restarts_total") == 0.0
         for metric in ("dmsac_context_fallbacks_total", "dmsac_transitions_rejected_total"):
             counts = instant(url, f"{metric}{sel}")
             assert counts and all(float(s["value"][1]) == 0.0 for s in counts), metric
@@ -189,7 +190,7 @@ class LiveCheck:
 
     def check_panels(self) -> None:
         queries = [(title, expr.replace(RATE, WINDOW)) for title, expr in panel_queries(dashboard(self.config))]
-        assert len(queries) == 31 and not any("$" in expr for _, expr in queries), queries
+        assert len(queries) == 32 and not any("$" in expr for _, expr in queries), queries
         on_disk = json.loads((ROOT / "deploy" / "grafana" / "dashboard.json").read_text())
         assert len(panel_queries(on_disk)) == len(queries)  # the shipped board has the same targets
 
