@@ -1,11 +1,12 @@
 """Learner recovery inside the job: time from killing the learner to the new learner's first update, and steps lost.
 
-    python bench/learner_recovery.py [--config configs/smoke.yaml] [--kills 5] [--every 1000] [--device auto]
+    python bench/learner_recovery.py [--config configs/smoke.yaml] [--kills 5] [--every 1000] [--first 750] [--device auto]
 
 One real Ray job (a local Ray instance, or ``--address``) with
 ``cluster.max_learner_restarts`` = kills: the driver's own hook SIGKILLs the learner's
-process once the run has a checkpoint and ``--every`` env steps have passed since the last
-recovery, ``--kills`` times. For each kill: seconds from the kill to the first step report
+process ``--kills`` times, ``--every`` env steps apart (each once the previous new learner has
+trained), the first at env step ``--first``: between two checkpoints (every 500), so every new
+learner needs fragments the driver kept. For each kill: seconds from the kill to the first step report
 of the new learner with an update beyond the ones it resumed with (detection, placement,
 process start, checkpoint load, replay of the fragments it lacked, its first block), the
 driver's own downtime figure, the step it resumed from, and env steps lost. Writes
@@ -38,8 +39,8 @@ from cluster.ray_driver import run_ray  # noqa: E402
 class Killer:
     """The driver's ``on_tick``: kill the learner at the chosen points (each after the previous recovery trained)."""
 
-    def __init__(self, kills: int, every: int) -> None:
-        self.kills, self.every = kills, every
+    def __init__(self, kills: int, every: int, first: int) -> None:
+        self.kills, self.every, self.first = kills, every, first
         self.killed_at: list[float] = []
         self.at_step: list[int] = []
 
@@ -49,7 +50,7 @@ class Killer:
             return
         if restarts and "back_to_training_seconds" not in restarts[-1]:
             return
-        since = self.at_step[-1] + self.every if self.at_step else self.every
+        since = self.at_step[-1] + self.every if self.at_step else self.first
         if progress.last_checkpoint_step > 0 and progress.env_steps >= since:
             pid = ray.get(driver.learner.actor.pid.remote())
             self.killed_at.append(time.monotonic())
@@ -61,13 +62,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/smoke.yaml")
     parser.add_argument("--kills", type=int, default=5)
-    parser.add_argument("--every", type=int, default=1000, help="env steps between a recovery and the next kill")
+    parser.add_argument("--every", type=int, default=1000, help="env steps between one kill and the next")
+    parser.add_argument("--first", type=int, default=750, help="env step of the first kill (checkpoints every 500)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--address", default="", help="a running Ray cluster (default: a local instance)")
     parser.add_argument("--loopback", action="store_true", help="keep Ray on 127.0.0.1 (test machines)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
-    killer = Killer(args.kills, args.every)
+    killer = Killer(args.kills, args.every, args.first)
     with tempfile.TemporaryDirectory() as run_dir:
         sets = [f"train.run_dir={run_dir}", f"cluster.max_learner_restarts={args.kills}", "metrics.port=0",
                 "metrics.bind_address=127.0.0.1", f"learner.device={args.device}", "checkpoint.every_env_steps=500",
