@@ -148,7 +148,8 @@ def resume_from(
         return
     # The driver already resolved a PATH (verifying it); load() verifies once more, so don't resolve twice.
     path = checkpointer.resolve(spec) if spec == "auto" else Path(spec)
-    loaded = checkpointer.load(path, map_location=service.learner.device)
+    # Loaded on the CPU: RNG states must stay CPU byte tensors; load_state_dict copies the rest onto the device.
+    loaded = checkpointer.load(path)
     service.load_full_state(loaded.state, loaded.replay)
     apply_rate_overrides(service, config, loaded.state.get("config_yaml", ""))
     log.info("resumed from %s at env step %d, update %d", path, service.learner.env_steps, service.learner.updates_done)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from cluster.config import load_config
 from cluster.factory import make_learner_service, make_worker
@@ -55,3 +56,23 @@ def test_a_finished_local_run_frees_its_metrics_port(tmp_path):
     assert run_local(config)["env_steps"] == 300
     with socket.socket() as probe:  # raises OSError (address in use) if the exporter still listens
         probe.bind(("127.0.0.1", port))
+
+
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_a_learner_resumes_exactly_from_its_checkpoint_on_its_device(tmp_path, device):
+    """Loaded on the CPU and copied onto the device: RNG states must stay CPU byte tensors (a CUDA resume failed)."""
+    config = smoke(tmp_path, f"learner.device={device}")
+    service = make_learner_service(config, serve_metrics=False)
+    service.ingest(make_worker(config).rollout(300, random_actions=True))  # 600 steps: 200 updates due
+    service.train(max_updates=30)
+    assert service.checkpoint() is not None
+    resumed = make_learner_service(config, resume="auto", serve_metrics=False)
+    assert (resumed.learner.updates_done, service.learner.updates_done) == (30, 30)
+    probe = torch.linspace(-1, 1, 4 * resumed.learner.dims.policy_in, device=device).view(4, -1)
+    for learner in (service.learner, resumed.learner):  # the same next update from the same state and RNGs
+        learner.update_block(5)
+    same = service.learner.sac.actor.deterministic(probe), resumed.learner.sac.actor.deterministic(probe)
+    assert torch.equal(*same)
