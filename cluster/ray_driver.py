@@ -5,7 +5,8 @@ fragment only while ``train.total_env_steps`` is not reached, a fragment lost
 with a dying actor is handed to that actor again once Ray has restarted it (or
 to another actor when it is gone for good), and every fragment handed out is
 ingested. So the learner ingests exactly the budget rounded up to whole
-fragments (README, "The step budget").
+fragments (README, "The step budget"). A learner that dies is replaced inside
+the job by ``LearnerHandle`` (``cluster/learner_handle.py``).
 """
 
 from __future__ import annotations
