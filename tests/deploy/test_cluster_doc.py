@@ -30,7 +30,7 @@ def test_cluster_doc_alert_table_lists_the_rendered_alerts() -> None:
     doc = (mc.REPO / "deploy" / "CLUSTER.md").read_text()
     rows = re.findall(r"^\| \[`(Dmsac\w+)`\]\(prometheus/RUNBOOK\.md#(\w+)\) \| .+ \| (\w+) \|$", doc, re.M)
     rules = [r for g in rule_groups(load(None, [])) for r in g["rules"]]
-    assert len(rows) == len(rules) == 12
+    assert len(rows) == len(rules) == 13
     assert {(name, severity) for name, _, severity in rows} == {(r["alert"], r["labels"]["severity"]) for r in rules}
     assert [anchor for _, anchor, _ in rows] == [name.lower() for name, _, _ in rows]
     runbook = (mc.REPO / "deploy" / "prometheus" / "RUNBOOK.md").read_text()
