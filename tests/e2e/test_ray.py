@@ -93,14 +93,16 @@ def test_a_budget_between_fragments_is_rounded_up_to_the_next_whole_fragment(ray
 
 
 def test_two_actors_learn_pendulum_on_ray(ray_client, tmp_path):
+    # Ray's asynchrony (which actor's fragment comes first, which weights it ran) varies the curve from run to
+    # run: three runs were at -110 to -195 by 11 400 steps, one under -300 at 12 000; 15 000 leave a margin.
     config = load_config(
         ROOT / "configs" / "pendulum.yaml",
         [*ray_client.overrides(), f"train.run_dir={tmp_path}", "cluster.num_actors=2", "env.num_envs=4",
-         "train.total_env_steps=12000", "learner.device=cpu", "learner.hidden_sizes=[64, 64]"],
+         "train.total_env_steps=15000", "learner.device=cpu", "learner.hidden_sizes=[64, 64]"],
     )  # fmt: skip
     summary = run_ray(config)
     print("ray return curve:", summary["return_curve"][::10])
-    assert summary["env_steps"] == 12000
+    assert summary["env_steps"] == 15000
     assert summary["recent_return"] >= -300.0
 
 
