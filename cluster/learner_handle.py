@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
@@ -27,6 +28,8 @@ from cluster.config import Config
 from cluster.placement import SchedulingWatch, learner_options, resource_shape
 from cluster.ray_actors import LearnerActor, TestHooks
 from cluster.runner import CapacityError, LearnerStartError, RunRecord, Stopper
+from learner.checkpoint import Checkpointer, checkpoint_root
+from learner.checkpoint_io import regular_name
 from learner.service import Progress, StepReport
 
 log = logging.getLogger("dmsac")
@@ -183,7 +186,7 @@ class LearnerHandle:
         if restarts > self.config.cluster.max_learner_restarts:
             raise CapacityError(
                 f"the learner died {restarts} times in this job (cluster.max_learner_restarts="
-                f"{self.config.cluster.max_learner_restarts}), last: {cause}"
+                f"{self.config.cluster.max_learner_restarts}), last: {cause}; {self.where_to_resume()}"
             )
         self.ready = False
         log.error("the learner died (%s); starting learner %d from last_good", cause, restarts + 1)
@@ -200,7 +203,7 @@ class LearnerHandle:
         try:
             resumed = self.wait_ready(watch, {"the new learner": shape}, needs)
         except CapacityError as err:
-            raise CapacityError(f"the learner cannot be started again: {err}") from None
+            raise CapacityError(f"the learner cannot be started again: {err}; {self.where_to_resume()}") from None
         finally:
             self.awaiting = False
         self.forward_stop()
@@ -212,13 +215,24 @@ class LearnerHandle:
             "downtime_seconds": round(time.monotonic() - lost_at, 3), "env_steps_lost": lost,
             "node": ray.get(self.actor.node.remote()),
         })  # fmt: skip
+        origin = f"checkpoint {regular_name(resumed.env_steps)}" if resumed.last_checkpoint_step > 0 else "scratch"
         log.warning(
-            "learner %d is up on %s, resumed at env step %d (the dead one had %d); %d env steps lost, down %.1f s",
-            restarts + 1, self.restarts[-1]["node"], resumed.env_steps, known.env_steps, lost,
+            "learner %d is up on %s, resumed from %s at env step %d (the dead one had %d); %d env steps lost, down %.1f s",
+            restarts + 1, self.restarts[-1]["node"], origin, resumed.env_steps, known.env_steps, lost,
             self.restarts[-1]["downtime_seconds"],
         )  # fmt: skip
         if not self.config.checkpoint.save_replay:
             log.warning("checkpoint.save_replay is off: the new learner's replay buffer starts empty and warms up again")
+
+    def where_to_resume(self) -> str:
+        """The last good checkpoint and the command that resumes from it (for exit 3's message)."""
+        root = checkpoint_root(self.config.checkpoint, self.config.train.run_dir)
+        good = Checkpointer(root, self.config.checkpoint.keep_last).latest_good()
+        config_file = Path(self.config.train.run_dir) / "config.yaml"
+        return (
+            f"last good checkpoint: {good or 'none'}; "
+            f"resume with: python -m cluster.train --config {config_file} --resume auto"
+        )
 
     def hand_over(self, resumed: Progress, known: Progress) -> int:
         """Queue, on the new learner, every fragment its checkpoint lacks; returns the env steps that cannot be."""

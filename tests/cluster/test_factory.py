@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cluster.config import load_config
-from cluster.factory import actor_seed, make_worker
+from cluster.factory import actor_seed, make_learner_service, make_worker
+from learner.checkpoint import NoGoodCheckpointError
 from tests.conftest import ROOT
 
 
@@ -17,3 +20,11 @@ def test_every_worker_start_is_a_new_incarnation_and_a_resume_a_new_seed_stream(
     resumed = make_worker(config, actor_id=1, seed_stream=600)
     assert resumed.rollout(3, random_actions=True).obs.tolist() != make_worker(config, 1).rollout(3, True).obs.tolist()
     assert actor_seed(config, 1, 0) == 10_008 and actor_seed(config, 1, 600) == 10_008 + 600 * 101
+
+
+def test_a_replacement_learner_that_finds_no_checkpoint_fails_at_once(tmp_path):
+    """A node that cannot see the checkpoint directory must not start the run from scratch."""
+    config = load_config(ROOT / "configs" / "smoke.yaml", [f"train.run_dir={tmp_path}", "metrics.enabled=false"])
+    assert make_learner_service(config, resume="auto").learner.env_steps == 0  # a first start may start fresh
+    with pytest.raises(NoGoodCheckpointError, match=r"no checkpoint under .*checkpoints on node .* must be on storage"):
+        make_learner_service(config, resume="auto", require_checkpoint=True)

@@ -128,6 +128,8 @@ def test_with_no_node_for_the_learner_the_job_ends_with_exit_3(two_nodes, tmp_pa
         two_nodes.wait_for_nodes()
     summary = json.loads((tmp_path / "final_stats.json").read_text())
     assert summary["exit_code"] == 3 and "cluster.learner_restart_timeout_s" in summary["exit_reason"]
+    assert f"last good checkpoint: {tmp_path / 'checkpoints'}/step_" in summary["exit_reason"]
+    assert f"resume with: python -m cluster.train --config {tmp_path}/config.yaml --resume auto" in summary["exit_reason"]
     assert verifies(tmp_path)  # the checkpoints the dead learner left
 
 
