@@ -10,11 +10,15 @@ targets, a batch sampled on the GPU from a replay of 1M transitions
 - ``eager_loop``: a plain eager PyTorch SAC loop written here, CleanRL-shaped
   (separate critic modules, ``torch.distributions.Normal``, foreach Adam,
   per-parameter Polyak copy), with no ``.item()`` anywhere: the 1x reference;
-- ``dmsac_eager``: ``learner.sac.SAC`` in ``Learner.update_block``'s loop (one host read per block);
-- ``graphed_batch``: ``GraphedSAC.update(batch)`` in that same loop (sampling and gather outside the graph);
-- ``graphed``: ``GraphedSAC.update_block`` (sampling inside the graph), guard on;
+- ``dmsac_eager``: ``learner.sac.SAC.update_block`` run eagerly (``learner.fast_path: off``; one host read per block);
+- ``graphed``: the same SAC's block with each update one CUDA-graph replay (``learner.graph.GraphedBlocks``;
+  sampling inside the graph), guard on (``fast_path: graph``);
 - ``graphed_noguard``: the same with the guard flags off (guard overhead = its rate over ``graphed``);
-- ``graphed_compiled``: ``graphed`` with the loss maths through ``torch.compile`` before capture.
+- ``graphed_compiled``: ``graphed`` with the step's maths through ``torch.compile`` before capture (``fast_path: auto``).
+
+Before the single SAC (December 2026) the graphed variants ran a second SAC class
+(``GraphedSAC``) of the same maths; ``graphed_batch`` (a graph per given batch,
+sampling outside it) is gone with it: the learner only ever ran the block graph.
 
 All variants of one batch size are built first, then timed round-robin
 (``--repeats`` rounds of about ``--seconds`` each), so drift hits all alike;
@@ -41,9 +45,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from learner.config import LearnerConfig  # noqa: E402
-from learner.fast_sac import GraphedSAC  # noqa: E402
+from learner.graph import GraphedBlocks  # noqa: E402
 from learner.replay import ReplayBuffer  # noqa: E402
-from learner.sac import SAC, summarize_block  # noqa: E402
+from learner.sac import SAC  # noqa: E402
 
 OBS, CONTEXT, ACTION, HIDDEN, BLOCK = 17, 32, 6, 256, 50
 TARGET_FLOOR, TARGET_AIM, GUARD_LIMIT = 15.0, 25.0, 5.0
@@ -164,16 +168,10 @@ def filled_replay(device: torch.device, capacity: int) -> ReplayBuffer:
     return replay
 
 
-def learner_loop_block(sac: GraphedSAC, replay: ReplayBuffer, batch: int) -> None:
-    """Sampling and gathering outside the update, one update per batch, one host read per block."""
-    rows = [sac.update(replay.gather(replay.sample_indices(batch))) for _ in range(BLOCK)]
-    summarize_block(torch.stack(rows), sac.keep.bool()).tolist()
-
-
-def sac_block(sac: SAC | GraphedSAC, replay: ReplayBuffer) -> None:
-    """``Learner.update_block``: the SAC's own block of updates."""
-    vector, _ = sac.update_block(replay, BLOCK)
-    vector.tolist()  # the one host read per block, as the learner does
+def sac_block(blocks: SAC | GraphedBlocks, replay: ReplayBuffer) -> None:
+    """``Learner.update_block``: a block of updates, one host read."""
+    vector, _ = blocks.update_block(replay, BLOCK)
+    vector.tolist()
 
 
 def make_runners(
@@ -182,15 +180,9 @@ def make_runners(
     in_dim, cfg = OBS + CONTEXT, learner_config(batch)
     if name == "eager_loop":
         return EagerLoop(device, batch, capacity).block
-    if name == "dmsac_eager":
-        sac = SAC(in_dim, ACTION, cfg, device, seed=0)
-        return lambda: sac_block(sac, replay)
-    if name == "graphed_batch":
-        fast = GraphedSAC(in_dim, ACTION, cfg, device, seed=0)
-        return lambda: learner_loop_block(fast, replay, batch)
-    options = {"graphed": {}, "graphed_noguard": {"guard": False}, "graphed_compiled": {"compile_math": True}}[name]
-    fast = GraphedSAC(in_dim, ACTION, cfg, device, seed=0, **options)
-    return lambda: sac_block(fast, replay)
+    sac = SAC(in_dim, ACTION, cfg, device, seed=0, guard=name != "graphed_noguard")
+    blocks = sac if name == "dmsac_eager" else GraphedBlocks(sac, compile_math=name == "graphed_compiled")
+    return lambda: sac_block(blocks, replay)
 
 
 # -- timing -----------------------------------------------------------------------------------------
@@ -287,7 +279,7 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
-    variants_all = ["eager_loop", "dmsac_eager", "graphed_batch", "graphed", "graphed_noguard", "graphed_compiled"]
+    variants_all = ["eager_loop", "dmsac_eager", "graphed", "graphed_noguard", "graphed_compiled"]
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--variants", nargs="+", default=variants_all, choices=variants_all)

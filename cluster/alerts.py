@@ -23,7 +23,7 @@ import yaml
 
 from cluster.rendered import write_or_check
 from learner.safety import warning_thresholds
-from learner.types import require
+from learner.types import STATS, require
 
 if TYPE_CHECKING:
     from cluster.config import Config
@@ -39,8 +39,8 @@ HEADER = (
 )
 _DURATION = re.compile(r"^[0-9]+(s|m|h)$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
-NAN_GAUGES = ("policy_grad_norm", "q_grad_norm", "q_mean", "q_std", "alpha", "policy_loss", "q_loss")
-"""Health gauges whose NaN value alone fires ``DmsacNonFiniteDetected``."""
+NAN_GAUGES = tuple(name for name, spec in STATS.items() if spec.nan_alert)
+"""Health gauges whose NaN value alone fires ``DmsacNonFiniteDetected`` (from the statistics table)."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def _rule(name: str, expr: str, for_: str, severity: str, summary: str, descript
 def _nan_expr(sel: str) -> str:
     terms = [f"increase(dmsac_nan_events_total{sel}[5m]) > 0"]
     for gauge in NAN_GAUGES:
-        metric = f"dmsac_{gauge}{sel}"
+        metric = f"{STATS[gauge].metric}{sel}"
         terms.append(f'label_replace({metric} != {metric}, "gauge", "{gauge}", "", "")')
     return "\nor ".join(terms)
 

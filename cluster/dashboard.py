@@ -13,6 +13,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from cluster.alerts import Thresholds, thresholds
+from learner.types import STATS
 
 if TYPE_CHECKING:
     from cluster.config import Config
@@ -99,39 +100,43 @@ def _health(sel: str) -> list[dict]:
     ]
 
 
-def _gradients(sel: str, t: Thresholds) -> list[dict]:
-    lines = steps(("green", None), ("orange", t.grad_warn), ("red", t.grad_clip))
+def stat_panels(sel: str, t: Thresholds) -> dict[str, dict]:
+    """One panel per ``panel`` title of the statistics table (``learner.types.STATS``), its gauges as targets."""
+    grad = steps(("green", None), ("orange", t.grad_warn), ("red", t.grad_clip))
+    lines = {
+        "Policy gradient norm (before clipping)": grad,
+        "Critic gradient norm (before clipping)": grad,
+        "Q mean (scaled units)": steps(("red", None), ("green", -t.q_mean_abs), ("red", t.q_mean_abs)),
+        "Q std (scaled units)": steps(("green", None), ("red", t.q_std)),
+    }
+    notes = {
+        "Policy gradient norm (before clipping)": f"Orange line: warning {t.grad_warn:g}; red line: clip limit {t.grad_clip:g}.",
+        "Critic gradient norm (before clipping)": f"Orange line: warning {t.grad_warn:g}; red line: clip limit {t.grad_clip:g}.",
+        "Q mean (scaled units)": "Rewards are negative: divergence shows as large negative Q.",
+    }
+    queries: dict[str, list[tuple[str, str]]] = {}
+    for name, spec in STATS.items():
+        if spec.kind == "gauge" and spec.panel:
+            queries.setdefault(spec.panel, []).append((f"{spec.metric}{sel}", spec.legend or name))
+    for title in ("Policy gradient norm (before clipping)", "Critic gradient norm (before clipping)"):
+        queries[title].append((f"dmsac_grad_clip_norm{sel}", "clip limit"))
+    return {title: panel(title, q, lines=lines.get(title), description=notes.get(title, "")) for title, q in queries.items()}
+
+
+def _gradients(panels: dict[str, dict], sel: str) -> list[dict]:
+    clipped = f"sum by (network) (rate(dmsac_grad_clipped_total{sel}[{RATE}]))"
     return [
-        panel(
-            f"{name} gradient norm (before clipping)",
-            [(f"dmsac_{metric}{sel}", name.lower()), (f"dmsac_grad_clip_norm{sel}", "clip limit")],
-            lines=lines,
-            description=f"Orange line: warning {t.grad_warn:g}; red line: clip limit {t.grad_clip:g}.",
-        )
-        for name, metric in (("Policy", "policy_grad_norm"), ("Critic", "q_grad_norm"))
-    ] + [
-        panel(
-            "Clipped updates / s", [(f"sum by (network) (rate(dmsac_grad_clipped_total{sel}[{RATE}]))", "{{network}}")]
-        )
+        panels["Policy gradient norm (before clipping)"],
+        panels["Critic gradient norm (before clipping)"],
+        panel("Clipped updates / s", [(clipped, "{{network}}")]),
     ]
 
 
-def _q_values(sel: str, t: Thresholds) -> list[dict]:
-    return [
-        panel(
-            "Q mean (scaled units)", [(f"dmsac_q_mean{sel}", "mean Q")],
-            lines=steps(("red", None), ("green", -t.q_mean_abs), ("red", t.q_mean_abs)),
-            description="Rewards are negative: divergence shows as large negative Q.",
-        ),
-        panel("Q std (scaled units)", [(f"dmsac_q_std{sel}", "std Q")], lines=steps(("green", None), ("red", t.q_std))),
-    ]  # fmt: skip
-
-
-def _learning(sel: str) -> list[dict]:
+def _learning(panels: dict[str, dict], sel: str) -> list[dict]:
     return [
         panel("Episode return (unscaled, recent window)", [(f"dmsac_episode_return{sel}", "return")]),
-        panel("Alpha", [(f"dmsac_alpha{sel}", "alpha")]),
-        panel("Losses", [(f"dmsac_policy_loss{sel}", "policy"), (f"dmsac_q_loss{sel}", "critic")]),
+        panels["Alpha"],
+        panels["Losses"],
         panel(
             "Reward scale and learning rates in force",
             [(f"dmsac_reward_scale{sel}", "reward scale"), (f"dmsac_learning_rate{sel}", "lr {{network}}")],
@@ -185,11 +190,12 @@ def _actors(sel: str, t: Thresholds) -> list[dict]:
 def sections(config: Config) -> list[tuple[str, list[dict]]]:
     """The dashboard's rows and their panels, in order."""
     t, sel = thresholds(config), f'{{job="{config.alerts.job}"}}'
+    panels = stat_panels(sel, t)
     return [
         ("Health", _health(sel)),
-        ("Gradients", _gradients(sel, t)),
-        ("Q values", _q_values(sel, t)),
-        ("Learning", _learning(sel)),
+        ("Gradients", _gradients(panels, sel)),
+        ("Q values", [panels["Q mean (scaled units)"], panels["Q std (scaled units)"]]),
+        ("Learning", _learning(panels, sel)),
         ("Throughput", _throughput(sel)),
         ("Checkpoints", _checkpoints(sel, t)),
         ("Actors", _actors(sel, t)),

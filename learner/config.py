@@ -41,7 +41,7 @@ class LearnerConfig:
     block_updates: int = 50
     """Updates per block: the host reads the health flags once per block."""
     fast_path: Literal["auto", "graph", "off"] = "auto"
-    """On CUDA, ``auto``: each update one CUDA-graph replay with ``torch.compile``d loss maths; ``graph``: the graph without compile; ``off``: eager ``SAC`` (always eager off CUDA)."""
+    """On CUDA, ``auto``: each update one CUDA-graph replay of the SAC step with ``torch.compile``d maths; ``graph``: the graph without compile; ``off``: the same step run eagerly (always eager off CUDA)."""
     broadcast_every: int = 100
     """Updates between weight broadcasts to the actors (each one passes the weight gate)."""
 

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from learner.config import LearnerConfig, ReplayConfig
-from learner.fast_sac import build_sac
+from learner.graph import GraphedBlocks
 from learner.replay import ReplayBuffer
-from learner.sac import stats_from_vector
+from learner.sac import SAC
 from learner.types import Fragment, UpdateStats, VersionedWeights
 from learner.weights import GateVerdict, WeightGate, all_finite, make_versioned
 
@@ -66,7 +66,10 @@ class Learner:
         self.dims = dims
         self.config = config
         self.device = device
-        self.sac = build_sac(dims.policy_in, dims.action_dim, config, device, seed)
+        self.sac = SAC(dims.policy_in, dims.action_dim, config, device, seed)
+        # On CUDA each update of a block is one CUDA-graph replay (``learner.fast_path``); elsewhere eager.
+        fast = device.type == "cuda" and config.fast_path != "off"
+        self.blocks = GraphedBlocks(self.sac, compile_math=config.fast_path == "auto") if fast else self.sac
         self.replay = ReplayBuffer(replay.capacity, dims.obs_dim, dims.context_dim, dims.action_dim, device, seed + 2)
         self.gate = WeightGate(self.policy_tensors(), dims.policy_in, dims.action_dim, config.hidden_sizes)
         self.env_steps = 0
@@ -99,10 +102,10 @@ class Learner:
     # -- updates ---------------------------------------------------------------------------
     def update_block(self, count: int) -> BlockResult:
         """Run ``count`` updates; the host reads the accumulated statistics once, at the end."""
-        vector, indices = self.sac.update_block(self.replay, count)  # on CUDA: sampling and updates in the graph
+        vector, indices = self.blocks.update_block(self.replay, count)  # on CUDA: sampling and updates in the graph
         values = vector.tolist()  # one host sync
         bad_index = int(values[-1])
-        return BlockResult(stats_from_vector(values[:-1], count), bad_index if bad_index >= 0 else None, indices)
+        return BlockResult(UpdateStats.from_vector(values[:-1], count), bad_index if bad_index >= 0 else None, indices)
 
     def replay_updates(self, indices: torch.Tensor) -> None:
         """Re-run updates on recorded batch indices (after a restore: reproduces the block's good prefix)."""

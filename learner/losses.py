@@ -1,4 +1,9 @@
-"""SAC losses as small pure functions of tensors (hand-checkable in tests)."""
+"""SAC losses as small pure functions of tensors, in the stacked form the update runs (hand-checked in tests).
+
+Q values of the twin critics arrive stacked, ``[2, B]``. The update calls these
+functions (or their ``torch.compile``d versions, the same functions) and nothing
+else computes a loss.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +14,28 @@ def soft_q_target(
     scaled_reward: torch.Tensor,
     terminated: torch.Tensor,
     gamma: float | torch.Tensor,
-    next_q1: torch.Tensor,
-    next_q2: torch.Tensor,
+    next_q: torch.Tensor,
     next_log_prob: torch.Tensor,
     alpha: torch.Tensor,
 ) -> torch.Tensor:
-    """``r + γ (1 − terminated) (min(Q1', Q2') − α log π(a'|s'))``.
+    """``r + γ (1 − terminated) (min(Q1', Q2') − α log π(a'|s'))`` with ``next_q`` ``[2, B]``.
 
     Only termination stops the bootstrap: a time-limit truncation is not a
     terminal state, so truncated transitions bootstrap from their true next
     observation.
     """
-    soft_value = torch.minimum(next_q1, next_q2) - alpha * next_log_prob
+    soft_value = next_q.amin(dim=0) - alpha * next_log_prob
     return scaled_reward + gamma * (1.0 - terminated.float()) * soft_value
 
 
-def critic_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Sum of the two critics' mean squared errors against the same target."""
-    return (q1 - target).pow(2).mean() + (q2 - target).pow(2).mean()
+def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Sum of the two critics' mean squared errors (``q`` ``[2, B]``) against the same target ``[B]``."""
+    return (q - target).pow(2).mean(dim=1).sum()
 
 
-def actor_loss(alpha: torch.Tensor, log_prob: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
-    """``E[α log π(a|s) − min(Q1, Q2)(s, a)]`` for reparameterized ``a``."""
-    return (alpha * log_prob - torch.minimum(q1, q2)).mean()
+def actor_loss(alpha: torch.Tensor, log_prob: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``E[α log π(a|s) − min(Q1, Q2)(s, a)]`` for reparameterized ``a`` (``q`` ``[2, B]``)."""
+    return (alpha * log_prob - q.amin(dim=0)).mean()
 
 
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
 
-from learner.types import CONTEXT_FALLBACK_REASONS, REJECTED_TRANSITION_REASONS, Fragment, UpdateStats, require
+from learner.types import CONTEXT_FALLBACK_REASONS, REJECTED_TRANSITION_REASONS, STATS, Fragment, UpdateStats, require
 from learner.weights import WEIGHT_REJECT_REASONS
 
 log = logging.getLogger(__name__)
@@ -130,21 +130,9 @@ class StatMetric:
 
 
 UPDATE_STATS_METRICS: dict[str, StatMetric] = {
-    "updates": StatMetric("dmsac_learner_updates_total", "inc"),
-    "policy_grad_norm": StatMetric("dmsac_policy_grad_norm", "set"),
-    "q_grad_norm": StatMetric("dmsac_q_grad_norm", "set"),
-    "q_mean": StatMetric("dmsac_q_mean", "set"),
-    "q_std": StatMetric("dmsac_q_std", "set"),
-    "alpha": StatMetric("dmsac_alpha", "set"),
-    "policy_loss": StatMetric("dmsac_policy_loss", "set"),
-    "q_loss": StatMetric("dmsac_q_loss", "set"),
-    "policy_clipped": StatMetric("dmsac_grad_clipped_total", "inc", (("network", "policy"),)),
-    "q_clipped": StatMetric("dmsac_grad_clipped_total", "inc", (("network", "q"),)),
-    "nonfinite_loss": StatMetric("dmsac_nan_events_total", "inc", (("source", "loss"),)),
-    "nonfinite_grad": StatMetric("dmsac_nan_events_total", "inc", (("source", "grad"),)),
-    "nonfinite_q": StatMetric("dmsac_nan_events_total", "inc", (("source", "q"),)),
+    name: StatMetric(spec.metric, "set" if spec.kind == "gauge" else "inc", spec.labels) for name, spec in STATS.items()
 }
-"""The one mapping from ``UpdateStats`` fields to metrics (1:1, a test checks it covers every field)."""
+"""Where each ``UpdateStats`` field goes, read off the statistics table (``learner.types.STATS``)."""
 
 
 class MetricsPortInUseError(RuntimeError):

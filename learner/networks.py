@@ -34,6 +34,19 @@ def squashed_gaussian_log_prob(pre_tanh: torch.Tensor, mean: torch.Tensor, log_s
     return (gaussian - squash).sum(dim=-1)
 
 
+def gaussian_parameters(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The policy network's output ``[N, 2A]`` → mean and clamped log-std."""
+    mean, log_std = out.chunk(2, dim=-1)
+    return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+
+def policy_head(out: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output ``[N, 2A]`` and standard-normal noise ``[N, A]`` → a reparameterized tanh action and its log-probability."""
+    mean, log_std = gaussian_parameters(out)
+    pre_tanh = mean + log_std.exp() * noise
+    return torch.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std)
+
+
 class Actor(nn.Module):
     """Tanh-squashed Gaussian policy; actions lie in ``[-1, 1]``."""
 
@@ -44,28 +57,43 @@ class Actor(nn.Module):
         self.net = mlp(in_dim, hidden_sizes, 2 * action_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.net(x).chunk(2, dim=-1)
-        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        """Mean and clamped log-std of the Gaussian before the tanh."""
+        return gaussian_parameters(self.net(x))
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterized action and its log-probability ``[B]``."""
-        mean, log_std = self(x)
-        noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
-        pre_tanh = mean + log_std.exp() * noise
-        return torch.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std)
+        noise = torch.randn((x.shape[0], self.action_dim), device=x.device, dtype=x.dtype, generator=generator)
+        return policy_head(self.net(x), noise)
 
     def deterministic(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self(x)[0])
 
 
 class TwinCritic(nn.Module):
-    """Two independent Q networks ``Q(s, a)``; SAC uses their minimum."""
+    """Two Q networks ``Q(s, a)`` held as stacked weights and evaluated together: ``[2, B]``.
+
+    Layer ``l`` holds ``weights[l]: [2, out, in]`` and ``biases[l]: [2, out]``, so each
+    layer of both networks is one batched matmul. Initialised as two separate MLPs
+    would be (same values for the same seed). SAC uses the minimum of the two.
+    """
 
     def __init__(self, in_dim: int, action_dim: int, hidden_sizes: tuple[int, ...]) -> None:
         super().__init__()
-        self.q1 = mlp(in_dim + action_dim, hidden_sizes, 1)
-        self.q2 = mlp(in_dim + action_dim, hidden_sizes, 1)
+        q1, q2 = ([m for m in mlp(in_dim + action_dim, hidden_sizes, 1) if isinstance(m, nn.Linear)] for _ in range(2))
+        layers = list(zip(q1, q2, strict=True))
+        self.weights = nn.ParameterList(nn.Parameter(torch.stack([a.weight.data, b.weight.data])) for a, b in layers)
+        self.biases = nn.ParameterList(nn.Parameter(torch.stack([a.bias.data, b.bias.data])) for a, b in layers)
 
-    def forward(self, x: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def ordered(self) -> list[nn.Parameter]:
+        """Parameters layer by layer, weight then bias (the optimizer's and the Polyak update's order)."""
+        return [p for w, b in zip(self.weights, self.biases, strict=True) for p in (w, b)]
+
+    def forward(self, x: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         xa = torch.cat([x, action], dim=-1)
-        return self.q1(xa).squeeze(-1), self.q2(xa).squeeze(-1)
+        w0, b0 = self.weights[0], self.biases[0]
+        # First layer: both networks in one [B, in] x [in, 2*out] product.
+        h = nn.functional.linear(xa, w0.reshape(-1, w0.shape[-1]), b0.reshape(-1))
+        h = h.view(xa.shape[0], 2, w0.shape[1]).transpose(0, 1)
+        for w, b in zip(self.weights[1:], self.biases[1:], strict=True):
+            h = torch.baddbmm(b.unsqueeze(1), torch.relu(h), w.transpose(1, 2))
+        return h.squeeze(-1)

@@ -1,7 +1,13 @@
-"""One SAC update: critics, actor, temperature, targets, and device-side health flags.
+"""SAC, defined once: networks, targets, optimizers and temperature of one learner, and its update.
 
-``SAC.update`` returns a small device tensor of statistics and never reads a
-value back to the host, so a block of updates costs one host sync in total.
+``SAC.step`` is the update: the losses of ``learner/losses.py`` on the twin critics
+stacked (one batched matmul per layer), the policy's two forward passes (next and
+current observations) in one batch, fused Adam with the learning rate as a device
+tensor, Polyak targets, and a statistics vector with device-side non-finite flags;
+it never reads a value back to the host. ``update_block`` samples batches on the
+device and runs ``count`` steps. ``learner/graph.py`` captures ``sampled_step`` in a
+CUDA graph (and ``torch.compile``s the pure maths in ``math``): a wrapper around
+this same step, never a second implementation.
 """
 
 from __future__ import annotations
@@ -15,53 +21,29 @@ from torch import nn
 
 from learner.config import LearnerConfig
 from learner.losses import actor_loss, critic_loss, polyak_update, soft_q_target
-from learner.networks import Actor, TwinCritic
-from learner.temperature import FixedTemperature, LearnedTemperature, Temperature
-from learner.types import UpdateStats
+from learner.networks import Actor, TwinCritic, policy_head
+from learner.optim import adam_state, load_adam_state, make_adam
+from learner.temperature import make_temperature
+from learner.types import COUNT_FIELDS, FLAG_FIELDS, STAT_FIELDS
 
 if TYPE_CHECKING:
     from learner.replay import ReplayBuffer
 
-STAT_FIELDS = (
-    "policy_grad_norm",
-    "q_grad_norm",
-    "q_mean",
-    "q_std",
-    "alpha",
-    "policy_loss",
-    "q_loss",
-    "policy_clipped",
-    "q_clipped",
-    "nonfinite_loss",
-    "nonfinite_grad",
-    "nonfinite_q",
-)
-"""Layout of the per-update statistics vector (every ``UpdateStats`` field but ``updates``)."""
-
-COUNT_FIELDS = frozenset({"policy_clipped", "q_clipped", "nonfinite_loss", "nonfinite_grad", "nonfinite_q"})
-NONFINITE_SLICE = slice(STAT_FIELDS.index("nonfinite_loss"), len(STAT_FIELDS))
+FLAGS = slice(len(STAT_FIELDS) - len(FLAG_FIELDS), len(STAT_FIELDS))
+LAYOUT = 2
+"""Layout of ``SAC.state_dict`` (1: separate critic networks and their optimizer's per-network state)."""
+INDEX_RANGE = 2**62
+"""Replay indices are ``randint(0, INDEX_RANGE) mod size``: uniform to within 1e-12, and the size is a device
+tensor, so a captured graph samples the whole buffer as it grows."""
 
 GradHook = Callable[[int, nn.Module], None]
-"""Test hook run after the critic backward of update ``n`` (e.g. to inject a NaN gradient)."""
-
-
-def make_temperature(config: LearnerConfig, action_dim: int, device: torch.device) -> Temperature:
-    if config.temperature == "fixed":
-        return FixedTemperature(config.initial_alpha, device)
-    target_entropy = -config.target_entropy_scale * action_dim
-    return LearnedTemperature(config.initial_alpha, target_entropy, config.lr, device)
+"""Test hook run after the critic backward of update ``n`` (e.g. to inject a NaN gradient); runs eagerly."""
 
 
 def stats_vector(
-    q: torch.Tensor,
-    q_loss: torch.Tensor,
-    policy_loss: torch.Tensor,
-    q_norm: torch.Tensor,
-    policy_norm: torch.Tensor,
-    alpha: torch.Tensor,
-    limit: float,
-    guard: bool,
-) -> torch.Tensor:
+    q: torch.Tensor, q_loss: torch.Tensor, policy_loss: torch.Tensor, q_norm: torch.Tensor, policy_norm: torch.Tensor,
+    alpha: torch.Tensor, limit: float, guard: bool,
+) -> torch.Tensor:  # fmt: skip
     """The ``STAT_FIELDS`` vector; ``q`` is the first critic's values. ``guard`` off leaves the flags 0."""
     core = torch.stack([policy_norm, q_norm, q.mean(), q.std(), alpha, policy_loss, q_loss])
     clipped = (core[:2] > limit).float()
@@ -76,128 +58,176 @@ def stats_vector(
 def summarize_block(rows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Per-update rows ``[n, len(STAT_FIELDS)]`` → the block's statistics ‖ index of the first flagged update.
 
-    As ``acc = acc * keep + row`` over the rows: counts are summed, gauges are the last update's,
-    a non-finite gauge anywhere in the block leaves the gauge non-finite, and the
-    non-finite flags are those of the first flagged update (later ones only carry its NaN on).
+    Counts are summed, gauges are the last update's (a non-finite gauge anywhere in
+    the block leaves the gauge non-finite), and the non-finite flags are those of
+    the first flagged update (later ones only carry its NaN on).
     """
     gauges = rows[-1] + (rows[:-1] * 0).sum(dim=0)
     accumulated = torch.where(keep, rows.sum(dim=0), gauges)
-    bad = rows[:, NONFINITE_SLICE].sum(dim=1) > 0
+    bad = rows[:, FLAGS].sum(dim=1) > 0
     first = torch.where(bad.any(), bad.float().argmax(), -1)
-    flags = torch.where(bad.any(), rows[first.clamp(min=0), NONFINITE_SLICE], accumulated[NONFINITE_SLICE])
-    accumulated = torch.cat([accumulated[: NONFINITE_SLICE.start], flags, accumulated[NONFINITE_SLICE.stop :]])
-    return torch.cat([accumulated, first.float().reshape(1)])
+    flags = torch.where(bad.any(), rows[first.clamp(min=0), FLAGS], accumulated[FLAGS])
+    return torch.cat([accumulated[: FLAGS.start], flags, first.float().reshape(1)])
 
 
-def stats_from_vector(values: list[float], updates: int) -> UpdateStats:
-    """Turn an accumulated statistics vector (read once per block) into ``UpdateStats``."""
-    named = dict(zip(STAT_FIELDS, values, strict=True))
-    counts = {k: int(round(v)) for k, v in named.items() if k in COUNT_FIELDS}
-    gauges = {k: float(v) for k, v in named.items() if k not in COUNT_FIELDS}
-    return UpdateStats(updates=updates, **gauges, **counts)
+MATH: dict[str, Callable] = {
+    "policy_head": policy_head, "soft_q_target": soft_q_target, "critic_loss": critic_loss,
+    "actor_loss": actor_loss, "stats_vector": stats_vector,
+}  # fmt: skip
+"""The pure maths of a step; ``learner/graph.py`` swaps in their ``torch.compile``d versions."""
 
 
 class SAC:
-    """Networks, targets, optimizers and temperature of one learner, on one device."""
+    """Networks, targets, optimizers and temperature of one learner, on one device, and its update."""
 
-    def __init__(self, in_dim: int, action_dim: int, config: LearnerConfig, device: torch.device, seed: int) -> None:
+    def __init__(
+        self, in_dim: int, action_dim: int, config: LearnerConfig, device: torch.device, seed: int, guard: bool = True
+    ) -> None:
         torch.manual_seed(seed)
-        self.config = config
-        self.device = device
+        self.config, self.device, self.guard, self.action_dim = config, device, guard, action_dim
         self.actor = Actor(in_dim, action_dim, config.hidden_sizes).to(device)
         self.critic = TwinCritic(in_dim, action_dim, config.hidden_sizes).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.lr, foreach=True)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.lr, foreach=True)
-        self.temperature = make_temperature(config, action_dim, device)
+        self.lr = torch.tensor(config.lr, dtype=torch.float32, device=device)
+        """The one learning rate of policy, critics and temperature: a device tensor every optimizer holds."""
+        self.actor_optimizer = make_adam(list(self.actor.parameters()), self.lr)
+        self.critic_optimizer = make_adam(self.critic.ordered(), self.lr)
+        self.temperature = make_temperature(
+            config.temperature, config.initial_alpha, action_dim, config.target_entropy_scale, self.lr
+        )
         self.reward_scale = torch.tensor(config.reward_scale, device=device)
         self.noise = torch.Generator(device=device)
         self.noise.manual_seed(seed + 1)
-        self._critic_params = list(self.critic.parameters())
-        self._target_params = list(self.critic_target.parameters())
-        # Gauges are replaced by each update, counts are summed: acc = acc * KEEP + stats.
-        self.keep = torch.tensor([1.0 if f in COUNT_FIELDS else 0.0 for f in STAT_FIELDS], device=device)
+        self.keep = torch.tensor([name in COUNT_FIELDS for name in STAT_FIELDS], device=device)
+        self.math = MATH
         self.grad_hook: GradHook | None = None
         self.updates_done = 0
+        self.replay_size = torch.ones((), dtype=torch.long, device=device)
+        """Transitions in the replay buffer, as a device tensor (a captured graph samples all of them)."""
+        self.counter = torch.zeros(1, dtype=torch.long, device=device)
+        """The running block's next update: where ``sampled_step`` records its statistics and indices."""
+        self.allocate_block(config.block_updates)
 
-    def update(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One SAC update on ``batch``; returns the statistics vector (device, no sync)."""
-        cfg = self.config
+    # -- one update ---------------------------------------------------------------------------
+    def step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One SAC update on a batch of device tensors; returns the statistics vector (no host sync)."""
+        cfg, m = self.config, self.math
         obs_in = torch.cat([batch["obs"], batch["context"]], dim=-1)
         next_in = torch.cat([batch["next_obs"], batch["next_context"]], dim=-1)
+        size = obs_in.shape[0]
         alpha = self.temperature.alpha()
+        noise = torch.randn((2 * size, self.action_dim), generator=self.noise, device=self.device)
+        actions, log_probs = m["policy_head"](self.actor.net(torch.cat([next_in, obs_in])), noise)
         with torch.no_grad():
-            next_action, next_log_prob = self.actor.sample(next_in, self.noise)
-            next_q1, next_q2 = self.critic_target(next_in, next_action)
+            next_q = self.critic_target(next_in, actions[:size])
             scaled_reward = batch["reward"] * self.reward_scale  # the one place rewards are scaled
-            target = soft_q_target(
-                scaled_reward, batch["terminated"], cfg.gamma, next_q1, next_q2, next_log_prob, alpha
-            )
-
-        q1, q2 = self.critic(obs_in, batch["action"])
-        q_loss = critic_loss(q1, q2, target)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        q_loss.backward()
-        if self.grad_hook is not None:
-            self.grad_hook(self.updates_done, self.critic)
-        q_norm = nn.utils.clip_grad_norm_(self._critic_params, cfg.max_grad_norm)
-        self.critic_optimizer.step()
-
-        action, log_prob = self.actor.sample(obs_in, self.noise)
+            target = m["soft_q_target"](scaled_reward, batch["terminated"], cfg.gamma, next_q, log_probs[:size], alpha)
+        q = self.critic(obs_in, batch["action"])
+        q_loss = m["critic_loss"](q, target)
+        q_norm = self._descend(self.critic_optimizer, q_loss, self.grad_hook)
         self.critic.requires_grad_(False)  # the policy loss must not leave gradients on the critics
-        pq1, pq2 = self.critic(obs_in, action)
+        policy_q = self.critic(obs_in, actions[size:])
         self.critic.requires_grad_(True)
-        policy_loss = actor_loss(alpha, log_prob, pq1, pq2)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        policy_loss.backward()
-        policy_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
-        self.actor_optimizer.step()
-        self.temperature.update(log_prob)
-        polyak_update(self._target_params, self._critic_params, cfg.tau)
+        policy_loss = m["actor_loss"](alpha, log_probs[size:], policy_q)
+        policy_norm = self._descend(self.actor_optimizer, policy_loss)
+        self.temperature.update(log_probs[size:].detach())
+        polyak_update(self.critic_target.ordered(), self.critic.ordered(), cfg.tau)
+        return m["stats_vector"](
+            q[0].detach(), q_loss.detach(), policy_loss.detach(), q_norm, policy_norm, alpha, cfg.max_grad_norm,
+            self.guard,
+        )  # fmt: skip
+
+    def _descend(self, optimizer: torch.optim.Adam, loss: torch.Tensor, hook: GradHook | None = None) -> torch.Tensor:
+        """Backward, pre-clip global norm, clip, Adam step; returns the pre-clip norm."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if hook is not None:
+            hook(self.updates_done, self.critic)
+        norm = nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], self.config.max_grad_norm)
+        optimizer.step()
+        return norm
+
+    def update(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One update on ``batch`` (counted); the statistics vector."""
+        stats = self.step(batch)
         self.updates_done += 1
-        return stats_vector(
-            q1.detach(), q_loss.detach(), policy_loss.detach(), q_norm, policy_norm, alpha, cfg.max_grad_norm, True
-        )
+        return stats
 
-    def update_block(self, replay: ReplayBuffer, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``count`` updates on batches sampled from ``replay``; no host sync.
+    # -- blocks of updates on replay ------------------------------------------------------------
+    def allocate_block(self, capacity: int) -> None:
+        """Device buffers for the statistics and replay rows of up to ``capacity`` updates."""
+        self.rows = torch.zeros((capacity, len(STAT_FIELDS)), device=self.device)
+        self.indices = torch.zeros((capacity, self.config.batch_size), dtype=torch.long, device=self.device)
 
-        Returns ``(vector, indices)`` as ``GraphedSAC.update_block`` does: the
-        block's statistics (``summarize_block``) ‖ the index of the first
-        flagged update (-1: none), and the replay rows ``[count, batch]`` each update used.
+    def sampled_step(self, replay: ReplayBuffer) -> None:
+        """Sample a batch on the device, update, and record its statistics and indices at the block's counter."""
+        draw = torch.randint(0, INDEX_RANGE, (self.config.batch_size,), generator=replay.generator, device=self.device)
+        index = draw.remainder_(self.replay_size)
+        stats = self.step({name: tensor[index] for name, tensor in replay.storage.items()})
+        self.rows.index_copy_(0, self.counter, stats.unsqueeze(0))
+        self.indices.index_copy_(0, self.counter, index.unsqueeze(0))
+        self.counter.add_(1)
+
+    def update_block(
+        self, replay: ReplayBuffer, count: int, run_step: Callable[[], None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` updates on batches sampled from ``replay`` on the device; no host sync.
+
+        ``run_step`` runs one ``sampled_step`` (a CUDA-graph replay of it, say). Returns the
+        block's statistics (``summarize_block``) ‖ the index of the first flagged update
+        (-1: none), and the replay rows ``[count, batch]`` each update used.
         """
-        rows, indices = [], []
+        if len(replay) == 0:
+            raise ValueError("update_block needs a non-empty replay buffer")
+        if count > self.rows.shape[0]:
+            self.allocate_block(count)
+        self.replay_size.fill_(len(replay))
+        self.counter.zero_()
+        step = run_step or (lambda: self.sampled_step(replay))
         for _ in range(count):
-            index = replay.sample_indices(self.config.batch_size)
-            indices.append(index)
-            rows.append(self.update(replay.gather(index)))
-        return summarize_block(torch.stack(rows), self.keep.bool()), torch.stack(indices)
+            step()
+            self.updates_done += 1  # the update number a grad_hook sees
+        return summarize_block(self.rows[:count], self.keep), self.indices[:count].clone()
 
+    # -- rates ----------------------------------------------------------------------------------
     def set_learning_rate(self, lr: float) -> None:
-        optimizers = [self.actor_optimizer, self.critic_optimizer]
-        if isinstance(self.temperature, LearnedTemperature):
-            optimizers.append(self.temperature.optimizer)
-        for optimizer in optimizers:
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+        self.lr.fill_(lr)  # every optimizer holds this tensor: no re-capture
 
     def learning_rate(self) -> float:
-        return float(self.actor_optimizer.param_groups[0]["lr"])
+        return float(self.lr)
+
+    # -- snapshots and checkpoints ----------------------------------------------------------------
+    def optimizers(self) -> list[torch.optim.Adam]:
+        return [self.actor_optimizer, self.critic_optimizer]
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Every tensor an update changes in place (parameters, targets, optimizer moments and steps, log α)."""
+        tensors = [p.data for p in [*self.actor.parameters(), *self.critic.ordered(), *self.critic_target.ordered()]]
+        for optimizer in self.optimizers():
+            tensors += [t for p in optimizer.param_groups[0]["params"] for t in optimizer.state[p].values()]
+        return tensors + self.temperature.state_tensors()
 
     def device_snapshot(self) -> dict:
-        """A copy of all mutable state, for rolling a bad block back (``GraphedSAC`` has a sync-free one)."""
-        return copy.deepcopy(self.state_dict())
+        """A device copy of all mutable state and the noise RNG (no host sync), for rolling a bad block back."""
+        return {"tensors": [t.clone() for t in self.state_tensors()], "noise_rng": self.noise.get_state(),
+                "updates_done": self.updates_done}  # fmt: skip
 
+    @torch.no_grad()
     def restore_device_snapshot(self, snapshot: dict) -> None:
-        self.load_state_dict(copy.deepcopy(snapshot))
+        """In place: captured graphs stay valid."""
+        for tensor, saved in zip(self.state_tensors(), snapshot["tensors"], strict=True):
+            tensor.copy_(saved)
+        self.noise.set_state(snapshot["noise_rng"])
+        self.updates_done = snapshot["updates_done"]
 
     def state_dict(self) -> dict:
         return {
+            "layout": LAYOUT,
             "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "critic": {k: v.clone() for k, v in self.critic.state_dict().items()},
+            "critic_target": {k: v.clone() for k, v in self.critic_target.state_dict().items()},
+            "actor_optimizer": adam_state(self.actor_optimizer),
+            "critic_optimizer": adam_state(self.critic_optimizer),
             "temperature": self.temperature.state_dict(),
             "reward_scale": float(self.reward_scale),
             "learning_rate": self.learning_rate(),
@@ -206,13 +236,41 @@ class SAC:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        """Load in place (captured graphs stay valid); a layout-1 state is converted first."""
+        state = upgrade_state(state)
+        with torch.no_grad():
+            self.actor.load_state_dict(state["actor"])
+            for module, key in ((self.critic, "critic"), (self.critic_target, "critic_target")):
+                for name, tensor in module.state_dict().items():
+                    tensor.copy_(state[key][name])
+        load_adam_state(self.actor_optimizer, state["actor_optimizer"])
+        load_adam_state(self.critic_optimizer, state["critic_optimizer"])
         self.temperature.load_state_dict(state["temperature"])
         self.reward_scale.fill_(state["reward_scale"])
         self.set_learning_rate(state["learning_rate"])
         self.noise.set_state(state["noise_rng"])
         self.updates_done = int(state["updates_done"])
+
+
+def upgrade_state(state: dict) -> dict:
+    """A layout-1 SAC state (checkpoint format 1: critics ``q1.*``/``q2.*`` and their optimizer's per-network
+    moments) in layout 2 (stacked ``weights.l``/``biases.l`` and stacked moments); a layout-2 state as it is."""
+    if state.get("layout", 1) == LAYOUT:
+        return state
+
+    def stacked(critic: dict) -> dict:
+        linears = sorted({int(key.split(".")[1]) for key in critic if key.startswith("q1.")})  # Sequential indices
+        return {f"{group}.{layer}": torch.stack([critic[f"q{n}.{index}.{kind}"] for n in (1, 2)])
+                for layer, index in enumerate(linears) for kind, group in (("weight", "weights"), ("bias", "biases"))}  # fmt: skip
+
+    moments = state["critic_optimizer"]["state"]
+    per_network = len(moments) // 2  # layout 1 listed q1's parameters, then q2's
+    critic_moments = {
+        j: {"step": moments[j]["step"], **{m: torch.stack([moments[j][m], moments[j + per_network][m]])
+                                           for m in ("exp_avg", "exp_avg_sq")}}
+        for j in range(per_network) if j in moments
+    }  # fmt: skip
+    return {
+        **state, "layout": LAYOUT, "critic": stacked(state["critic"]), "critic_target": stacked(state["critic_target"]),
+        "critic_optimizer": {"state": critic_moments},
+    }  # fmt: skip

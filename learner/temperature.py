@@ -8,6 +8,7 @@ from typing import Protocol
 import torch
 
 from learner.losses import temperature_loss
+from learner.optim import adam_state, load_adam_state, make_adam
 
 
 class Temperature(Protocol):
@@ -16,6 +17,10 @@ class Temperature(Protocol):
         ...
 
     def update(self, log_prob: torch.Tensor) -> None: ...
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Every tensor an update changes in place (for snapshots)."""
+        ...
 
     def state_dict(self) -> dict: ...
 
@@ -32,6 +37,9 @@ class FixedTemperature:
     def update(self, log_prob: torch.Tensor) -> None:
         pass
 
+    def state_tensors(self) -> list[torch.Tensor]:
+        return []
+
     def state_dict(self) -> dict:
         return {"alpha": self._alpha.clone()}
 
@@ -40,31 +48,41 @@ class FixedTemperature:
 
 
 class LearnedTemperature:
-    """``log α`` trained so the policy's entropy tracks ``target_entropy``.
+    """``log α`` trained so the policy's entropy tracks ``target_entropy``, with the learner's shared ``lr`` tensor.
 
     The parameter is created on the learner's device before its optimizer: an
     optimizer built over a CPU tensor that is later moved keeps stepping the
     stale copy, which froze alpha at 1.0 elsewhere.
     """
 
-    def __init__(self, initial_alpha: float, target_entropy: float, lr: float, device: torch.device) -> None:
-        self.log_alpha = torch.tensor(math.log(initial_alpha), device=device, requires_grad=True)
+    def __init__(self, initial_alpha: float, target_entropy: float, lr: torch.Tensor) -> None:
+        self.log_alpha = torch.tensor(math.log(initial_alpha), device=lr.device, requires_grad=True)
         self.target_entropy = target_entropy
-        self.optimizer = torch.optim.Adam([self.log_alpha], lr=lr)
+        self.optimizer = make_adam([self.log_alpha], lr)
 
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.detach().exp()
 
     def update(self, log_prob: torch.Tensor) -> None:
-        loss = temperature_loss(self.log_alpha, log_prob, self.target_entropy)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        temperature_loss(self.log_alpha, log_prob, self.target_entropy).backward()
         self.optimizer.step()
 
+    def state_tensors(self) -> list[torch.Tensor]:
+        return [self.log_alpha.data, *self.optimizer.state[self.log_alpha].values()]
+
     def state_dict(self) -> dict:
-        return {"log_alpha": self.log_alpha.detach().clone(), "optimizer": self.optimizer.state_dict()}
+        return {"log_alpha": self.log_alpha.detach().clone(), "optimizer": adam_state(self.optimizer)}
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_adam_state(self.optimizer, state["optimizer"])
+
+
+def make_temperature(
+    kind: str, initial_alpha: float, action_dim: int, target_entropy_scale: float, lr: torch.Tensor
+) -> Temperature:
+    if kind == "fixed":
+        return FixedTemperature(initial_alpha, lr.device)
+    return LearnedTemperature(initial_alpha, -target_entropy_scale * action_dim, lr)

@@ -7,6 +7,7 @@ a server's API; nothing here imports torch-heavy learner internals or Ray.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -101,31 +102,77 @@ class VersionedWeights:
 
 
 @dataclass(frozen=True)
+class Stat:
+    """How one ``UpdateStats`` field is measured and where it goes: the one table of the learner's statistics."""
+
+    kind: Literal["gauge", "count", "flag"]
+    """``gauge``: the block's last update's value; ``count``: summed over the block; ``flag``: a non-finite
+    guard flag, summed over the block up to the first flagged update."""
+    metric: str
+    """The Prometheus metric it feeds (gauges ``set`` it, counts and flags ``inc`` it)."""
+    labels: tuple[tuple[str, str], ...] = ()
+    panel: str = ""
+    """Dashboard panel drawing this gauge (panels group gauges by title)."""
+    legend: str = ""
+    nan_alert: bool = False
+    """A NaN in this gauge alone fires ``DmsacNonFiniteDetected``."""
+
+
+def stat(kind: Literal["gauge", "count", "flag"], metric: str, **details) -> Any:
+    return field(metadata={"stat": Stat(kind, metric, **details)})
+
+
+def _gauge(metric: str, panel: str, legend: str = "") -> Any:
+    return stat("gauge", metric, panel=panel, legend=legend, nan_alert=True)
+
+
+@dataclass(frozen=True)
 class UpdateStats:
     """The learner's health for one block of updates; one field, one Prometheus metric.
 
     Gauges carry the last update's value, counts are summed over the block.
     Gradient norms are measured before clipping; Q statistics are in the
-    learner's (scaled) reward units.
+    learner's (scaled) reward units. The per-update statistics vector on the
+    device has the layout ``STAT_FIELDS`` (every field but ``updates``, flags last).
     """
 
-    updates: int
-    policy_grad_norm: float
-    q_grad_norm: float
-    q_mean: float
-    q_std: float
-    alpha: float
-    policy_loss: float
-    q_loss: float
-    policy_clipped: int
-    q_clipped: int
-    nonfinite_loss: int
-    nonfinite_grad: int
-    nonfinite_q: int
+    updates: int = stat("count", "dmsac_learner_updates_total")
+    policy_grad_norm: float = _gauge("dmsac_policy_grad_norm", "Policy gradient norm (before clipping)", "policy")
+    q_grad_norm: float = _gauge("dmsac_q_grad_norm", "Critic gradient norm (before clipping)", "critic")
+    q_mean: float = _gauge("dmsac_q_mean", "Q mean (scaled units)", "mean Q")
+    q_std: float = _gauge("dmsac_q_std", "Q std (scaled units)", "std Q")
+    alpha: float = _gauge("dmsac_alpha", "Alpha", "alpha")
+    policy_loss: float = _gauge("dmsac_policy_loss", "Losses", "policy")
+    q_loss: float = _gauge("dmsac_q_loss", "Losses", "critic")
+    policy_clipped: int = stat("count", "dmsac_grad_clipped_total", labels=(("network", "policy"),))
+    q_clipped: int = stat("count", "dmsac_grad_clipped_total", labels=(("network", "q"),))
+    nonfinite_loss: int = stat("flag", "dmsac_nan_events_total", labels=(("source", "loss"),))
+    nonfinite_grad: int = stat("flag", "dmsac_nan_events_total", labels=(("source", "grad"),))
+    nonfinite_q: int = stat("flag", "dmsac_nan_events_total", labels=(("source", "q"),))
 
     @property
     def finite(self) -> bool:
-        return self.nonfinite_loss == 0 and self.nonfinite_grad == 0 and self.nonfinite_q == 0
+        return all(getattr(self, name) == 0 for name in FLAG_FIELDS)
 
     def as_dict(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_vector(cls, values: list[float], updates: int) -> UpdateStats:
+        """An accumulated statistics vector (``STAT_FIELDS`` layout, read once per block) as ``UpdateStats``."""
+        named = dict(zip(STAT_FIELDS, values, strict=True))
+        return cls(updates=updates, **{k: float(v) if STATS[k].kind == "gauge" else int(round(v)) for k, v in named.items()})
+
+
+STATS: dict[str, Stat] = {f.name: f.metadata["stat"] for f in fields(UpdateStats)}
+"""Every statistic by name: what the metrics exporter, the alert rules and the dashboard derive from."""
+STAT_FIELDS: tuple[str, ...] = tuple(name for name in STATS if name != "updates")
+"""Layout of the per-update statistics vector on the device."""
+COUNT_FIELDS = frozenset(name for name in STAT_FIELDS if STATS[name].kind != "gauge")
+FLAG_FIELDS: tuple[str, ...] = tuple(name for name in STAT_FIELDS if STATS[name].kind == "flag")
+assert STAT_FIELDS[-len(FLAG_FIELDS) :] == FLAG_FIELDS, "the non-finite flags close the vector"
+
+
+def stat_index(name: str) -> int:
+    """Where statistic ``name`` sits in the per-update vector."""
+    return STAT_FIELDS.index(name)

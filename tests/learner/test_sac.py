@@ -1,35 +1,48 @@
-"""The SAC update: scaling in one place, pre-clip norms, clipping, temperature, stats."""
+"""The one SAC update: scaling in one place, pre-clip norms, clipping, temperature, targets, statistics by name,
+blocks sampled on the device, snapshots, and checkpoints (the layout-1 ones converted)."""
+
+from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from learner.sac import SAC
+from learner.replay import ReplayBuffer
+from learner.sac import SAC, summarize_block, upgrade_state
 from learner.temperature import LearnedTemperature
+from learner.types import STAT_FIELDS, UpdateStats, stat_index
 from tests.learner.helpers import DIMS, random_batch, with_config
 
+CPU = torch.device("cpu")
+V1 = Path(__file__).parent / "data" / "sac_layout_v1.pt"
+"""A layout-1 SAC state (8x8 networks, 3 updates) written by the code before the single SAC, with the Q values
+of its critics and the actions of its policy on a probe batch."""
 
-def make_sac(**changes) -> SAC:
-    return SAC(DIMS.policy_in, DIMS.action_dim, with_config(**changes), torch.device("cpu"), seed=7)
+
+def make_sac(device: torch.device = CPU, **changes) -> SAC:
+    return SAC(DIMS.policy_in, DIMS.action_dim, with_config(**changes), device, seed=7)
 
 
 def params(module: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
 
 
+def named(vector: torch.Tensor) -> UpdateStats:
+    return UpdateStats.from_vector(vector.tolist(), 1)
+
+
 def test_reward_scale_is_applied_exactly_once():
     # Raw rewards r with scale 0.01 must train exactly like rewards 0.01*r with scale 1.
-    scaled = make_sac(reward_scale=0.01)
-    prescaled = make_sac(reward_scale=1.0)
+    scaled, prescaled = make_sac(reward_scale=0.01), make_sac(reward_scale=1.0)
     raw = random_batch(seed=1, reward_scale=100.0)
     pre = dict(raw, reward=raw["reward"] * 0.01)
     for _ in range(3):
         a, b = scaled.update(raw), prescaled.update(pre)
     assert torch.allclose(params(scaled.critic), params(prescaled.critic), atol=1e-6)
     assert torch.allclose(a, b, atol=1e-5)
-    # and the scale really matters: unscaled rewards give different critics
-    unscaled = make_sac(reward_scale=1.0)
+    unscaled = make_sac(reward_scale=1.0)  # and the scale really matters
     for _ in range(3):
         unscaled.update(raw)
     assert not torch.allclose(params(unscaled.critic), params(scaled.critic), atol=1e-4)
@@ -37,33 +50,30 @@ def test_reward_scale_is_applied_exactly_once():
 
 def test_reported_grad_norms_are_pre_clip_global_norms():
     sac = make_sac(max_grad_norm=1e9)  # no clipping: .grad keeps the measured gradient
-    stats = dict(zip(("policy_grad_norm", "q_grad_norm"), sac.update(random_batch(seed=2))[:2].tolist(), strict=True))
+    stats = named(sac.update(random_batch(seed=2)))
     critic_norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in sac.critic.parameters()))
     actor_norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in sac.actor.parameters()))
-    assert stats["q_grad_norm"] == pytest.approx(critic_norm, rel=1e-5)
-    assert stats["policy_grad_norm"] == pytest.approx(actor_norm, rel=1e-5)
+    assert stats.q_grad_norm == pytest.approx(critic_norm, rel=1e-5)
+    assert stats.policy_grad_norm == pytest.approx(actor_norm, rel=1e-5)
 
 
 def test_clipping_limits_the_applied_gradient_and_is_flagged():
     sac = make_sac(max_grad_norm=1e-3)
-    vector = sac.update(random_batch(seed=3))
-    q_norm, policy_clipped, q_clipped = vector[1].item(), vector[7].item(), vector[8].item()
-    assert q_norm > 1e-3 and policy_clipped == 1.0 and q_clipped == 1.0
+    stats = named(sac.update(random_batch(seed=3)))
+    assert stats.q_grad_norm > 1e-3 and stats.policy_clipped == 1 and stats.q_clipped == 1
     applied = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in sac.critic.parameters()))
     assert applied == pytest.approx(1e-3, rel=1e-3)
 
 
-def test_learned_alpha_lives_on_device_and_moves():
+def test_learned_alpha_shares_the_learning_rate_tensor_and_moves():
     sac = make_sac(initial_alpha=1.0, lr=1e-2)
     temperature = sac.temperature
-    assert isinstance(temperature, LearnedTemperature)
-    assert temperature.optimizer.param_groups[0]["params"][0] is temperature.log_alpha
-    assert temperature.log_alpha.device == sac.device
+    assert isinstance(temperature, LearnedTemperature) and temperature.log_alpha.device == sac.device
+    assert temperature.optimizer.param_groups[0]["lr"] is sac.lr is sac.actor_optimizer.param_groups[0]["lr"]
     for step in range(20):
         sac.update(random_batch(seed=step))
-    alpha = float(temperature.alpha())
     # a fresh tanh-Gaussian has entropy well above -action_dim: alpha must fall (lr 1e-2 × 20 steps)
-    assert 0.7 < alpha < 0.95
+    assert 0.7 < float(temperature.alpha()) < 0.95
 
 
 def test_fixed_alpha_does_not_move():
@@ -77,24 +87,104 @@ def test_polyak_targets_follow_online_critics_by_tau():
     sac = make_sac(tau=0.5)
     before_target = params(sac.critic_target).clone()
     sac.update(random_batch(seed=4))
-    expected = 0.5 * before_target + 0.5 * params(sac.critic)
-    assert torch.allclose(params(sac.critic_target), expected, atol=1e-6)
+    assert torch.allclose(params(sac.critic_target), 0.5 * before_target + 0.5 * params(sac.critic), atol=1e-6)
 
 
-def test_stats_vector_reports_q_statistics_and_finite_flags():
+def test_statistics_report_the_first_critics_q_and_finite_flags():
     sac = make_sac()
     batch = random_batch(seed=5)
     with torch.no_grad():
-        x = torch.cat([batch["obs"], batch["context"]], -1)
-        q1, _ = sac.critic(x, batch["action"])
-    vector = sac.update(batch)
-    assert vector[2].item() == pytest.approx(q1.mean().item(), abs=1e-6)
-    assert vector[3].item() == pytest.approx(q1.std().item(), abs=1e-6)
-    assert vector[9:].tolist() == [0.0, 0.0, 0.0]
+        q1 = sac.critic(torch.cat([batch["obs"], batch["context"]], -1), batch["action"])[0]
+    stats = named(sac.update(batch))
+    assert stats.q_mean == pytest.approx(q1.mean().item(), abs=1e-6)
+    assert stats.q_std == pytest.approx(q1.std().item(), abs=1e-6)
+    assert stats.finite and (stats.nonfinite_loss, stats.nonfinite_grad, stats.nonfinite_q) == (0, 0, 0)
 
 
-def test_nan_gradient_is_flagged():
+def test_nan_gradient_is_flagged_and_the_guard_off_leaves_flags_zero():
+    hook = lambda n, critic: next(critic.parameters()).grad.fill_(float("nan"))  # noqa: E731
+    guarded, unguarded = make_sac(), SAC(DIMS.policy_in, DIMS.action_dim, with_config(), CPU, seed=7, guard=False)
+    guarded.grad_hook = unguarded.grad_hook = hook
+    assert named(guarded.update(random_batch(seed=6))).nonfinite_grad == 1
+    assert not named(unguarded.update(random_batch(seed=6))).nonfinite_grad
+
+
+def test_learning_rate_and_reward_scale_are_device_tensors():
+    sac, other = make_sac(), make_sac()
+    sac.set_learning_rate(3e-3)
+    sac.reward_scale.fill_(0.5)
+    assert sac.learning_rate() == pytest.approx(3e-3) and float(sac.reward_scale) == 0.5
+    before = params(sac.actor).clone()
+    sac.update(random_batch(seed=1))
+    other.update(random_batch(seed=1))  # lr 1e-3: Adam's first step moves each weight by about lr
+    assert (params(sac.actor) - before).abs().max() > 2e-3 > (params(other.actor) - before).abs().max()
+
+
+def test_summarize_block_sums_counts_keeps_last_gauges_and_the_first_flags():
+    keep = torch.tensor([name in ("policy_clipped", "q_clipped") or name.startswith("nonfinite") for name in STAT_FIELDS])
+    rows = torch.tensor([[1.0] * 12, [2.0] * 12, [3.0] * 12]) * ~keep  # gauges 1, 2, 3; no counts
+    rows[:, stat_index("policy_clipped")] = torch.tensor([1.0, 0.0, 1.0])
+    rows[1, stat_index("nonfinite_grad")] = 1.0  # on the second update
+    rows[0, stat_index("q_mean")] = float("inf")  # a non-finite gauge early in the block stays visible
+    out = summarize_block(rows, keep)
+    stats = UpdateStats.from_vector(out[:-1].tolist(), 3)
+    assert math.isnan(stats.q_mean) and stats.policy_grad_norm == 3.0
+    assert (stats.policy_clipped, stats.nonfinite_grad, stats.nonfinite_loss) == (2, 1, 0)
+    assert out[-1].item() == 1.0  # the first flagged update
+    assert summarize_block(rows[[0, 2]], keep)[-1].item() == -1.0
+
+
+def replay_with_data(device: torch.device, size: int = 200) -> ReplayBuffer:
+    replay = ReplayBuffer(1000, DIMS.obs_dim, DIMS.context_dim, DIMS.action_dim, device, seed=5)
+    replay.add({k: v.to(device) for k, v in random_batch(size=size, seed=42).items()})
+    return replay
+
+
+def test_a_block_samples_on_the_device_and_equals_its_updates_on_the_same_rows():
+    sac, again = make_sac(), make_sac()
+    replay = replay_with_data(CPU)
+    vector, indices = sac.update_block(replay, 4)
+    assert indices.shape == (4, 8) and int(indices.min()) >= 0 and int(indices.max()) < len(replay)
+    assert len(set(indices.reshape(-1).tolist())) > 8  # not one repeated row
+    rows = torch.stack([again.update(replay.gather(index)) for index in indices])
+    assert torch.equal(vector, summarize_block(rows, again.keep))
+    assert torch.equal(params(sac.critic), params(again.critic)) and sac.updates_done == again.updates_done == 4
+
+
+def test_snapshot_restore_reproduces_the_same_update():
     sac = make_sac()
-    sac.grad_hook = lambda n, critic: next(critic.parameters()).grad.fill_(float("nan"))
-    vector = sac.update(random_batch(seed=6))
-    assert vector[10].item() == 1.0  # nonfinite_grad
+    snapshot = sac.device_snapshot()
+    first = sac.update(random_batch(seed=3))
+    after = params(sac.critic).clone()
+    sac.restore_device_snapshot(snapshot)
+    assert sac.updates_done == 0
+    assert torch.equal(sac.update(random_batch(seed=3)), first) and torch.equal(params(sac.critic), after)
+
+
+def test_a_state_round_trip_continues_identically():
+    sac = make_sac()
+    for step in range(3):
+        sac.update(random_batch(seed=step))
+    other = SAC(DIMS.policy_in, DIMS.action_dim, with_config(), CPU, seed=99)
+    other.load_state_dict(sac.state_dict())
+    assert torch.equal(sac.update(random_batch(seed=9)), other.update(random_batch(seed=9)))
+    assert torch.equal(params(sac.critic), params(other.critic)) and other.updates_done == 4
+
+
+def test_a_layout_1_checkpoint_converts_to_the_same_networks_and_moments():
+    saved = torch.load(V1, weights_only=True)
+    config = with_config(hidden_sizes=(8, 8), **{k: v for k, v in saved["config"].items() if k != "hidden_sizes"})
+    sac = SAC(DIMS.policy_in, DIMS.action_dim, config, CPU, seed=0)
+    sac.load_state_dict(saved["sac"])
+    probe = saved["probe"]
+    x = torch.cat([probe["obs"], probe["context"]], -1)
+    with torch.no_grad():
+        assert torch.allclose(sac.critic(x, probe["action"]), saved["q"], atol=1e-6)
+        assert torch.allclose(sac.critic_target(x, probe["action"]), saved["target_q"], atol=1e-6)
+        assert torch.equal(sac.actor.deterministic(x), saved["action"])
+    moments = saved["sac"]["critic_optimizer"]["state"]
+    first_layer = sac.critic_optimizer.state[sac.critic.weights[0]]
+    assert torch.equal(first_layer["exp_avg"], torch.stack([moments[0]["exp_avg"], moments[6]["exp_avg"]]))
+    assert float(first_layer["step"]) == 3.0 and sac.updates_done == 3
+    assert upgrade_state(sac.state_dict())["layout"] == 2  # a layout-2 state passes through
+    assert named(sac.update(random_batch(seed=1))).finite  # and it trains on

@@ -1,0 +1,137 @@
+"""The CUDA-graph wrapper replays the one SAC step: its blocks equal the eager blocks of the same SAC.
+
+Tolerances: statistics rtol 1e-4 / atol 1e-5 elementwise; parameters atol 1e-5 and a
+relative error of the parameter change ``|Δ_graph − Δ_eager| / |Δ_eager|`` ≤ 1e-3 (lr
+1e-4, so a missed or doubled Adam step, which moves every weight by ~1e-4, fails). A
+graph replays the same kernels as the eager step, so the two agree to float32 rounding
+(and bitwise where the kernels are deterministic).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from learner.graph import GraphedBlocks
+from learner.replay import ReplayBuffer
+from learner.sac import MATH, SAC
+from tests.learner.helpers import DIMS, random_batch, with_config
+
+CONFIG = with_config(lr=1e-4, hidden_sizes=(32, 32), batch_size=16, max_grad_norm=5.0, block_updates=4)
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the graphs capture CUDA kernels")
+
+
+def pair(config=CONFIG, compile_math: bool = False) -> tuple[SAC, SAC, GraphedBlocks]:
+    cuda = torch.device("cuda")
+    eager, graphed = (SAC(DIMS.policy_in, DIMS.action_dim, config, cuda, seed=11) for _ in range(2))
+    return eager, graphed, GraphedBlocks(graphed, compile_math=compile_math)
+
+
+def replays(size: int = 200) -> tuple[ReplayBuffer, ReplayBuffer]:
+    """Two replay buffers with the same rows and the same sampling seed."""
+    made = []
+    for _ in range(2):
+        replay = ReplayBuffer(1000, DIMS.obs_dim, DIMS.context_dim, DIMS.action_dim, torch.device("cuda"), seed=5)
+        replay.add({k: v.cuda() for k, v in random_batch(size=size, seed=42).items()})
+        made.append(replay)
+    return made[0], made[1]
+
+
+def networks(sac: SAC) -> torch.Tensor:
+    """Parameters, targets, optimizer moments and log α, flat."""
+    return torch.cat([t.detach().reshape(-1).float().cpu() for t in sac.state_tensors()])
+
+
+def assert_same_run(eager: SAC, graphed: SAC, before: torch.Tensor) -> None:
+    eager_now, graphed_now = networks(eager), networks(graphed)
+    assert torch.allclose(graphed_now, eager_now, rtol=0, atol=1e-5)
+    change = eager_now - before
+    assert change.norm() > 0 and ((graphed_now - before) - change).norm() / change.norm() <= 1e-3
+
+
+def test_graphs_need_a_cuda_device():
+    sac = SAC(DIMS.policy_in, DIMS.action_dim, CONFIG, torch.device("cpu"), seed=0)
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        GraphedBlocks(sac)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("compile_math", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_graphed_blocks_equal_eager_blocks_on_cuda(compile_math):
+    eager, graphed, blocks = pair(compile_math=compile_math)
+    eager_replay, graphed_replay = replays()
+    before = networks(eager)
+    for _ in range(3):
+        a, ia = eager.update_block(eager_replay, 4)
+        b, ib = blocks.update_block(graphed_replay, 4)
+        assert torch.equal(ia, ib)  # the same rows, sampled inside the graph
+        assert torch.allclose(b, a, rtol=1e-4, atol=1e-5), (a, b)
+    assert_same_run(eager, graphed, before)
+    assert blocks.captures == 1 and graphed.updates_done == 12
+    assert (graphed.math is not MATH) == compile_math  # compiled, no fallback
+
+
+@pytest.mark.gpu
+@gpu
+def test_rates_replay_growth_and_restore_need_no_recapture_on_cuda():
+    eager, graphed, blocks = pair()
+    eager_replay, graphed_replay = replays(size=40)
+    blocks.update_block(graphed_replay, 4)
+    eager.update_block(eager_replay, 4)
+    for sac, replay in ((eager, eager_replay), (graphed, graphed_replay)):
+        sac.set_learning_rate(0.0)  # a zero learning rate freezes the online networks inside the graph
+        sac.reward_scale.fill_(2.0)
+        replay.add({k: v.cuda() for k, v in random_batch(size=400, seed=7).items()})  # the buffer grows
+    actor = [p.clone() for p in graphed.actor.parameters()]
+    a, _ = eager.update_block(eager_replay, 4)
+    b, indices = blocks.update_block(graphed_replay, 4)
+    assert torch.allclose(b, a, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(x, y) for x, y in zip(actor, graphed.actor.parameters(), strict=True))
+    assert int(indices.max()) >= 40  # the new rows are sampled by the same graph
+    snapshot, sampling = graphed.device_snapshot(), graphed_replay.generator.get_state()
+    first, _ = blocks.update_block(graphed_replay, 4)
+    graphed.restore_device_snapshot(snapshot)  # a rollback: in place, the graph stays valid
+    graphed_replay.generator.set_state(sampling)
+    again, _ = blocks.update_block(graphed_replay, 4)
+    assert torch.equal(first, again) and blocks.captures == 1 and graphed.updates_done == 12
+
+
+@pytest.mark.gpu
+@gpu
+def test_a_failing_compile_falls_back_to_the_plain_maths_on_cuda():
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    eager, graphed, blocks = pair(compile_math=True)
+    eager_replay, graphed_replay = replays()
+    with pytest.MonkeyPatch.context() as patch:  # as if torch.compile failed to build the maths
+        patch.setattr("learner.graph.compiled_math", lambda: dict(MATH, policy_head=broken))
+        a, _ = eager.update_block(eager_replay, 4)
+        b, _ = blocks.update_block(graphed_replay, 4)
+    assert graphed.math is MATH and blocks.captures == 1
+    assert torch.allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+@gpu
+def test_the_learner_trains_in_the_graph_and_its_guard_finds_a_poisoned_block_on_cuda():
+    from learner.config import ReplayConfig
+    from learner.learner import Learner
+
+    config = dataclasses.replace(CONFIG, fast_path="graph", block_updates=5)
+    learner = Learner(DIMS, config, ReplayConfig(capacity=1000), torch.device("cuda"), seed=3)
+    assert isinstance(learner.blocks, GraphedBlocks)
+    learner.replay.add({k: v.cuda() for k, v in random_batch(size=200, seed=1).items()})
+    clean = learner.update_block(5)
+    assert clean.first_bad_index is None and learner.updates_done == 5 and learner.blocks.captures == 1
+    assert clean.stats.finite
+    snapshot = learner.snapshot()
+    learner.replay.storage["reward"].fill_(float("nan"))  # every batch from now on is poisoned
+    poisoned = learner.update_block(5)
+    assert poisoned.first_bad_index == 0
+    assert poisoned.stats.nonfinite_loss == 1  # the first bad update counted once, not five times
+    learner.restore(snapshot)
+    assert learner.parameters_finite() and learner.updates_done == 5 and learner.blocks.captures == 1
