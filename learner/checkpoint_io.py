@@ -25,7 +25,10 @@ REPLAY_FILE = "replay.pt"
 EXTRA_FILE = "extra.pt"
 POINTER = "last_good.json"
 TMP_PREFIX = ".tmp_"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Manifest format; 2 since the single SAC (its state in layout ``SAC_LAYOUT``). Format-1 checkpoints still load."""
+SAC_LAYOUT = 2
+"""Layout of the SAC state in ``state.pt``: 2 = stacked twin critics; 1 = separate ``q1``/``q2`` networks."""
 
 CRASH_ENV = "DMSAC_CHECKPOINT_CRASH_AT"
 """Environment variable naming a write phase at which the process dies (crash tests)."""

@@ -19,6 +19,7 @@ from learner.checkpoint_io import (
     MANIFEST,
     POINTER,
     REPLAY_FILE,
+    SAC_LAYOUT,
     STATE_FILE,
     Entry,
     list_entries,
@@ -164,4 +165,30 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> LoadedCheckpoint:
     extra = _safe_load(path / EXTRA_FILE, map_location) if EXTRA_FILE in files else None
     if regular and not (tree_is_finite(state) and tree_is_finite(replay)):
         raise CheckpointCorruptError(f"{path}: loaded values are not finite although the manifest says so")
+    if isinstance(state, dict) and "sac" in state.get("learner", {}):
+        state["learner"]["sac"] = upgrade_sac_state(state["learner"]["sac"])
     return LoadedCheckpoint(path, state, replay, manifest, extra)
+
+
+def upgrade_sac_state(state: dict) -> dict:
+    """The one conversion of old checkpoints: a layout-1 SAC state (checkpoint format 1: critics ``q1.*``/``q2.*``
+    and their optimizer's per-network moments) in layout 2 (stacked ``weights.l``/``biases.l`` and moments)."""
+    if state.get("layout", 1) == SAC_LAYOUT:
+        return state
+
+    def stacked(critic: dict) -> dict:
+        linears = sorted({int(key.split(".")[1]) for key in critic if key.startswith("q1.")})  # Sequential indices
+        return {f"{group}.{layer}": torch.stack([critic[f"q{n}.{index}.{kind}"] for n in (1, 2)])
+                for layer, index in enumerate(linears) for kind, group in (("weight", "weights"), ("bias", "biases"))}  # fmt: skip
+
+    moments = state["critic_optimizer"]["state"]
+    per_network = len(moments) // 2  # layout 1 listed q1's parameters, then q2's
+    critic_moments = {
+        j: {"step": moments[j]["step"], **{m: torch.stack([moments[j][m], moments[j + per_network][m]])
+                                           for m in ("exp_avg", "exp_avg_sq")}}
+        for j in range(per_network) if j in moments
+    }  # fmt: skip
+    return {
+        **state, "layout": SAC_LAYOUT, "critic": stacked(state["critic"]), "critic_target": stacked(state["critic_target"]),
+        "critic_optimizer": {"state": critic_moments},
+    }  # fmt: skip

@@ -1,11 +1,8 @@
-"""The learner's fast path on a GPU: ``SAC.sampled_step`` captured once in a CUDA graph and replayed per update.
+"""The fast path on a GPU: ``SAC.sampled_step`` captured once in a CUDA graph and replayed for every update.
 
-A wrapper around the one SAC step, not a second SAC: sampling, gather, update,
-statistics and guard flags all run inside the graph; the learning rate, the reward
-scale and the replay size are device tensors, so remedies, resumes and a growing
-buffer need no re-capture, and a rollback restores the state in place. With
-``compile_math`` the step's pure maths (``SAC.math``) run through ``torch.compile``
-(fused elementwise kernels). A ``grad_hook`` (tests) makes blocks run eagerly.
+A wrapper around the one SAC step, not a second SAC. The learning rate, reward scale
+and replay size are device tensors and a rollback restores state in place, so none of
+them re-captures; ``compile_math`` runs the step's pure maths through ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -20,8 +17,7 @@ from learner.sac import MATH, SAC
 
 log = logging.getLogger(__name__)
 
-WARMUP_STEPS = 3
-"""Eager steps on a side stream before a capture (the state is restored afterwards)."""
+WARMUP_STEPS = 3  # eager steps on a side stream before a capture (the state is restored afterwards)
 _COMPILED: dict[str, Callable] = {}
 
 
@@ -68,9 +64,8 @@ class GraphedBlocks:
         graph = torch.cuda.CUDAGraph()
         for generator in generators:
             graph.register_generator_state(generator)
-        for optimizer in [*sac.optimizers(), getattr(sac.temperature, "optimizer", None)]:
-            if optimizer is not None:
-                optimizer.zero_grad(set_to_none=True)  # gradients are allocated inside the graph's pool
+        for optimizer in sac.optimizers():
+            optimizer.zero_grad(set_to_none=True)  # gradients are allocated inside the graph's pool
         sac.counter.zero_()
         with torch.cuda.graph(graph):
             sac.sampled_step(replay)
@@ -84,19 +79,15 @@ class GraphedBlocks:
         """A few eager steps (they build the compiled kernels); if the compiled maths fail, capture the plain ones."""
         if self.compile_math:
             self.sac.math = compiled_math()
-        try:
-            self._steps(replay)
-            return
-        except Exception as error:
-            if self.sac.math is MATH:
-                raise
-            log.warning("torch.compile of the update maths failed, capturing them uncompiled: %s", error)
-        # Retried outside the handler, so the failed attempt's autograd graph is already freed.
-        self.sac.math = MATH
-        self.sac.restore_device_snapshot(saved)
-        self._steps(replay)
-
-    def _steps(self, replay: ReplayBuffer) -> None:
-        for _ in range(WARMUP_STEPS):
-            self.sac.counter.zero_()
-            self.sac.sampled_step(replay)
+        for attempt in range(2):
+            try:
+                for _ in range(WARMUP_STEPS):
+                    self.sac.counter.zero_()
+                    self.sac.sampled_step(replay)
+                return
+            except Exception as error:
+                if self.sac.math is MATH or attempt:
+                    raise
+                log.warning("torch.compile of the update maths failed, capturing them uncompiled: %s", error)
+            self.sac.math = MATH  # outside the handler: the failed attempt's autograd graph is freed first
+            self.sac.restore_device_snapshot(saved)

@@ -1,8 +1,6 @@
 """SAC losses as small pure functions of tensors, in the stacked form the update runs (hand-checked in tests).
 
-Q values of the twin critics arrive stacked, ``[2, B]``. The update calls these
-functions (or their ``torch.compile``d versions, the same functions) and nothing
-else computes a loss.
+Twin-critic Q values arrive stacked, ``[2, B]``. Nothing else computes a loss (``torch.compile`` compiles these).
 """
 
 from __future__ import annotations

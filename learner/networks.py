@@ -70,12 +70,8 @@ class Actor(nn.Module):
 
 
 class TwinCritic(nn.Module):
-    """Two Q networks ``Q(s, a)`` held as stacked weights and evaluated together: ``[2, B]``.
-
-    Layer ``l`` holds ``weights[l]: [2, out, in]`` and ``biases[l]: [2, out]``, so each
-    layer of both networks is one batched matmul. Initialised as two separate MLPs
-    would be (same values for the same seed). SAC uses the minimum of the two.
-    """
+    """Two Q networks ``Q(s, a)`` → ``[2, B]``: layer ``l`` holds ``weights[l]: [2, out, in]`` and ``biases[l]``,
+    one batched matmul for both; initialised as two separate MLPs would be. SAC uses the minimum of the two."""
 
     def __init__(self, in_dim: int, action_dim: int, hidden_sizes: tuple[int, ...]) -> None:
         super().__init__()

@@ -1,13 +1,9 @@
-"""SAC, defined once: networks, targets, optimizers and temperature of one learner, and its update.
+"""SAC, defined once: networks, targets, optimizers and temperature of one learner, and its update step.
 
-``SAC.step`` is the update: the losses of ``learner/losses.py`` on the twin critics
-stacked (one batched matmul per layer), the policy's two forward passes (next and
-current observations) in one batch, fused Adam with the learning rate as a device
-tensor, Polyak targets, and a statistics vector with device-side non-finite flags;
-it never reads a value back to the host. ``update_block`` samples batches on the
-device and runs ``count`` steps. ``learner/graph.py`` captures ``sampled_step`` in a
-CUDA graph (and ``torch.compile``s the pure maths in ``math``): a wrapper around
-this same step, never a second implementation.
+``step`` runs the losses of ``learner/losses.py`` on the stacked twin critics, the
+policy's two forward passes in one batch, fused Adam with the learning rate as a device
+tensor, Polyak targets and a statistics vector with non-finite flags, without a host
+sync. ``learner/graph.py`` replays ``sampled_step`` as a CUDA graph: the same step.
 """
 
 from __future__ import annotations
@@ -19,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from learner.checkpoint_io import SAC_LAYOUT as LAYOUT
 from learner.config import LearnerConfig
 from learner.losses import actor_loss, critic_loss, polyak_update, soft_q_target
 from learner.networks import Actor, TwinCritic, policy_head
@@ -30,11 +27,8 @@ if TYPE_CHECKING:
     from learner.replay import ReplayBuffer
 
 FLAGS = slice(len(STAT_FIELDS) - len(FLAG_FIELDS), len(STAT_FIELDS))
-LAYOUT = 2
-"""Layout of ``SAC.state_dict`` (1: separate critic networks and their optimizer's per-network state)."""
 INDEX_RANGE = 2**62
-"""Replay indices are ``randint(0, INDEX_RANGE) mod size``: uniform to within 1e-12, and the size is a device
-tensor, so a captured graph samples the whole buffer as it grows."""
+"""Replay indices are ``randint(0, INDEX_RANGE) mod size`` (uniform within 1e-12; size a device tensor)."""
 
 GradHook = Callable[[int, nn.Module], None]
 """Test hook run after the critic backward of update ``n`` (e.g. to inject a NaN gradient); runs eagerly."""
@@ -171,12 +165,9 @@ class SAC:
     def update_block(
         self, replay: ReplayBuffer, count: int, run_step: Callable[[], None] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``count`` updates on batches sampled from ``replay`` on the device; no host sync.
-
-        ``run_step`` runs one ``sampled_step`` (a CUDA-graph replay of it, say). Returns the
-        block's statistics (``summarize_block``) ‖ the index of the first flagged update
-        (-1: none), and the replay rows ``[count, batch]`` each update used.
-        """
+        """``count`` updates on batches sampled on the device (``run_step``: one ``sampled_step``, a CUDA-graph
+        replay of it, say); no host sync. Returns the block's statistics ‖ the index of the first flagged
+        update (-1: none), and the replay rows ``[count, batch]`` each update used."""
         if len(replay) == 0:
             raise ValueError("update_block needs a non-empty replay buffer")
         if count > self.rows.shape[0]:
@@ -198,14 +189,13 @@ class SAC:
 
     # -- snapshots and checkpoints ----------------------------------------------------------------
     def optimizers(self) -> list[torch.optim.Adam]:
-        return [self.actor_optimizer, self.critic_optimizer]
+        return [self.actor_optimizer, self.critic_optimizer, *filter(None, [self.temperature.optimizer])]
 
     def state_tensors(self) -> list[torch.Tensor]:
-        """Every tensor an update changes in place (parameters, targets, optimizer moments and steps, log α)."""
-        tensors = [p.data for p in [*self.actor.parameters(), *self.critic.ordered(), *self.critic_target.ordered()]]
-        for optimizer in self.optimizers():
-            tensors += [t for p in optimizer.param_groups[0]["params"] for t in optimizer.state[p].values()]
-        return tensors + self.temperature.state_tensors()
+        """Every tensor an update changes in place (parameters, targets, log α, optimizer moments and steps)."""
+        params = [*self.actor.parameters(), *self.critic.ordered(), *self.critic_target.ordered()]
+        tensors = [p.data for p in params + self.temperature.parameters()]
+        return tensors + [t for o in self.optimizers() for p in o.param_groups[0]["params"] for t in o.state[p].values()]
 
     def device_snapshot(self) -> dict:
         """A device copy of all mutable state and the noise RNG (no host sync), for rolling a bad block back."""
@@ -224,8 +214,8 @@ class SAC:
         return {
             "layout": LAYOUT,
             "actor": self.actor.state_dict(),
-            "critic": {k: v.clone() for k, v in self.critic.state_dict().items()},
-            "critic_target": {k: v.clone() for k, v in self.critic_target.state_dict().items()},
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
             "actor_optimizer": adam_state(self.actor_optimizer),
             "critic_optimizer": adam_state(self.critic_optimizer),
             "temperature": self.temperature.state_dict(),
@@ -236,13 +226,12 @@ class SAC:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Load in place (captured graphs stay valid); a layout-1 state is converted first."""
-        state = upgrade_state(state)
-        with torch.no_grad():
-            self.actor.load_state_dict(state["actor"])
-            for module, key in ((self.critic, "critic"), (self.critic_target, "critic_target")):
-                for name, tensor in module.state_dict().items():
-                    tensor.copy_(state[key][name])
+        """Load a layout-2 state in place (captured graphs stay valid); ``checkpoint_read.upgrade_sac_state``
+        converts older ones."""
+        if state.get("layout") != LAYOUT:
+            raise ValueError(f"SAC state layout {state.get('layout', 1)}: upgrade it with upgrade_sac_state first")
+        for module in ("actor", "critic", "critic_target"):  # copies into the existing tensors
+            getattr(self, module).load_state_dict(state[module])
         load_adam_state(self.actor_optimizer, state["actor_optimizer"])
         load_adam_state(self.critic_optimizer, state["critic_optimizer"])
         self.temperature.load_state_dict(state["temperature"])
@@ -250,27 +239,3 @@ class SAC:
         self.set_learning_rate(state["learning_rate"])
         self.noise.set_state(state["noise_rng"])
         self.updates_done = int(state["updates_done"])
-
-
-def upgrade_state(state: dict) -> dict:
-    """A layout-1 SAC state (checkpoint format 1: critics ``q1.*``/``q2.*`` and their optimizer's per-network
-    moments) in layout 2 (stacked ``weights.l``/``biases.l`` and stacked moments); a layout-2 state as it is."""
-    if state.get("layout", 1) == LAYOUT:
-        return state
-
-    def stacked(critic: dict) -> dict:
-        linears = sorted({int(key.split(".")[1]) for key in critic if key.startswith("q1.")})  # Sequential indices
-        return {f"{group}.{layer}": torch.stack([critic[f"q{n}.{index}.{kind}"] for n in (1, 2)])
-                for layer, index in enumerate(linears) for kind, group in (("weight", "weights"), ("bias", "biases"))}  # fmt: skip
-
-    moments = state["critic_optimizer"]["state"]
-    per_network = len(moments) // 2  # layout 1 listed q1's parameters, then q2's
-    critic_moments = {
-        j: {"step": moments[j]["step"], **{m: torch.stack([moments[j][m], moments[j + per_network][m]])
-                                           for m in ("exp_avg", "exp_avg_sq")}}
-        for j in range(per_network) if j in moments
-    }  # fmt: skip
-    return {
-        **state, "layout": LAYOUT, "critic": stacked(state["critic"]), "critic_target": stacked(state["critic_target"]),
-        "critic_optimizer": {"state": critic_moments},
-    }  # fmt: skip

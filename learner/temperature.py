@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Protocol
 
 import torch
 
@@ -11,23 +10,9 @@ from learner.losses import temperature_loss
 from learner.optim import adam_state, load_adam_state, make_adam
 
 
-class Temperature(Protocol):
-    def alpha(self) -> torch.Tensor:
-        """Current alpha as a 0-d device tensor (no graph)."""
-        ...
-
-    def update(self, log_prob: torch.Tensor) -> None: ...
-
-    def state_tensors(self) -> list[torch.Tensor]:
-        """Every tensor an update changes in place (for snapshots)."""
-        ...
-
-    def state_dict(self) -> dict: ...
-
-    def load_state_dict(self, state: dict) -> None: ...
-
-
 class FixedTemperature:
+    optimizer = None
+
     def __init__(self, alpha: float, device: torch.device) -> None:
         self._alpha = torch.tensor(alpha, device=device)
 
@@ -35,9 +20,9 @@ class FixedTemperature:
         return self._alpha
 
     def update(self, log_prob: torch.Tensor) -> None:
-        pass
+        """Nothing to learn."""
 
-    def state_tensors(self) -> list[torch.Tensor]:
+    def parameters(self) -> list[torch.Tensor]:
         return []
 
     def state_dict(self) -> dict:
@@ -50,10 +35,8 @@ class FixedTemperature:
 class LearnedTemperature:
     """``log α`` trained so the policy's entropy tracks ``target_entropy``, with the learner's shared ``lr`` tensor.
 
-    The parameter is created on the learner's device before its optimizer: an
-    optimizer built over a CPU tensor that is later moved keeps stepping the
-    stale copy, which froze alpha at 1.0 elsewhere.
-    """
+    Created on the learner's device before its optimizer (one built over a CPU tensor moved later kept stepping
+    the stale copy, which froze alpha at 1.0)."""
 
     def __init__(self, initial_alpha: float, target_entropy: float, lr: torch.Tensor) -> None:
         self.log_alpha = torch.tensor(math.log(initial_alpha), device=lr.device, requires_grad=True)
@@ -68,8 +51,8 @@ class LearnedTemperature:
         temperature_loss(self.log_alpha, log_prob, self.target_entropy).backward()
         self.optimizer.step()
 
-    def state_tensors(self) -> list[torch.Tensor]:
-        return [self.log_alpha.data, *self.optimizer.state[self.log_alpha].values()]
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.log_alpha]
 
     def state_dict(self) -> dict:
         return {"log_alpha": self.log_alpha.detach().clone(), "optimizer": adam_state(self.optimizer)}
@@ -78,6 +61,11 @@ class LearnedTemperature:
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         load_adam_state(self.optimizer, state["optimizer"])
+
+
+Temperature = FixedTemperature | LearnedTemperature
+"""Either strategy: ``alpha()`` (a 0-d device tensor), ``update(log_prob)``, ``parameters()`` and ``optimizer``
+(None when fixed), ``state_dict()`` / ``load_state_dict()``."""
 
 
 def make_temperature(

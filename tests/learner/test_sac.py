@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from learner.checkpoint_read import upgrade_sac_state
 from learner.replay import ReplayBuffer
-from learner.sac import SAC, summarize_block, upgrade_state
+from learner.sac import SAC, summarize_block
 from learner.temperature import LearnedTemperature
 from learner.types import STAT_FIELDS, UpdateStats, stat_index
 from tests.learner.helpers import DIMS, random_batch, with_config
@@ -175,7 +176,9 @@ def test_a_layout_1_checkpoint_converts_to_the_same_networks_and_moments():
     saved = torch.load(V1, weights_only=True)
     config = with_config(hidden_sizes=(8, 8), **{k: v for k, v in saved["config"].items() if k != "hidden_sizes"})
     sac = SAC(DIMS.policy_in, DIMS.action_dim, config, CPU, seed=0)
-    sac.load_state_dict(saved["sac"])
+    with pytest.raises(ValueError, match="layout 1: upgrade it"):
+        sac.load_state_dict(saved["sac"])
+    sac.load_state_dict(upgrade_sac_state(saved["sac"]))
     probe = saved["probe"]
     x = torch.cat([probe["obs"], probe["context"]], -1)
     with torch.no_grad():
@@ -186,5 +189,5 @@ def test_a_layout_1_checkpoint_converts_to_the_same_networks_and_moments():
     first_layer = sac.critic_optimizer.state[sac.critic.weights[0]]
     assert torch.equal(first_layer["exp_avg"], torch.stack([moments[0]["exp_avg"], moments[6]["exp_avg"]]))
     assert float(first_layer["step"]) == 3.0 and sac.updates_done == 3
-    assert upgrade_state(sac.state_dict())["layout"] == 2  # a layout-2 state passes through
+    assert upgrade_sac_state(sac.state_dict())["layout"] == 2  # a layout-2 state passes through
     assert named(sac.update(random_batch(seed=1))).finite  # and it trains on
