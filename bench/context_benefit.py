@@ -42,8 +42,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TORC
 
 import argparse  # noqa: E402
 import concurrent.futures as cf  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import statistics  # noqa: E402
@@ -54,7 +52,8 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.inprocess import ROOT, fmt, hyperparameters, machine, machine_line, plumbing_overrides  # noqa: E402
+from bench.common import ROOT, command_line, fmt, machine, machine_line, write_report  # noqa: E402
+from bench.inprocess import hyperparameters, plumbing_overrides  # noqa: E402
 from bench.plots import save_panels  # noqa: E402
 
 CNN_CHECKPOINT = ROOT / "configs" / "encoders" / "cnn_encoder.pt"
@@ -208,7 +207,7 @@ def header_lines(report: dict) -> list[str]:
     hp, sets = report["hyperparameters"], ", ".join(HPARAMS[report["hparams"]]) or "configs/vehicle.yaml as is"
     return [
         "# Context benefit: SAC on the vehicle task without context, with the pooled and with the CNN encoder", "",
-        f"{machine_line(report['machine'])}; {report['date']}.  ",
+        f"{machine_line(report['machine'])}.  ",
         f"Command: `{report['command']}`", "",
         f"Hyperparameters `{report['hparams']}` ({sets}): lr {hp['lr']:g}, tau {hp['tau']:g}, gamma {hp['gamma']:g}, "
         f"clip {hp['max_grad_norm']:g}, reward scale {hp['reward_scale']:g}, batch {hp['batch_size']}, hidden "
@@ -355,8 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, pid = run_all(jobs, workers, lambda: evaluate_pid(base, args.eval_episodes, args.eval_seed))
     ok = [r for r in runs if "error" not in r]
     report = {
-        "benchmark": "context_benefit", "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python " + " ".join(sys.argv), "machine": machine(), "config": str(args.config),
+        "benchmark": "context_benefit", "command": command_line(), "machine": machine(), "config": str(args.config),
         "hparams": args.hparams, "overrides": args.overrides, "arms": args.arms, "seeds": args.seeds,
         "steps": args.steps, "workers": workers, "episode_steps": base.env.vehicle.episode_steps,
         "eval_episodes": args.eval_episodes, "eval_seed": args.eval_seed,
@@ -366,8 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     written = plot(report, args.out / "context_benefit.png")
     report["plot"] = written.name if written else None
-    (args.out / "context_benefit.json").write_text(json.dumps(report, indent=2, allow_nan=True))
-    (args.out / "context_benefit.md").write_text(markdown(report))
+    write_report(args.out, "context_benefit", report, markdown(report))
     print_summary(report, written, args.out)
     return 0 if len(ok) == len(runs) else 1
 

@@ -17,16 +17,17 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.context import ContextConfig, DynamicsMapContext, PooledEncoder, reconstruct_dense  # noqa: E402
 from actors.context.encoders import CnnEncoder  # noqa: E402
+from bench.common import command_line, machine, machine_line, write_report  # noqa: E402
 
 TARGET_MS = 5.0
 
@@ -128,20 +129,21 @@ def main() -> None:
         "capacity": config.capacity,
         "update_every": config.update_every,
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
+        "machine": machine(),
+        "command": command_line(),
         "low_rank": list(provider.reconstruction.rank),
         "target_ms": TARGET_MS,
         "encoders": rows,
     }
-    write_report(result, Path(args.out))
+    print(markdown(result))
+    write_report(Path(args.out), "context_cost", result, markdown(result))
 
 
-def write_report(result: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "context_cost.json").write_text(json.dumps(result, indent=2) + "\n")
+def markdown(result: dict) -> str:
     lines = [
         f"# Context cost: rebuild + encode, {result['envs']} envs, {result['grid'][0]}x{result['grid'][1]}, 1 thread",
+        "",
+        f"{machine_line(result['machine'])}. Command: `{result['command']}`",
         "",
         "| encoder | median ms | p90 ms | mean ms | target ms | from-scratch reconstruction ms |",
         "|---|---|---|---|---|---|",
@@ -156,8 +158,7 @@ def write_report(result: dict, out: Path) -> None:
             lines.append(
                 f"\n{name} stages (median ms): " + ", ".join(f"{k} {v:.2f}" for k, v in row["stages_median_ms"].items())
             )
-    (out / "context_cost.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -18,18 +18,20 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.context import CnnEncoder, ContextConfig, DynamicsMapContext, PooledEncoder, cell_centers  # noqa: E402
 from actors.context.exploration import ExploringPolicy  # noqa: E402
 from actors.vehicle import VehicleConfig, VehicleVectorEnv, population_mean_map  # noqa: E402
 from actors.vehicle.dynamics_map import dynamics_map  # noqa: E402
 from actors.vehicle.pid import PIDController  # noqa: E402
+from bench.common import command_line, machine, machine_line, write_report  # noqa: E402
 
 TARGET_R2 = 0.7
 
@@ -117,15 +119,18 @@ def main() -> None:
         "target_r2": TARGET_R2,
         "seconds": round(time.perf_counter() - t0, 1),
         "encoders": rows,
+        "machine": machine(),
+        "command": command_line(),
     }
-    write_report(result, Path(args.out))
+    print(markdown(result))
+    write_report(Path(args.out), "context_probe", result, markdown(result))
 
 
-def write_report(result: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "context_probe.json").write_text(json.dumps(result, indent=2) + "\n")
+def markdown(result: dict) -> str:
     lines = [
         f"# Context probe: ridge from end-of-episode context to {result['target']}",
+        "",
+        f"{machine_line(result['machine'])}. Command: `{result['command']}`",
         "",
         f"{result['train_vehicles']} training vehicles, {result['test_vehicles']} held-out vehicles "
         f"(target mean {result['target_mean']:.2f}, std {result['target_std']:.2f}).",
@@ -137,8 +142,7 @@ def write_report(result: dict, out: Path) -> None:
         lines.append(
             f"| {name} | {row['test_r2']:.3f} | {row['train_r2']:.3f} | {row['alpha']:g} | {result['target_r2']} |"
         )
-    (out / "context_probe.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

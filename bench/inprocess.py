@@ -1,21 +1,18 @@
 """In-process SAC training for the learning benchmarks (``soak.py``, ``context_benefit.py``).
 
-The loop is ``cluster.local.run_local``'s (one rollout worker and the learner
-service in this process, no Ray), with a trace the benchmarks need and the
-summary does not keep: one row per fragment with the learner's health over the
-blocks of that fragment (Q mean/std, pre-clip gradient norms, alpha, clip
-counts, NaN counters, reward scale and learning rate in force), the fragment's
-mean unscaled reward per step, and every finished episode. Per-block
-``UpdateStats`` come with each step's ``StepReport``; the Prometheus endpoint is not started.
+The loop is ``cluster.local.steps``, the one ``run_local`` drives: one rollout worker
+and the learner service in this process, no Ray. This module adds the trace the
+benchmarks need and the summary does not keep: one row per fragment with the
+learner's health over the blocks of that fragment (Q mean/std, pre-clip gradient
+norms, alpha, clip counts, NaN counters, reward scale and learning rate in force),
+the fragment's mean unscaled reward per step, and every finished episode. The
+Prometheus endpoint is not started.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import platform
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,24 +23,24 @@ from actors.guards import sanitize_contexts
 from actors.policy import PolicyCopy
 from actors.worker import RolloutWorker
 from cluster.config import Config
-from cluster.factory import make_learner_service, make_worker
+from cluster.factory import make_learner_service
+from cluster.local import Step, start_worker, steps
 from learner.safety import NonFiniteStop
 from learner.service import LearnerService
 from learner.types import UpdateStats, VersionedWeights
 
-ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench")
 NEVER = 10**12
 """``checkpoint.every_env_steps`` beyond any budget: no regular checkpoints during a benchmark run."""
 
 
-def plumbing_overrides(run_dir: str | Path, steps: int, device: str) -> list[str]:
+def plumbing_overrides(run_dir: str | Path, total_env_steps: int, device: str) -> list[str]:
     """Overrides that place the run (in-process, temp dir, loopback metrics, no regular checkpoints); no hyperparameter."""
     return [
         "cluster.mode=local",
         "metrics.port=0",
         "metrics.bind_address=127.0.0.1",
-        f"train.total_env_steps={steps}",
+        f"train.total_env_steps={total_env_steps}",
         f"train.run_dir={run_dir}",
         f"learner.device={device}",
         f"checkpoint.every_env_steps={NEVER}",
@@ -116,45 +113,27 @@ class Totals:
 
 
 class Run:
-    """One in-process training run: ``run_local``'s loop, one fragment per ``step``, traced."""
+    """One in-process training run: ``cluster.local.steps``, traced per fragment."""
 
     def __init__(self, config: Config, label: str) -> None:
         self.config, self.label = config, label
         self.service = make_learner_service(config, serve_metrics=False)
-        self.worker = make_worker(config)
-        self.worker.set_weights(self.service.broadcast())
+        self.worker = start_worker(config, self.service)
         self.result, self.totals = TrainResult(), Totals()
         self.started = time.monotonic()
         self.rollout_s = self.learn_s = 0.0
 
-    def step(self) -> str | None:
-        """Collect one fragment and train what is due; returns why training must stop, else ``None``."""
-        service, config = self.service, self.config
-        warming = service.learner.env_steps < config.train.warmup_steps
-        t0 = time.monotonic()
-        fragment = self.worker.rollout(config.rollout.steps_per_fragment, random_actions=warming)
-        t1 = time.monotonic()
-        self.rollout_s += t1 - t0
-        try:
-            report = service.step(fragment)
-        except NonFiniteStop as err:
-            return f"nonfinite_stop: {err}"
-        except Exception as err:  # noqa: BLE001 - keep the trace so far and report the error
-            log.exception("%s training failed", self.label)
-            return f"error: {type(err).__name__}: {err}"
-        finally:
-            self.learn_s += time.monotonic() - t1
-        if report.weights is not None:
-            self.worker.set_weights(report.weights)
-        blocks = list(report.blocks)
-        self.totals.add(blocks, fragment)
+    def trace(self, step: Step) -> None:
+        self.rollout_s += step.rollout_seconds
+        self.learn_s += step.learner_seconds
+        blocks = list(step.report.blocks)
+        self.totals.add(blocks, step.fragment)
         wall = time.monotonic() - self.started
-        row = trace_row(service, fragment, blocks, warming, wall, self.rollout_s, self.learn_s)
+        row = trace_row(self.service, step.fragment, blocks, step.random_actions, wall, self.rollout_s, self.learn_s)
         self.result.rows.append(row)
-        for episode in fragment.episodes:
+        for episode in step.fragment.episodes:
             self.result.episodes.append({"env_steps": row["env_steps"], "return": episode.episode_return,
                                          "length": episode.length, "mean_abs_speed_error": episode.mean_abs_speed_error})  # fmt: skip
-        return None
 
     def finish(self, stopped: str) -> TrainResult:
         """The final gated weights (the worker's where the gate refuses or training broke) and the summary."""
@@ -169,31 +148,34 @@ def train(config: Config, deadline: float | None = None, label: str = "", log_ev
     """Train until ``train.total_env_steps`` or the wall-clock ``deadline`` (``time.time()``); trace every fragment."""
     run = Run(config, label)
     log.info("%s training on %s: %d env steps", label, run.service.learner.device, config.train.total_env_steps)
+    past_deadline = lambda: deadline is not None and time.time() >= deadline  # noqa: E731
     stopped, last_log = "budget", time.monotonic()
-    while run.service.learner.env_steps < config.train.total_env_steps:
-        if deadline is not None and time.time() >= deadline:
-            stopped = "wall"
-            break
-        failure = run.step()
-        if failure is not None:
-            stopped = failure
-            break
-        if time.monotonic() - last_log >= log_every:
-            last_log = time.monotonic()
-            log.info("%s %s", label, progress_line(run.result.rows[-1]))
+    try:
+        for step in steps(config, run.service, run.worker, past_deadline):
+            run.trace(step)
+            if time.monotonic() - last_log >= log_every:
+                last_log = time.monotonic()
+                log.info("%s %s", label, progress_line(run.result.rows[-1]))
+        stopped = "wall" if past_deadline() else "budget"
+    except NonFiniteStop as err:
+        stopped = f"nonfinite_stop: {err}"
+    except Exception as err:  # noqa: BLE001 - keep the trace so far and report the error
+        log.exception("%s training failed", label)
+        stopped = f"error: {type(err).__name__}: {err}"
     result = run.finish(stopped)
     log.info("%s done (%s): %s", label, stopped, progress_line(result.rows[-1]) if result.rows else "no fragment")
     return result
 
 
 def trace_row(service: LearnerService, fragment, blocks, warming: bool, wall: float, rollout_s: float, learn_s: float):
-    sac, counters = service.learner.sac, service.counters
+    counters = service.all_counters()
+    reward_scale, lr = service.learner.rates()
     return {
         "env_steps": service.learner.env_steps, "updates": service.learner.updates_done, "wall_s": round(wall, 3),
         "rollout_s": round(rollout_s, 3), "learn_s": round(learn_s, 3), "random_actions": warming,
         "reward_per_step": float(np.mean(fragment.reward)), "episodes": len(fragment.episodes),
         "nan_blocks": counters["nan_blocks"], "rollbacks": counters["rollbacks"],
-        "reward_scale": float(sac.reward_scale), "lr": float(sac.learning_rate()), **block_summary(blocks),
+        "reward_scale": reward_scale, "lr": lr, **block_summary(blocks),
     }  # fmt: skip
 
 
@@ -220,8 +202,8 @@ def run_summary(service: LearnerService, totals: Totals, wall: float, rollout_s:
         "env_steps_per_s": progress.env_steps / wall if wall else math.nan,
         "updates_per_s_in_learner": progress.updates / learn_s if learn_s else math.nan,
         "counters": dict(progress.counters), "remedies": dict(progress.remedies),
-        "reward_scale_final": float(service.learner.sac.reward_scale),
-        "lr_final": float(service.learner.sac.learning_rate()),
+        "reward_scale_final": service.learner.rates()[0],
+        "lr_final": service.learner.rates()[1],
         "last_stats": progress.last_stats.as_dict() if progress.last_stats else {},
         **totals.values, **totals.counts,
         "policy_clip_fraction": totals.counts["policy_clipped"] / updates,
@@ -296,69 +278,3 @@ def report_dict(report) -> dict:
         "mean_return": report.mean_return, "std_return": report.std_return,
         "mean_abs_jerk": report.mean_abs_jerk, "mean_abs_action_change": report.mean_abs_action_change,
     }  # fmt: skip
-
-
-# -- report helpers --------------------------------------------------------------------------------
-
-
-def machine() -> dict:
-    """Machine, versions and commit for the report."""
-    import torch
-
-    found = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
-    for name in ("torch", "numpy", "gymnasium"):
-        try:
-            found[name] = __import__(name).__version__
-        except ImportError:
-            found[name] = "missing"
-    found["cuda"] = torch.version.cuda or "-"
-    found["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    found["cpu"] = cpu_model()
-    found["commit"] = git_commit()
-    return found
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if head.returncode != 0:
-        return "unknown"
-    return head.stdout.strip() + (" (+ uncommitted changes)" if dirty.stdout.strip() else "")
-
-
-def machine_line(m: dict) -> str:
-    where = f"{m['gpu']}, " if m["gpu"] != "none" else "no GPU, "
-    return (
-        f"{where}{m['cpus']} CPUs ({m['cpu']}); Python {m['python']}, torch {m['torch']} (CUDA {m['cuda']}), "
-        f"numpy {m['numpy']}, gymnasium {m['gymnasium']}; commit {m['commit']}"
-    )
-
-
-def fmt(value, digits: int = 3) -> str:
-    """Compact number for tables: NaN as 'nan', large values with thousands separators."""
-    if value is None:
-        return "-"
-    if isinstance(value, (bool, int)):
-        return f"{value:,}"
-    if not math.isfinite(value):
-        return str(value)
-    if abs(value) >= 1e3:
-        return f"{value:,.0f}"
-    if abs(value) >= 10**digits:
-        return f"{value:.0f}"
-    return f"{value:.{digits}g}"

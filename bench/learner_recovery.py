@@ -16,10 +16,7 @@ driver's own downtime figure, the step it resumed from, and env steps lost. Writ
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -32,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import ray  # noqa: E402
 
+from bench.common import command_line, machine, machine_line, write_report  # noqa: E402
 from cluster.config import load_config  # noqa: E402
 from cluster.ray_driver import run_ray  # noqa: E402
 
@@ -97,18 +95,14 @@ def main() -> None:
         })  # fmt: skip
     times = [r["first_update_s"] for r in rows if r["first_update_s"] is not None]
     report = {
-        "benchmark": "learner_recovery", "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python " + " ".join(sys.argv), "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
+        "benchmark": "learner_recovery", "command": command_line(), "machine": machine(),
         "device": args.device, "kills": rows, "median_s": statistics.median(times) if times else None,
         "max_s": max(times) if times else None, "env_steps_lost": sum(r["env_steps_lost"] for r in rows),
         "exit_code": summary["exit_code"], "env_steps": summary["env_steps"], "wall_s": round(wall, 1),
         "duplicates": summary["counters"]["fragments_duplicate"], "replay_size": summary["replay_size"],
     }  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "learner_recovery.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
-        "# Learner recovery", "", f"`{report['command']}` on {report['machine']}, {report['date']}.", "",
+        "# Learner recovery", "", f"`{report['command']}` on {machine_line(report['machine'])}.", "",
         f"{len(rows)} kills: kill to the new learner's first update median **{report['median_s']} s**, max "
         f"**{report['max_s']} s**; env steps lost {report['env_steps_lost']}; the run ended with exit "
         f"{report['exit_code']} at {report['env_steps']} env steps, replay {report['replay_size']}, "
@@ -119,7 +113,7 @@ def main() -> None:
         *[f"| {r['at_env_step']} | {r['detection_s']} | {r['first_update_s']} | {r['downtime_s']} "
           f"| {r['resumed_from_step']} | {r['env_steps_lost']} |" for r in rows],
     ]  # fmt: skip
-    (out / "learner_recovery.md").write_text("\n".join(lines) + "\n")
+    write_report(Path(args.out), "learner_recovery", report, "\n".join(lines))
     print("\n".join(lines))
 
 

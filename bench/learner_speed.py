@@ -29,10 +29,8 @@ updates and every timed window ends with a device synchronize.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import platform
 import statistics
 import subprocess
 import sys
@@ -44,6 +42,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import command_line, machine, machine_line, write_report  # noqa: E402
 from learner.config import LearnerConfig  # noqa: E402
 from learner.graph import GraphedBlocks  # noqa: E402
 from learner.replay import ReplayBuffer  # noqa: E402
@@ -235,7 +234,8 @@ def summarize(batch: int, raw: dict) -> dict:
     }
 
 
-def machine() -> dict:
+def gpu_machine() -> dict:
+    """``bench.common.machine`` and what nvidia-smi says of the GPU."""
     try:
         smi = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
@@ -243,18 +243,14 @@ def machine() -> dict:
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         smi = "nvidia-smi unavailable"
-    return {
-        "gpu": torch.cuda.get_device_name(0), "nvidia_smi": smi, "torch": torch.__version__,
-        "cuda": torch.version.cuda, "python": platform.python_version(), "cpus": __import__("os").cpu_count(),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }  # fmt: skip
+    return {**machine(), "nvidia_smi": smi}
 
 
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
         "# Learner update rate (SAC updates/s, one GPU)", "",
-        f"{m['gpu']} ({m['nvidia_smi']}), torch {m['torch']}, CUDA {m['cuda']}, {m['date']}.  ",
+        f"{machine_line(m)}; nvidia-smi: {m['nvidia_smi']}.  ",
         f"Command: `{report['command']}`", "",
         "| batch | variant | updates/s (median) | min..max | x eager_loop |", "|---|---|---|---|---|",
     ]  # fmt: skip
@@ -291,13 +287,12 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("learner_speed needs a CUDA GPU (absolute figures come only from the GPU machine)")
     device = torch.device("cuda")
-    report = {"machine": machine(), "command": "python " + " ".join(sys.argv), "block": BLOCK, "results": []}
+    report = {"machine": gpu_machine(), "command": command_line(), "block": BLOCK, "results": []}
     print(json.dumps(report["machine"]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     for batch in args.batches:
         report["results"].append(summarize(batch, bench_batch(batch, args.variants, args, device)))
-        (args.out / "learner_speed.json").write_text(json.dumps(report, indent=2))  # partial results survive
-        (args.out / "learner_speed.md").write_text(markdown(report))
+        write_report(args.out, "learner_speed", report, markdown(report))  # partial results survive
     print(markdown(report))
 
 

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench.plots when run as a script
+from bench.common import command_line, machine, machine_line, write_report  # noqa: E402
+
 SETTINGS = {"lr": 3e-4, "gamma": 0.99, "tau": 0.005, "batch": 256, "buffer": 100_000, "warmup": 1000, "net": [256, 256]}
 
 
@@ -105,15 +105,13 @@ def sb3_worker(seed: int, steps: int) -> None:
 
 
 def versions() -> dict:
-    found = {"python": platform.python_version()}
-    for name in ("torch", "ray", "gymnasium", "stable_baselines3"):
-        try:
-            found[name] = __import__(name).__version__
-        except ImportError:
-            found[name] = "missing"
-    import torch
-
-    found["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{os.cpu_count()}"
+    """The machine, and the SB3 version beside the others."""
+    found = machine()
+    try:
+        found["stable_baselines3"] = __import__("stable_baselines3").__version__
+    except ImportError:
+        found["stable_baselines3"] = "missing"
+    found["device"] = found["gpu"] if found["gpu"] != "none" else f"cpu x{found['cpus']}"
     return found
 
 
@@ -121,8 +119,8 @@ def markdown(report: dict) -> str:
     v = report["versions"]
     lines = [
         "# End to end on Pendulum-v1: dmsac vs Stable-Baselines3 SAC", "",
-        f"{v['device']}; torch {v['torch']}, Ray {v['ray']}, gymnasium {v['gymnasium']}, SB3 {v['stable_baselines3']}; "
-        f"{report['date']}; {report['steps']} env steps per run, target return {report['target']}.  ",
+        f"{machine_line(v)}; SB3 {v['stable_baselines3']}; {report['steps']} env steps per run, "
+        f"target return {report['target']}.  ",
         f"Command: `{report['command']}`", "",
         "| system | seed | process s | train s | return (last 10 ep.) | steps to target |", "|---|---|---|---|---|---|",
     ]  # fmt: skip
@@ -165,10 +163,9 @@ def main() -> None:
     if args.sb3_worker is not None:
         sb3_worker(args.sb3_worker, args.steps)
         return
-    report = {"versions": versions(), "command": "python " + " ".join(sys.argv), "steps": args.steps,
+    report = {"versions": versions(), "command": command_line(), "steps": args.steps,
               "parallel": args.parallel, "dmsac_set": args.dmsac_set,
-              "target": args.target, "settings": SETTINGS, "runs": [], "summary": {},
-              "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}  # fmt: skip
+              "target": args.target, "settings": SETTINGS, "runs": [], "summary": {}}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
 
     def run(system: str, seed: int) -> dict:
@@ -188,8 +185,7 @@ def main() -> None:
             report["summary"][name] = {
                 k: statistics.fmean(r[k] for r in mine) for k in ("process_s", "train_s", "return")
             }
-        (args.out / "peers_pendulum.json").write_text(json.dumps(report, indent=2))
-        (args.out / "peers_pendulum.md").write_text(markdown(report))
+        write_report(args.out, "peers_pendulum", report, markdown(report))
     plot(report, args.out / "peers_pendulum.png")
     print(markdown(report))
 

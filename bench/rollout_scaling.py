@@ -24,9 +24,6 @@ THREAD_VARS = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_
 os.environ.update(THREAD_VARS)
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -35,6 +32,7 @@ import ray  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.worker import RolloutWorker  # noqa: E402
+from bench.common import command_line, machine, machine_line, write_report  # noqa: E402
 from cluster.config import Config, load_config  # noqa: E402
 from cluster.factory import make_worker  # noqa: E402
 
@@ -120,7 +118,7 @@ def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
         "# Rollout scaling (env steps/s, Ray actors on one machine)", "",
-        f"{m['cpus']} CPUs ({m['platform']}), Ray {m['ray']}, {m['date']}; workload: {report['workload']}.  ",
+        f"{machine_line(m)}; workload: {report['workload']}.  ",
         f"Config: {report['config_note']}.  ", f"Command: `{report['command']}`", "",
         "| actors | env steps/s | per actor | efficiency vs linear |", "|---|---|---|---|",
     ]  # fmt: skip
@@ -149,9 +147,7 @@ def main() -> None:
     workload = (f"env {env_name}, {config.env.num_envs} envs/actor, "
                 f"context {config.context.mode}, {config.rollout.steps_per_fragment} steps/fragment")  # fmt: skip
     report = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "ray": ray.__version__,
-                    "python": platform.python_version(), "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")},
-        "command": "python " + " ".join(sys.argv), "workload": workload, "config_note": note, "results": [],
+        "machine": machine(), "command": command_line(), "workload": workload, "config_note": note, "results": [],
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     for count in args.actors:
@@ -159,8 +155,7 @@ def main() -> None:
         row["efficiency"] = row["rate"] / (count * report["results"][0]["rate"]) if report["results"] else 1.0
         report["results"].append(row)
         print(f"{count:2d} actors: {row['rate']:,.0f} env steps/s, efficiency {row['efficiency']:.0%}", flush=True)
-        (args.out / "rollout_scaling.json").write_text(json.dumps(report, indent=2))
-        (args.out / "rollout_scaling.md").write_text(markdown(report))
+        write_report(args.out, "rollout_scaling", report, markdown(report))
     ray.shutdown()
     print(markdown(report))
 

@@ -31,8 +31,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -40,7 +38,8 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.inprocess import ROOT, fmt, hyperparameters, machine, machine_line, plumbing_overrides, train  # noqa: E402
+from bench.common import ROOT, command_line, fmt, machine, machine_line, write_report  # noqa: E402
+from bench.inprocess import hyperparameters, plumbing_overrides, train  # noqa: E402
 from bench.plots import save_panels  # noqa: E402
 
 MIN_STEPS = 50_000
@@ -109,7 +108,7 @@ def header_lines(report: dict) -> list[str]:
     passed = f": {s['env_steps']:,} env steps, no non-finite block, no rollback, Q extremes under the alert thresholds."
     return [
         "# Soak: SAC on the vehicle environment with the seed's settings", "",
-        f"{machine_line(report['machine'])}; {report['date']}.  ",
+        f"{machine_line(report['machine'])}.  ",
         f"Command: `{report['command']}`", "",
         f"**{report['verdict']}**" + (f": {'; '.join(report['reasons'])}" if report["reasons"] else passed), "",
         f"Settings in force: lr {p['lr']:g}, tau {p['tau']:g}, gamma {p['gamma']:g}, clip {p['max_grad_norm']:g}, "
@@ -212,8 +211,7 @@ def build_report(args: argparse.Namespace, config, plumbing: list[str], result) 
                   "q_reward_bound": config.env.vehicle.reward.clip * params["reward_scale"] / (1 - params["gamma"])}  # fmt: skip
     status, reasons = verdict(result.summary, thresholds)
     return {
-        "benchmark": "soak", "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python " + " ".join(sys.argv), "machine": machine(), "config": str(args.config),
+        "benchmark": "soak", "command": command_line(), "machine": machine(), "config": str(args.config),
         "overrides": {"plumbing": shown, "extra": args.overrides}, "hyperparameters": params,
         "episode_steps": config.env.vehicle.episode_steps,
         "deviations": deviations(params), "thresholds": thresholds, "min_steps": MIN_STEPS,
@@ -239,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     report = build_report(args, config, plumbing, result)
     written = plot(report, args.out / "soak.png")
     report["plot"] = written.name if written else None
-    (args.out / "soak.json").write_text(json.dumps(report, indent=2, allow_nan=True))
-    (args.out / "soak.md").write_text(markdown(report))
+    write_report(args.out, "soak", report, markdown(report))
     s = result.summary
     print(f"soak {report['verdict']}{': ' + '; '.join(report['reasons']) if report['reasons'] else ''}")
     print(f"  env_steps={s['env_steps']:,} updates={s['updates']:,} wall={s['wall_s']:.1f}s "

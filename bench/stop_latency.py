@@ -12,10 +12,7 @@ that every ingested step is in replay. Writes ``bench/results/stop_latency.{json
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import re
 import signal
 import subprocess
@@ -27,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import command_line, machine, machine_line, write_report  # noqa: E402
 from learner.checkpoint import Checkpointer  # noqa: E402
 
 PROGRESS = re.compile(r"env_steps=(\d+) updates=(\d+)")
@@ -72,30 +70,26 @@ def main() -> None:
     parser.add_argument("--after-updates", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--loopback", action="store_true", help="keep Ray on 127.0.0.1 (test machines)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     runs = []
     for i in range(args.runs):
         runs.append(one_run(args.config, args.mode, args.after_updates, args.loopback))
         print(f"run {i + 1}: {runs[-1]}", flush=True)
-    report = {
-        "benchmark": "stop_latency", "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python " + " ".join(sys.argv), "machine": f"{platform.node()} ({os.cpu_count()} CPUs, no GPU)",
-        "runs": runs,
-    }  # fmt: skip
-    out = ROOT / "bench" / "results"
-    (out / "stop_latency.json").write_text(json.dumps(report, indent=2) + "\n")
+    report = {"benchmark": "stop_latency", "command": command_line(), "machine": machine(), "runs": runs}
     rows = "\n".join(
         f"| {r['seconds_to_exit']} | {r['exit_code']} | {r['updates_at_signal']} | {r['stop_requested_at_update']} "
         f"| {r['updates']} | {r['env_steps']} | {r['replay_size']} | {r['final_checkpoint_verifies']} |"
         for r in runs
     )
-    (out / "stop_latency.md").write_text(
-        f"# Ctrl-C to exit\n\n`{report['command']}` on {report['machine']}, {report['date']}.\n\n"
+    out = write_report(
+        Path(args.out), "stop_latency", report,
+        f"# Ctrl-C to exit\n\n`{report['command']}` on {machine_line(report['machine'])}.\n\n"
         "| seconds to exit | exit | updates at the signal (last progress line) | stop requested at update "
         "| updates at exit | env steps | replay | final checkpoint verifies |\n|---|---|---|---|---|---|---|---|\n"
-        f"{rows}\n"
-    )
-    print(f"wrote {out / 'stop_latency.md'}")
+        f"{rows}\n",
+    )  # fmt: skip
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

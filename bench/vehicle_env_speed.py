@@ -18,8 +18,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -28,6 +26,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.vehicle import VehicleConfig, VehicleVectorEnv  # noqa: E402
+from bench.common import command_line, machine, machine_line, write_report  # noqa: E402
 
 TARGET = 100_000
 
@@ -87,14 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         "target_env_steps_per_s": TARGET,
         "meets_target": bool(np.median(rates) >= TARGET),
         "threads": "1 (OMP/OPENBLAS/MKL/NUMEXPR_NUM_THREADS=1), " + pinning,
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus, {platform.node()}".strip(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
+        "machine": machine(),
+        "command": command_line(),
         "load_average": list(os.getloadavg()),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "vehicle_env_speed.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "vehicle_env_speed.md").write_text(markdown(result))
+    write_report(args.out, "vehicle_env_speed", result, markdown(result))
     print(markdown(result))
     return 0 if result["meets_target"] else 1
 
@@ -108,7 +104,8 @@ def markdown(r: dict) -> str:
         ("full reset of all vehicles", f"{1000 * r['full_reset_seconds']:.1f} ms"),
         ("episode resets per repeat (in the timing)", f"{r['resets_per_repeat']}"),
         ("threads", r["threads"]),
-        ("machine", r["machine"]),
+        ("machine", machine_line(r["machine"])),
+        ("command", f"`{r['command']}`"),
         ("load average at the end", ", ".join(f"{x:.2f}" for x in r["load_average"])),
     ]
     lines = ["# Vehicle environment speed (one core)", "", "| measure | value |", "|---|---|"]

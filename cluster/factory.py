@@ -21,8 +21,8 @@ from cluster.runner import make_schedule
 from learner.checkpoint import Checkpointer, NoGoodCheckpointError, checkpoint_root
 from learner.learner import Dimensions, Learner, resolve_device
 from learner.metrics import TARGETS_FILE_NAME, MetricsExporter, target_host, write_file_sd
-from learner.safety import make_nan_response
-from learner.service import LearnerService, Safety
+from learner.safety import Safety, make_nan_response
+from learner.service import LearnerService
 from learner.types import ConfigValueError
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,56 @@
-"""``cluster.mode: local``: one rollout worker and the learner in this process, no Ray."""
+"""``cluster.mode: local``: one rollout worker and the learner in this process, no Ray.
+
+``steps`` is the in-process loop itself, a generator of one ``Step`` per fragment:
+``run_local`` drives it (progress lines, the run record, the final checkpoint) and
+the benchmarks drive the same loop with their own bookkeeping (``bench/inprocess.py``).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
+from actors.worker import RolloutWorker
 from cluster.config import Config
 from cluster.factory import make_learner_service, make_worker
 from cluster.runner import RunRecord, Stopper, format_progress, log, prepare_run_dir, recorded
 from learner.safety import NonFiniteStop
+from learner.service import LearnerService, StepReport
+from learner.types import Fragment
+
+
+@dataclass(frozen=True)
+class Step:
+    """One turn of the in-process loop."""
+
+    fragment: Fragment
+    report: StepReport
+    random_actions: bool
+    """The fragment was collected during the warm-up (uniform random actions)."""
+    rollout_seconds: float
+    learner_seconds: float
+
+
+def steps(config: Config, service: LearnerService, worker: RolloutWorker, stop: Callable[[], bool]) -> Iterator[Step]:
+    """Collect a fragment, let the service ingest and train what is due, hand new weights to the worker; until the
+    step budget is spent or ``stop()``. Errors of the service (``NonFiniteStop``) end the loop where they happen."""
+    while service.learner.env_steps < config.train.total_env_steps and not stop():
+        warming_up = service.learner.env_steps < config.train.warmup_steps
+        started = time.monotonic()
+        fragment = worker.rollout(config.rollout.steps_per_fragment, random_actions=warming_up)
+        collected = time.monotonic()
+        report = service.step(fragment)
+        if report.weights is not None:
+            worker.set_weights(report.weights)
+        yield Step(fragment, report, warming_up, collected - started, time.monotonic() - collected)
+
+
+def start_worker(config: Config, service: LearnerService) -> RolloutWorker:
+    """The worker, on the learner's policy; a resumed run's seed stream is the step it resumes from (new episodes)."""
+    worker = make_worker(config, seed_stream=service.learner.env_steps)
+    worker.set_weights(service.broadcast())
+    return worker
 
 
 def run_local(config: Config, resume: str | None = None, grad_hook=None, stopper: Stopper | None = None) -> dict:
@@ -32,32 +75,20 @@ def run_local(config: Config, resume: str | None = None, grad_hook=None, stopper
             stopper = stopper or Stopper()
             stopper.on_request = service.request_stop  # only sets a flag: safe inside the signal handler
             with stopper:
-                final_checkpoint = train_in_process(config, service, record, stopper)
+                worker = start_worker(config, service)
+                log.info("local run on %s, run dir %s", service.learner.device, run_dir)
+                last_log = time.monotonic()
+                for step in steps(config, service, worker, lambda: stopper.requested):
+                    record.update(step.report.progress)
+                    if time.monotonic() - last_log >= config.train.log_every_seconds:
+                        last_log = time.monotonic()
+                        log.info(format_progress(step.report.progress))
+                final_checkpoint = service.checkpoint(announce=False)
+                record.update(service.progress())
         finally:  # the metrics port is free again for the next run in this process
             service.close()
     log.info(record.done_line(final_checkpoint))
     return record.write(0)
 
 
-def train_in_process(config: Config, service, record: RunRecord, stopper: Stopper):
-    """The loop: one fragment per step until the budget is spent or a stop is requested; the final checkpoint."""
-    # A resumed run's episodes differ from the first run's: its seed stream is the step it resumes from.
-    worker = make_worker(config, seed_stream=service.learner.env_steps)
-    worker.set_weights(service.broadcast())  # actors start from the learner's policy
-    log.info("local run on %s, run dir %s", service.learner.device, record.run_dir)
-    last_log = time.monotonic()
-    while service.learner.env_steps < config.train.total_env_steps and not stopper.requested:
-        warming_up = service.learner.env_steps < config.train.warmup_steps
-        report = service.step(worker.rollout(config.rollout.steps_per_fragment, random_actions=warming_up))
-        if report.weights is not None:
-            worker.set_weights(report.weights)
-        record.update(report.progress)
-        if time.monotonic() - last_log >= config.train.log_every_seconds:
-            last_log = time.monotonic()
-            log.info(format_progress(report.progress))
-    final_checkpoint = service.checkpoint(announce=False)
-    record.update(service.progress())
-    return final_checkpoint
-
-
-__all__ = ["run_local", "NonFiniteStop"]
+__all__ = ["run_local", "steps", "start_worker", "Step", "NonFiniteStop"]

@@ -114,12 +114,11 @@ class Learner:
 
     def set_rates(self, reward_scale: float, lr: float) -> None:
         """The reward scale and learning rate in force (remedies, resume overrides); device tensors, no re-capture."""
-        self.sac.reward_scale.fill_(reward_scale)
-        self.sac.set_learning_rate(lr)
+        self.sac.set_rates(reward_scale, lr)
 
     def rates(self) -> tuple[float, float]:
         """``(reward_scale, lr)`` in force."""
-        return float(self.sac.reward_scale), self.sac.learning_rate()
+        return self.sac.rates_in_force
 
     # -- snapshots and state ---------------------------------------------------------------
     def snapshot(self) -> dict:

@@ -90,6 +90,8 @@ class SAC:
             config.temperature, config.initial_alpha, action_dim, config.target_entropy_scale, self.lr
         )
         self.reward_scale = torch.tensor(config.reward_scale, device=device)
+        self.rates_in_force = (config.reward_scale, config.lr)
+        """``(reward_scale, lr)`` as given: the device tensors hold them rounded to float32."""
         self.noise = torch.Generator(device=device)
         self.noise.manual_seed(seed + 1)
         self.keep = torch.tensor([name in COUNT_FIELDS for name in STAT_FIELDS], device=device)
@@ -181,11 +183,11 @@ class SAC:
         return summarize_block(self.rows[:count], self.keep), self.indices[:count].clone()
 
     # -- rates ----------------------------------------------------------------------------------
-    def set_learning_rate(self, lr: float) -> None:
-        self.lr.fill_(lr)  # every optimizer holds this tensor: no re-capture
-
-    def learning_rate(self) -> float:
-        return float(self.lr)
+    def set_rates(self, reward_scale: float, lr: float) -> None:
+        """Device tensors filled in place (every optimizer holds ``self.lr``): captured graphs stay valid."""
+        self.reward_scale.fill_(reward_scale)
+        self.lr.fill_(lr)
+        self.rates_in_force = (float(reward_scale), float(lr))
 
     # -- snapshots and checkpoints ----------------------------------------------------------------
     def optimizers(self) -> list[torch.optim.Adam]:
@@ -219,8 +221,8 @@ class SAC:
             "actor_optimizer": adam_state(self.actor_optimizer),
             "critic_optimizer": adam_state(self.critic_optimizer),
             "temperature": self.temperature.state_dict(),
-            "reward_scale": float(self.reward_scale),
-            "learning_rate": self.learning_rate(),
+            "reward_scale": self.rates_in_force[0],
+            "learning_rate": self.rates_in_force[1],
             "noise_rng": self.noise.get_state(),
             "updates_done": self.updates_done,
         }
@@ -235,7 +237,6 @@ class SAC:
         load_adam_state(self.actor_optimizer, state["actor_optimizer"])
         load_adam_state(self.critic_optimizer, state["critic_optimizer"])
         self.temperature.load_state_dict(state["temperature"])
-        self.reward_scale.fill_(state["reward_scale"])
-        self.set_learning_rate(state["learning_rate"])
+        self.set_rates(state["reward_scale"], state["learning_rate"])
         self.noise.set_state(state["noise_rng"])
         self.updates_done = int(state["updates_done"])

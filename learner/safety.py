@@ -16,10 +16,17 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import torch
 
 from learner.types import UpdateStats, require
+
+if TYPE_CHECKING:
+    from learner.learner import BlockResult, Learner
 
 log = logging.getLogger(__name__)
 
@@ -221,3 +228,109 @@ def make_nan_response(config: SafetyConfig) -> NanResponse:
 
 class NonFiniteStop(RuntimeError):
     """Training stopped on a non-finite update; the message names the last good checkpoint and resume command."""
+
+
+class Safety:
+    """The service's reactions: to a non-finite block (emergency checkpoint, then a rollback with remedies or a
+    stop) and to the seed's warning signs (log lines; the remedies too, with ``on_warning: remedy``).
+
+    Owns what those reactions remember: the remedies applied, the recent statistics, and their counts.
+    """
+
+    COUNTS = ("nan_blocks", "rollbacks", "warning_remedies")
+
+    def __init__(
+        self, config: SafetyConfig | None = None, response: NanResponse | None = None,
+        resume_command: str = "python -m cluster.train --config CONFIG --resume auto",
+    ) -> None:  # fmt: skip
+        self.config = config or SafetyConfig()
+        self.response = response or Stop()
+        self.resume_command = resume_command
+        self.remedies = Remedies()
+        self.history: deque[dict] = deque(maxlen=self.config.stats_history)
+        self.counts = dict.fromkeys(self.COUNTS, 0)
+        self.watch: WarningWatch | None = None
+
+    def observe(self, stats: UpdateStats, learner: Learner) -> bool:
+        """Record a block's statistics and follow the warning signs; True when the remedies changed the rates."""
+        self.history.append(stats.as_dict())
+        if self.watch is None:
+            thresholds = warning_thresholds(self.config.warnings, learner.config.max_grad_norm)
+            self.watch = WarningWatch(thresholds, self.config.warning_sustain_updates, self.config.warning_log_every_updates)
+        sustained = self.watch.observe(stats, learner.updates_done)
+        if not sustained or self.config.on_warning != "remedy":
+            return False
+        before = learner.rates()
+        if not self.remedy(learner):
+            log.warning("warning signs %s persist; the remedies are spent (limits or floors reached)", ", ".join(sustained))
+            return False
+        self.counts["warning_remedies"] += 1
+        log.warning(
+            "warning signs %s held for %d updates: reward_scale %g -> %g, lr %g -> %g (remedies %s)",
+            ", ".join(sustained), self.config.warning_sustain_updates, before[0], learner.rates()[0], before[1],
+            learner.rates()[1], self.remedies.as_dict(),
+        )  # fmt: skip
+        return True
+
+    def remedy(self, learner: Learner) -> bool:
+        """The seed's remedies within their factors, floors and limits; False when none could apply."""
+        scale, lr, remedies = apply_remedies(self.config, *learner.rates(), self.remedies)
+        changed, self.remedies = remedies != self.remedies, remedies
+        learner.set_rates(scale, lr)
+        return changed
+
+    def recover(
+        self, result: BlockResult, snapshot: dict, learner: Learner,
+        emergency: Callable[[dict, UpdateStats], Path | None], last_good: Path | None,
+    ) -> None:  # fmt: skip
+        """A block with a non-finite update: back to the state before that update, its evidence written
+        (``emergency(extra, stats)``), then a rollback with remedies, or ``NonFiniteStop``."""
+        bad = result.first_bad_index
+        self.counts["nan_blocks"] += 1
+        learner.restore(snapshot)
+        learner.replay_updates(result.batch_indices[:bad])  # the block's good prefix
+        if not learner.parameters_finite():
+            learner.restore(snapshot)  # the prefix did not reproduce finitely: keep the block start
+        log.error("non-finite update %d (block index %d): %s", learner.updates_done, bad, result.stats)
+        batch = learner.replay.gather(result.batch_indices[bad])
+        extra = {
+            "offending_batch": {k: v.detach().cpu() for k, v in batch.items()}, "stats_history": list(self.history),
+            "context_stats": context_statistics(batch), "bad_update": learner.updates_done,
+        }  # fmt: skip
+        written = emergency(extra, result.stats)
+        if not self.response.continues(learner.updates_done):
+            raise NonFiniteStop(self.stop_message(written, last_good))
+        self.counts["rollbacks"] += 1
+        self.remedy(learner)
+        scale, lr = learner.rates()
+        log.warning("rolled back to update %d; reward_scale=%g lr=%g (remedies %s)", learner.updates_done, scale, lr,
+                    self.remedies.as_dict())  # fmt: skip
+
+    def stop_message(self, emergency: Path | None, last_good: Path | None) -> str:
+        saved = f"; emergency checkpoint: {emergency}" if emergency else ""
+        if last_good is None:  # --resume auto would have nothing to load
+            return f"training stopped on a non-finite update (no good checkpoint was written yet{saved}); start afresh"
+        return (
+            f"training stopped on a non-finite update (last good checkpoint: {last_good}{saved}). "
+            f"Resume with: {self.resume_command}"
+        )
+
+    def load(self, remedies: dict, counters: dict) -> None:
+        """What a checkpoint recorded: the remedies applied and the counts."""
+        self.remedies = Remedies(**remedies)
+        self.counts.update({k: int(v) for k, v in counters.items() if k in self.counts})
+
+
+@torch.no_grad()
+def context_statistics(batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Summary of the batch's contexts for an emergency checkpoint (NaN-aware)."""
+    stats: dict[str, float] = {}
+    for name in ("context", "next_context"):
+        values = batch[name].float()
+        if values.numel() == 0:
+            continue
+        finite = values[torch.isfinite(values)]
+        stats[f"{name}_nonfinite"] = float((~torch.isfinite(values)).sum())
+        stats[f"{name}_abs_max"] = float(finite.abs().max()) if finite.numel() else float("nan")
+        stats[f"{name}_mean"] = float(finite.mean()) if finite.numel() else float("nan")
+    return stats

@@ -15,21 +15,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from learner.checkpoint import Checkpointer, NonFiniteCheckpointError
-from learner.learner import BlockResult, Learner
+from learner.learner import Learner
 from learner.metrics import MetricsExporter
-from learner.safety import (
-    NanResponse,
-    NonFiniteStop,
-    Remedies,
-    SafetyConfig,
-    Stop,
-    WarningWatch,
-    apply_remedies,
-    warning_thresholds,
-)
+from learner.safety import Safety
 from learner.types import CONTEXT_FALLBACK_REASONS, REJECTED_TRANSITION_REASONS, Fragment, UpdateStats, VersionedWeights
 
 log = logging.getLogger(__name__)
@@ -52,15 +41,6 @@ class Schedule:
         if env_steps < self.warmup_steps or replay_size < self.batch_size:
             return 0
         return max(0, int((env_steps - self.warmup_steps) * self.update_to_data) - updates_done)
-
-
-@dataclass(frozen=True)
-class Safety:
-    """How the service reacts to a non-finite update."""
-
-    config: SafetyConfig = field(default_factory=SafetyConfig)
-    response: NanResponse = field(default_factory=Stop)
-    resume_command: str = "python -m cluster.train --config CONFIG --resume auto"
 
 
 @dataclass(frozen=True)
@@ -88,11 +68,9 @@ class Progress:
     """``updates`` when a stop was requested (no block starts after it), else None."""
 
 
-COUNTERS = (
-    "weights_rejected", "fragments_duplicate", "nan_blocks", "rollbacks", "checkpoints", "warning_remedies",
-    "episodes_cut_short", "learner_restarts",
-)  # fmt: skip
-"""The service's run counters (saved in checkpoints, carried on by a resume, written to ``final_stats.json``)."""
+COUNTERS = ("weights_rejected", "fragments_duplicate", "checkpoints", "episodes_cut_short", "learner_restarts")
+"""The service's run counters (with ``Safety.COUNTS``: saved in checkpoints, carried on by a resume, written to
+``final_stats.json``)."""
 
 
 @dataclass(frozen=True)
@@ -123,23 +101,15 @@ class LearnerService:
         self.schedule = schedule
         self.safety = safety or Safety()
         self.checkpointer = checkpointer
-        self.metrics = metrics
+        self.metrics = metrics or MetricsExporter()  # without a server: nothing serves it, nothing to check for
         self.checkpoint_meta = checkpoint_meta or {}
         self.returns: deque[float] = deque(maxlen=episode_window)
-        self.history: deque[dict] = deque(maxlen=self.safety.config.stats_history)
         self.episodes = 0
         self.last_stats: UpdateStats | None = None
         self._step_blocks: list[UpdateStats] = []  # the last train() call's, for its StepReport
-        self.remedies = Remedies()
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.rejected = dict.fromkeys(REJECTED_TRANSITION_REASONS, 0)
         self.fallbacks = dict.fromkeys(CONTEXT_FALLBACK_REASONS, 0)
-        config = self.safety.config
-        self.warnings = WarningWatch(
-            warning_thresholds(config.warnings, learner.config.max_grad_norm),
-            config.warning_sustain_updates,
-            config.warning_log_every_updates,
-        )
         self._stop = threading.Event()
         self.stop_requested_at_update: int | None = None
         self.policy_lag = 0
@@ -178,8 +148,7 @@ class LearnerService:
         inserted = self.learner.ingest(fragment)
         if inserted < 0:
             self.counters["fragments_duplicate"] += 1
-            if self.metrics is not None:
-                self.metrics.fragment_duplicate()
+            self.metrics.fragment_duplicate()
             return 0
         whole = [episode for episode in fragment.episodes if not episode.cut_short]
         self.returns.extend(episode.episode_return for episode in whole)  # a cut-short return is partial
@@ -188,10 +157,9 @@ class LearnerService:
         for total, counts in ((self.rejected, fragment.rejected), (self.fallbacks, fragment.context_fallbacks)):
             for reason, count in counts.items():
                 total[reason] = total.get(reason, 0) + count
-        if self.metrics is not None:
-            self.metrics.record_fragment(fragment, self.learner.weights_version)
-            self.metrics.set_episode_return(self.returns)
-            self.metrics.set_replay_size(len(self.learner.replay))
+        self.metrics.record_fragment(fragment, self.learner.weights_version)
+        self.metrics.set_episode_return(self.returns)
+        self.metrics.set_replay_size(len(self.learner.replay))
         return inserted
 
     def train(self, max_updates: int | None = None) -> VersionedWeights | None:
@@ -213,7 +181,10 @@ class LearnerService:
             done_here += count
             self.record(result.stats)
             if result.first_bad_index is not None:
-                self.on_nonfinite(result, snapshot)
+                last_good = self.checkpointer.latest_good() if self.checkpointer else None
+                self.safety.recover(result, snapshot, learner, self.write_emergency, last_good)
+                self.metrics.rollback()
+                self.publish_in_force()
         if learner.updates_done - self._updates_at_broadcast >= self.schedule.broadcast_every:
             return self.broadcast()
         return None
@@ -221,85 +192,20 @@ class LearnerService:
     def record(self, stats: UpdateStats) -> None:
         self.last_stats = stats
         self._step_blocks.append(stats)
-        self.history.append(stats.as_dict())
-        if self.metrics is not None:
-            self.metrics.record_update_stats(stats)
-        sustained = self.warnings.observe(stats, self.learner.updates_done)
-        if sustained and self.safety.config.on_warning == "remedy":
-            self.remedy_warning(sustained)
+        self.metrics.record_update_stats(stats)
+        if self.safety.observe(stats, self.learner):  # a warning sign's remedies changed the rates
+            self.publish_in_force()
 
-    def remedy_warning(self, signs: list[str]) -> None:
-        """A warning sign held for ``warning_sustain_updates``: the seed's remedies, as after a rollback."""
-        before = self.learner.rates()
-        scale, lr, remedies = apply_remedies(self.safety.config, *before, self.remedies)
-        if remedies == self.remedies:
-            log.warning("warning signs %s persist; the remedies are spent (limits or floors reached)", ", ".join(signs))
-            return
-        self.remedies = remedies
-        self.counters["warning_remedies"] += 1
-        self.learner.set_rates(scale, lr)
-        log.warning(
-            "warning signs %s held for %d updates: reward_scale %g -> %g, lr %g -> %g (remedies %s)",
-            ", ".join(signs), self.safety.config.warning_sustain_updates, before[0], scale, before[1], lr,
-            remedies.as_dict(),
-        )  # fmt: skip
-        self.publish_in_force()
-
-    # -- NaN safety ----------------------------------------------------------------------------
-    def on_nonfinite(self, result: BlockResult, snapshot: dict) -> None:
-        """Emergency checkpoint of the state before the bad update, then roll back (with remedies) or stop."""
-        learner, bad = self.learner, result.first_bad_index
-        assert bad is not None
-        self.counters["nan_blocks"] += 1
-        learner.restore(snapshot)
-        learner.replay_updates(result.batch_indices[:bad])  # the block's good prefix
-        if not learner.parameters_finite():
-            learner.restore(snapshot)  # the prefix did not reproduce finitely: keep the block start
-        log.error("non-finite update %d (block index %d): %s", learner.updates_done, bad, result.stats)
-        emergency = self.write_emergency(result, bad)
-        if not self.safety.response.continues(learner.updates_done):
-            raise NonFiniteStop(self.stop_message(emergency))
-        self.counters["rollbacks"] += 1
-        scale, lr, self.remedies = apply_remedies(self.safety.config, *learner.rates(), self.remedies)
-        learner.set_rates(scale, lr)
-        log.warning(
-            "rolled back to update %d; reward_scale=%g lr=%g (remedies %s)",
-            learner.updates_done,
-            scale,
-            lr,
-            self.remedies.as_dict(),
-        )
-        if self.metrics is not None:
-            self.metrics.rollback()
-        self.publish_in_force()
-
-    def write_emergency(self, result: BlockResult, bad: int) -> Path | None:
+    def write_emergency(self, extra: dict, stats: UpdateStats) -> Path | None:
+        """The state before the bad update and the evidence ``Safety.recover`` gathered."""
         if self.checkpointer is None:
             return None
-        batch = self.learner.replay.gather(result.batch_indices[bad])
-        extra = {
-            "offending_batch": {k: v.detach().cpu() for k, v in batch.items()},
-            "stats_history": list(self.history),
-            "context_stats": context_statistics(batch),
-            "bad_update": self.learner.updates_done,
-        }
-        meta = {**self.checkpoint_meta, "remedies": self.remedies.as_dict(), "metrics": result.stats.as_dict()}
+        meta = {**self.checkpoint_meta, "remedies": self.safety.remedies.as_dict(), "metrics": stats.as_dict()}
         return self.checkpointer.save_emergency(self.learner.env_steps, self.full_state(), extra, meta=meta)
 
     def close(self) -> None:
         """Stop serving metrics (an in-process run frees its port for the next one)."""
-        if self.metrics is not None:
-            self.metrics.stop()
-
-    def stop_message(self, emergency: Path | None) -> str:
-        last_good = self.checkpointer.latest_good() if self.checkpointer else None
-        saved = f"; emergency checkpoint: {emergency}" if emergency else ""
-        if last_good is None:  # --resume auto would have nothing to load
-            return f"training stopped on a non-finite update (no good checkpoint was written yet{saved}); start afresh"
-        return (
-            f"training stopped on a non-finite update (last good checkpoint: {last_good}{saved}). "
-            f"Resume with: {self.safety.resume_command}"
-        )
+        self.metrics.stop()
 
     # -- checkpoints -----------------------------------------------------------------------------
     def checkpoint_due(self) -> bool:
@@ -317,12 +223,11 @@ class LearnerService:
             return None
         if not self.learner.parameters_finite():
             log.error("parameters are non-finite at step %d: checkpoint refused", self.learner.env_steps)
-            if self.metrics is not None:
-                self.metrics.nan_event("params")
+            self.metrics.nan_event("params")
             return None
         step = self.learner.env_steps
         replay = self.learner.replay.state_dict() if self.checkpoint_meta.get("save_replay", True) else None
-        meta = {**self.checkpoint_meta, "remedies": self.remedies.as_dict(), "metrics": self.metrics_summary()}
+        meta = {**self.checkpoint_meta, "remedies": self.safety.remedies.as_dict(), "metrics": self.metrics_summary()}
         try:
             path = self.checkpointer.save(
                 step, self.full_state(), replay, self.checkpoint_meta.get("config_hash", ""), meta
@@ -332,9 +237,8 @@ class LearnerService:
             return None
         self.last_checkpoint_step = step
         self.counters["checkpoints"] += 1
-        if self.metrics is not None:
-            self.metrics.set_checkpoint(step)
-            self.metrics.set_last_good(step)
+        self.metrics.set_checkpoint(step)
+        self.metrics.set_last_good(step)
         if announce:
             log.info("checkpoint %s", path)
         return path
@@ -345,10 +249,10 @@ class LearnerService:
             "service": {
                 "returns": list(self.returns),
                 "episodes": self.episodes,
-                "counters": dict(self.counters),
+                "counters": self.all_counters(),
                 "transitions_rejected": dict(self.rejected),
                 "context_fallbacks": dict(self.fallbacks),
-                "remedies": self.remedies.as_dict(),
+                "remedies": self.safety.remedies.as_dict(),
                 "updates_at_broadcast": self._updates_at_broadcast,
                 "last_checkpoint_step": self.learner.env_steps,
             },
@@ -363,16 +267,15 @@ class LearnerService:
         service = state["service"]
         self.returns.extend(service["returns"])
         self.episodes = int(service["episodes"])
-        self.counters.update(service["counters"])
+        self.counters.update({k: v for k, v in service["counters"].items() if k in self.counters})
         self.rejected.update(service.get("transitions_rejected", {}))
         self.fallbacks.update(service.get("context_fallbacks", {}))
-        self.remedies = Remedies(**service["remedies"])
+        self.safety.load(service["remedies"], service["counters"])
         self._updates_at_broadcast = int(service["updates_at_broadcast"])
         self.last_checkpoint_step = int(service["last_checkpoint_step"])
         if not self.learner.parameters_finite():
             raise NonFiniteCheckpointError("restored parameters are non-finite")
-        if self.metrics is not None:  # the one counter a restart carries on (DmsacLearnerRestarted compares it)
-            self.metrics.learner_restarted(self.counters["learner_restarts"])
+        self.metrics.learner_restarted(self.counters["learner_restarts"])  # carried on: DmsacLearnerRestarted
         self.publish_in_force()
 
     def metrics_summary(self) -> dict:
@@ -386,17 +289,14 @@ class LearnerService:
         weights, verdict = self.learner.publish()
         if weights is None:
             self.counters["weights_rejected"] += 1
-            if self.metrics is not None:
-                self.metrics.weights_rejected(verdict.reason)
-                if verdict.reason in ("nonfinite", "probe"):
-                    self.metrics.nan_event("weights")
-        elif self.metrics is not None:
+            self.metrics.weights_rejected(verdict.reason)
+            if verdict.reason in ("nonfinite", "probe"):
+                self.metrics.nan_event("weights")
+        else:
             self.metrics.set_weights_version(weights.version)
         return weights
 
     def publish_in_force(self) -> None:
-        if self.metrics is None:
-            return
         scale, lr = self.learner.rates()
         self.metrics.set_in_force(scale, {"policy": lr, "q": lr}, self.learner.config.max_grad_norm)
 
@@ -404,14 +304,15 @@ class LearnerService:
         """This learner replaces ``restarts`` that died: count them on, and publish versions above ``weights_floor``."""
         self.counters["learner_restarts"] = max(self.counters["learner_restarts"], restarts)
         self.learner.weights_version = max(self.learner.weights_version, weights_floor)
-        if self.metrics is not None:
-            self.metrics.learner_restarted(self.counters["learner_restarts"])
+        self.metrics.learner_restarted(self.counters["learner_restarts"])
 
     def report_fleet(self, alive: int, new_restarts: int) -> None:
-        if self.metrics is not None:
-            self.metrics.set_actors(alive)
-            if new_restarts:
-                self.metrics.actor_restarted(new_restarts)
+        self.metrics.set_actors(alive)
+        if new_restarts:
+            self.metrics.actor_restarted(new_restarts)
+
+    def all_counters(self) -> dict[str, int]:
+        return {**self.counters, **self.safety.counts}
 
     def progress(self) -> Progress:
         now, updates = time.monotonic(), self.learner.updates_done
@@ -433,8 +334,8 @@ class LearnerService:
             policy_lag=self.policy_lag,
             last_checkpoint_step=self.last_checkpoint_step,
             last_stats=self.last_stats,
-            counters=dict(self.counters),
-            remedies=self.remedies.as_dict(),
+            counters=self.all_counters(),
+            remedies=self.safety.remedies.as_dict(),
             transitions_rejected=dict(self.rejected),
             context_fallbacks=dict(self.fallbacks),
             stop_requested_at_update=self.stop_requested_at_update,
@@ -444,18 +345,3 @@ class LearnerService:
 def mean_or_none(values) -> float | None:
     values = list(values)
     return sum(values) / len(values) if values else None
-
-
-@torch.no_grad()
-def context_statistics(batch: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Summary of the batch's contexts for an emergency checkpoint (NaN-aware)."""
-    stats: dict[str, float] = {}
-    for name in ("context", "next_context"):
-        values = batch[name].float()
-        if values.numel() == 0:
-            continue
-        finite = values[torch.isfinite(values)]
-        stats[f"{name}_nonfinite"] = float((~torch.isfinite(values)).sum())
-        stats[f"{name}_abs_max"] = float(finite.abs().max()) if finite.numel() else float("nan")
-        stats[f"{name}_mean"] = float(finite.mean()) if finite.numel() else float("nan")
-    return stats

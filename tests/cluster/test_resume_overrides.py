@@ -20,8 +20,7 @@ def remedied_checkpoint(tmp_path) -> None:
     config = smoke(tmp_path)
     service = make_learner_service(config, serve_metrics=False)
     service.ingest(make_worker(config).rollout(20, random_actions=True))
-    service.learner.sac.reward_scale.fill_(config.learner.reward_scale * 0.1)
-    service.learner.sac.set_learning_rate(config.learner.lr * 0.1)
+    service.learner.set_rates(config.learner.reward_scale * 0.1, config.learner.lr * 0.1)
     assert service.checkpoint() is not None
 
 
@@ -29,16 +28,14 @@ def test_resume_keeps_the_values_in_force(tmp_path):
     remedied_checkpoint(tmp_path)
     config = smoke(tmp_path)
     sac = make_learner_service(config, resume="auto", serve_metrics=False).learner.sac
-    assert float(sac.reward_scale) == pytest.approx(config.learner.reward_scale * 0.1)
-    assert sac.learning_rate() == pytest.approx(config.learner.lr * 0.1)
+    assert sac.rates_in_force == (config.learner.reward_scale * 0.1, config.learner.lr * 0.1)
 
 
 def test_explicit_new_values_win_over_the_checkpoint(tmp_path):
     remedied_checkpoint(tmp_path)
     config = smoke(tmp_path, "learner.reward_scale=0.0005", "learner.lr=1e-5")
     service = make_learner_service(config, resume="auto", serve_metrics=False)
-    assert float(service.learner.sac.reward_scale) == pytest.approx(0.0005)
-    assert service.learner.sac.learning_rate() == pytest.approx(1e-5)
+    assert service.learner.rates() == (0.0005, 1e-5)
     assert service.learner.env_steps == 20 * config.env.num_envs  # and the rest of the state was resumed
 
 

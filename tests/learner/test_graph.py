@@ -82,8 +82,7 @@ def test_rates_replay_growth_and_restore_need_no_recapture_on_cuda():
     blocks.update_block(graphed_replay, 4)
     eager.update_block(eager_replay, 4)
     for sac, replay in ((eager, eager_replay), (graphed, graphed_replay)):
-        sac.set_learning_rate(0.0)  # a zero learning rate freezes the online networks inside the graph
-        sac.reward_scale.fill_(2.0)
+        sac.set_rates(2.0, 0.0)  # a zero learning rate freezes the online networks inside the graph
         replay.add({k: v.cuda() for k, v in random_batch(size=400, seed=7).items()})  # the buffer grows
     actor = [p.clone() for p in graphed.actor.parameters()]
     a, _ = eager.update_block(eager_replay, 4)

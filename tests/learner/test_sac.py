@@ -112,9 +112,9 @@ def test_nan_gradient_is_flagged_and_the_guard_off_leaves_flags_zero():
 
 def test_learning_rate_and_reward_scale_are_device_tensors():
     sac, other = make_sac(), make_sac()
-    sac.set_learning_rate(3e-3)
-    sac.reward_scale.fill_(0.5)
-    assert sac.learning_rate() == pytest.approx(3e-3) and float(sac.reward_scale) == 0.5
+    sac.set_rates(0.5, 3e-3)
+    assert sac.rates_in_force == (0.5, 3e-3)  # as given, not rounded to float32
+    assert float(sac.lr) == pytest.approx(3e-3) and float(sac.reward_scale) == 0.5
     before = params(sac.actor).clone()
     sac.update(random_batch(seed=1))
     other.update(random_batch(seed=1))  # lr 1e-3: Adam's first step moves each weight by about lr

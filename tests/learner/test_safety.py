@@ -14,6 +14,7 @@ from learner.safety import (
     Remedies,
     RollbackLimiter,
     RollbackToLastGood,
+    Safety,
     SafetyConfig,
     Stop,
     WarningSignsConfig,
@@ -22,7 +23,7 @@ from learner.safety import (
     signs_holding,
     warning_thresholds,
 )
-from learner.service import LearnerService, Safety, Schedule
+from learner.service import LearnerService, Schedule
 from learner.types import UpdateStats
 from tests.learner.helpers import make_fragment, make_learner
 
@@ -50,7 +51,7 @@ DEFAULT_SAFETY = SafetyConfig()
 
 def make_service(tmp_path, response, config=DEFAULT_SAFETY, metrics=None, reward_scale=1.0):
     learner = make_learner()
-    learner.sac.reward_scale.fill_(reward_scale)
+    learner.set_rates(reward_scale, learner.rates()[1])
     checkpointer = Checkpointer(tmp_path / "ckpt", keep_last=2)
     safety = Safety(config, response, "python -m cluster.train --config run/config.yaml --resume auto")
     return LearnerService(learner, SCHEDULE, safety=safety, checkpointer=checkpointer, metrics=metrics)
@@ -86,18 +87,17 @@ def test_nan_at_update_k_is_caught_checkpointed_rolled_back_and_remedied(tmp_pat
     exporter = MetricsExporter()
     service = make_service(tmp_path, RollbackToLastGood(SafetyConfig()), metrics=exporter, reward_scale=1e-3)
     service.learner.sac.grad_hook = one_shot_nan_at(7)
-    lr_before = service.learner.sac.learning_rate()
+    lr_before = service.learner.rates()[1]
     published = []
     for seq in range(1, 4):  # 16 transitions each: 48 updates due in total
         weights = service.step(make_fragment(steps=8, envs=2, seq=seq, seed=seq)).weights
         published += [weights] if weights is not None else []
     learner = service.learner
     assert learner.updates_done == 48 and learner.parameters_finite()
-    assert service.counters["nan_blocks"] == 1 and service.counters["rollbacks"] == 1
+    assert service.safety.counts["nan_blocks"] == 1 and service.safety.counts["rollbacks"] == 1
     # the seed's remedies, applied once
-    assert float(learner.sac.reward_scale) == pytest.approx(1e-4)
-    assert learner.sac.learning_rate() == pytest.approx(lr_before * 0.1)
-    assert service.remedies == Remedies(1, 1)
+    assert learner.rates() == pytest.approx((1e-4, lr_before * 0.1))
+    assert service.safety.remedies == Remedies(1, 1)
     # no non-finite tensor was ever published
     assert published and all(all(torch.isfinite(t).all() for t in w.tensors.values()) for w in published)
     # emergency checkpoint: the state before update 7 and the offending batch
@@ -123,7 +123,7 @@ def test_rollback_restores_the_exact_state_before_the_bad_update(tmp_path):
         service.train(max_updates=7)
     expected = [p.clone() for p in reference.learner.sac.critic.parameters()]
     faulty.train(max_updates=5)  # update 7 (the first of this block) is bad
-    assert faulty.counters["rollbacks"] == 1 and faulty.learner.updates_done == 7
+    assert faulty.safety.counts["rollbacks"] == 1 and faulty.learner.updates_done == 7
     restored = list(faulty.learner.sac.critic.parameters())
     assert all(torch.equal(a, b) for a, b in zip(expected, restored, strict=True))
 
@@ -148,7 +148,7 @@ def test_rollback_loop_turns_into_a_stop(tmp_path):
     service.learner.sac.grad_hook = lambda n, critic: next(critic.parameters()).grad.fill_(float("nan"))
     with pytest.raises(NonFiniteStop):
         service.train(max_updates=20)
-    assert service.counters["rollbacks"] == 1
+    assert service.safety.counts["rollbacks"] == 1
 
 
 def test_non_finite_parameters_are_never_checkpointed_as_good(tmp_path):
@@ -238,12 +238,12 @@ def test_a_sustained_warning_sign_applies_the_seed_remedies_with_on_warning_reme
     """The incident's shape: rewards far too large for the reward scale (×10⁶): gradient norms explode first."""
     config = dataclasses.replace(DEFAULT_SAFETY, on_warning="remedy", warning_sustain_updates=10)
     service = make_service(tmp_path, Stop(), config=config, reward_scale=1e6)
-    lr = service.learner.sac.learning_rate()
+    lr = service.learner.rates()[1]
     with caplog.at_level("WARNING"):
         for seq in range(1, 4):  # 16 updates a step in blocks of 5, 5, 5, 1
             service.step(make_fragment(steps=8, envs=2, seq=seq, seed=seq))
-    assert service.counters["warning_remedies"] == 2  # at most 2 of each remedy (SafetyConfig's limits)
-    assert service.remedies == Remedies(2, 2)
+    assert service.safety.counts["warning_remedies"] == 2  # at most 2 of each remedy (SafetyConfig's limits)
+    assert service.safety.remedies == Remedies(2, 2)
     assert service.learner.rates() == (pytest.approx(1e4), pytest.approx(lr * 0.01))
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("warning sign: q_grad_norm=") for m in messages)
@@ -255,5 +255,5 @@ def test_on_warning_log_only_logs(tmp_path, caplog):
     service = make_service(tmp_path, Stop(), reward_scale=1e6)
     with caplog.at_level("WARNING"):
         service.step(make_fragment(steps=8, envs=2, seq=1))
-    assert service.counters["warning_remedies"] == 0 and service.learner.rates()[0] == 1e6
+    assert service.safety.counts["warning_remedies"] == 0 and service.learner.rates()[0] == 1e6
     assert any(r.getMessage().startswith("warning sign: q_grad_norm=") for r in caplog.records)
