@@ -13,17 +13,17 @@ every ``>`` comparison false (``x != x``).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import Field
 
 from cluster.rendered import write_or_check
 from learner.safety import warning_thresholds
-from learner.types import STATS, require
+from learner.types import STATS, config_section, text_matching
 
 if TYPE_CHECKING:
     from cluster.config import Config
@@ -37,13 +37,13 @@ HEADER = (
     "# Do not edit by hand: change the `alerts` section of the config and re-render.\n"
     "# What each alert means and what to do: deploy/prometheus/RUNBOOK.md\n"
 )
-_DURATION = re.compile(r"^[0-9]+(s|m|h)$")
-_LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+Duration = text_matching(r"[0-9]+[smh]", "must be a duration like 30s, 5m or 1h")
+LabelValue = text_matching(r"[A-Za-z0-9_.:-]+", "letters, digits and _.:- only")
 NAN_GAUGES = tuple(name for name, spec in STATS.items() if spec.nan_alert)
 """Health gauges whose NaN value alone fires ``DmsacNonFiniteDetected`` (from the statistics table)."""
 
 
-@dataclass(frozen=True)
+@config_section
 class AlertsConfig:
     """Timings and thresholds of the alert rules in deploy/prometheus/alerts.yml.
 
@@ -51,33 +51,22 @@ class AlertsConfig:
     ``safety.warnings``: the learner logs them, and the rules render the same numbers.
     """
 
-    sustain_for: str = "5m"
+    sustain_for: Duration = "5m"
     """How long a threshold condition (gradients, Q, stalled training, actors) must hold before firing."""
-    down_for: str = "2m"
+    down_for: Duration = "2m"
     """How long the learner's endpoint may be down or empty before ``DmsacLearnerDown`` fires."""
-    rollbacks_per_hour: int = 3
+    rollbacks_per_hour: int = Field(3, ge=1)
     """Rollbacks within one hour that count as a rollback loop."""
-    checkpoint_interval_seconds: float = 900.0
+    checkpoint_interval_seconds: float = Field(900.0, gt=0)
     """Expected seconds between checkpoints (``checkpoint.every_env_steps`` at your throughput)."""
-    checkpoint_stale_factor: float = 3.0
+    checkpoint_stale_factor: float = Field(3.0, ge=1)
     """Warn when no checkpoint succeeded for this many expected intervals."""
-    min_actors_alive: int = 0
+    min_actors_alive: int = Field(0, ge=0)
     """Warn when fewer rollout actors are alive; 0 means ``cluster.num_actors``."""
-    job: str = "dmsac"
+    job: LabelValue = "dmsac"
     """The Prometheus ``job`` label of the learner's scrape target (scrape configs and PodMonitor use it)."""
-    runbook_url: str = "deploy/prometheus/RUNBOOK.md"
+    runbook_url: str = Field("deploy/prometheus/RUNBOOK.md", min_length=1)
     """Base of the ``runbook_url`` annotations (point it at where your repository is browsable)."""
-
-    def __post_init__(self) -> None:
-        for key in ("sustain_for", "down_for"):
-            value = getattr(self, key)
-            require(bool(_DURATION.match(value)), key, f"must be a duration like 30s, 5m or 1h, got {value!r}")
-        require(self.rollbacks_per_hour >= 1, "rollbacks_per_hour", f"must be >= 1, got {self.rollbacks_per_hour}")
-        require(self.checkpoint_interval_seconds > 0, "checkpoint_interval_seconds", "must be > 0")
-        require(self.checkpoint_stale_factor >= 1, "checkpoint_stale_factor", "must be >= 1")
-        require(self.min_actors_alive >= 0, "min_actors_alive", f"must be >= 0, got {self.min_actors_alive}")
-        require(bool(_LABEL_VALUE.match(self.job)), "job", f"letters, digits and _.:- only, got {self.job!r}")
-        require(bool(self.runbook_url.strip()), "runbook_url", "must not be empty")
 
 
 @dataclass(frozen=True)
@@ -307,11 +296,14 @@ def render_rules(config: Config) -> str:
 
 
 def load(config_path: str | None, overrides: list[str]) -> Config:
-    from cluster.config import Config, load_config
+    from cluster.config import Config, apply_override, build, load_config
 
-    if config_path is None:
-        return load_config(DEFAULT_CONFIG, overrides) if DEFAULT_CONFIG.exists() else Config()
-    return load_config(config_path, overrides)
+    if config_path is None and not DEFAULT_CONFIG.exists():  # an installed package without configs/: the defaults
+        data: dict = {}
+        for assignment in overrides:
+            data = apply_override(data, assignment)
+        return build(Config, data, f"defaults (with --set {' '.join(overrides)})")
+    return load_config(config_path or DEFAULT_CONFIG, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

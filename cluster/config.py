@@ -1,54 +1,68 @@
-"""The root config: every section, and loading it from YAML plus ``--set`` overrides."""
+"""The root config: every section, loading it from YAML plus ``--set`` overrides, and errors that name key and file.
+
+Sections are pydantic dataclasses (``learner.types.config_section``): types, ranges and unknown keys are checked by
+pydantic; this module turns its errors into one ``ConfigError`` a user can act on.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import typing
+from dataclasses import field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
+import pydantic
 import yaml
+from pydantic import Field
 
 from actors.config import EnvConfig, RolloutConfig
 from actors.context.config import ContextConfig
 from cluster.alerts import AlertsConfig
-from cluster.configio import ConfigError, apply_override, build, load_yaml, to_plain
 from learner.checkpoint import CheckpointConfig
 from learner.config import LearnerConfig, ReplayConfig
 from learner.metrics import MetricsConfig
 from learner.safety import SafetyConfig
-from learner.types import require
+from learner.types import ConfigValueError, config_section
+
+T = TypeVar("T")
+BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
+          "less_than_equal": ("le", "<=")}  # fmt: skip
+"""pydantic's range errors, said the way the docs say them: ``must be >= 1``."""
 
 
-@dataclass(frozen=True)
+class ConfigError(Exception):
+    """A config problem a user must fix: names the key path and the file."""
+
+    def __init__(self, source: str, key: str, message: str) -> None:
+        super().__init__(f"{source}: {key}: {message}")
+        self.source = source
+        self.key = key
+        self.message = message
+
+
+@config_section
 class TrainConfig:
     """The training run as a whole."""
 
-    total_env_steps: int = 1_000_000
+    total_env_steps: int = Field(1_000_000, ge=1)
     """Environment steps (all environments of all actors) after which training stops."""
-    warmup_steps: int = 10_000
+    warmup_steps: int = Field(10_000, ge=0)
     """Environment steps of uniformly random actions before the policy acts and updates start."""
-    update_to_data: float = 1.0
+    update_to_data: float = Field(1.0, gt=0)
     """Learner updates per environment step collected (the UTD ratio)."""
     seed: int = 0
     """Seeds networks, replay sampling and (offset per actor) the environments."""
     run_dir: str = "runs/default"
     """Where the resolved config, checkpoints and metrics targets are written."""
-    log_every_seconds: float = 10.0
+    log_every_seconds: float = Field(10.0, gt=0)
     """Seconds between progress lines."""
-    episode_window: int = 10
+    episode_window: int = Field(10, ge=1)
     """Finished episodes averaged into the reported recent return."""
 
-    def __post_init__(self) -> None:
-        require(self.total_env_steps >= 1, "total_env_steps", f"must be >= 1, got {self.total_env_steps}")
-        require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        require(self.update_to_data > 0, "update_to_data", f"must be > 0, got {self.update_to_data}")
-        require(self.log_every_seconds > 0, "log_every_seconds", "must be > 0")
-        require(self.episode_window >= 1, "episode_window", "must be >= 1")
 
-
-@dataclass(frozen=True)
+@config_section
 class ClusterConfig:
     """Where the job runs."""
 
@@ -56,34 +70,25 @@ class ClusterConfig:
     """``local``: worker and learner in this process, no Ray (tests, debugging); ``ray``: actors on Ray."""
     address: str = ""
     """Ray address to join; empty: join the running cluster if there is one, else start a local Ray instance."""
-    num_actors: int = 2
+    num_actors: int = Field(2, ge=1)
     """Rollout actors (``local`` mode runs exactly one worker)."""
     node_ip_address: str = ""
     """IP this driver registers with Ray (and binds, when it starts Ray itself); empty: Ray's choice."""
-    max_actor_restarts: int = 3
+    max_actor_restarts: int = Field(3, ge=0)
     """Times Ray restarts a dead rollout actor before it is given up."""
-    actors_gone_timeout_s: float = 60.0
+    actors_gone_timeout_s: float = Field(60.0, gt=0)
     """With every rollout actor gone this long, the job checkpoints and exits 3."""
-    max_learner_restarts: int = 3
+    max_learner_restarts: int = Field(3, ge=0)
     """Times the driver replaces a learner that died (its process or its node) from ``last_good``; past it, exit 3."""
-    learner_restart_timeout_s: float = 600.0
+    learner_restart_timeout_s: float = Field(600.0, gt=0)
     """A replacement learner that no node can host for this long (waiting for a node to join) ends the job: exit 3."""
-    schedule_timeout_s: float = 60.0
+    schedule_timeout_s: float = Field(60.0, gt=0)
     """An actor (learner or rollout) that Ray keeps pending for resources this long at start-up ends the job with exit 3."""
-    max_inflight_steps: int = 2
+    max_inflight_steps: int = Field(2, ge=1)
     """Fragments queued at the learner before the driver holds back new rollouts (keeps the UTD ratio)."""
 
-    def __post_init__(self) -> None:
-        require(self.num_actors >= 1, "num_actors", f"must be >= 1, got {self.num_actors}")
-        require(self.max_actor_restarts >= 0, "max_actor_restarts", "must be >= 0")
-        require(self.actors_gone_timeout_s > 0, "actors_gone_timeout_s", "must be > 0")
-        require(self.schedule_timeout_s > 0, "schedule_timeout_s", "must be > 0")
-        require(self.max_learner_restarts >= 0, "max_learner_restarts", "must be >= 0")
-        require(self.learner_restart_timeout_s > 0, "learner_restart_timeout_s", "must be > 0")
-        require(self.max_inflight_steps >= 1, "max_inflight_steps", "must be >= 1")
 
-
-@dataclass(frozen=True)
+@config_section
 class Config:
     """A whole dmsac job."""
 
@@ -111,11 +116,10 @@ class Config:
     """Thresholds and timings of the rendered alert rules (deploy/prometheus/alerts.yml)."""
 
     def __post_init__(self) -> None:
-        require(
-            self.replay.capacity >= self.learner.batch_size,
-            "replay.capacity",
-            f"must hold at least one batch (learner.batch_size={self.learner.batch_size})",
-        )
+        if self.replay.capacity < self.learner.batch_size:
+            raise ConfigValueError(
+                "replay.capacity", f"must hold at least one batch (learner.batch_size={self.learner.batch_size})"
+            )
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -129,6 +133,104 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return build(Config, data, source)
 
 
+def build(cls: type[T], data: dict[str, Any], source: str) -> T:
+    """Validate ``data`` into the config section ``cls``; the first problem becomes a ``ConfigError``."""
+    try:
+        return pydantic.TypeAdapter(cls).validate_python(data)
+    except pydantic.ValidationError as err:
+        raise config_error(cls, err.errors()[0], source) from None
+
+
+def config_error(cls: type, error: Any, source: str) -> ConfigError:
+    """One pydantic error as ``ConfigError``: the full key path, and a message in the config's words."""
+    loc = error["loc"]
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigValueError):  # a check across fields, raised in a section's __post_init__
+        return ConfigError(source, f"{key}.{cause.key}" if key else cause.key, cause.message)
+    if error["type"] == "unexpected_keyword_argument":
+        known = ", ".join(fields_of(section_at(cls, loc[:-1])))
+        return ConfigError(source, key, f"unknown key (known: {known})")
+    bound = BOUNDS.get(error["type"])
+    message = f"must be {bound[1]} {error['ctx'][bound[0]]}" if bound else error["msg"].removeprefix("Value error, ")
+    if not isinstance(error["input"], dict):
+        message += f" (got {error['input']!r})"
+    return ConfigError(source, key, message)
+
+
+def fields_of(section: type) -> dict[str, Any]:
+    """A section's fields (pydantic's ``FieldInfo``: resolved annotation, default, description)."""
+    return section.__pydantic_fields__  # type: ignore[attr-defined]
+
+
+def section_at(cls: type, loc: tuple) -> type:
+    for name in loc:
+        cls = fields_of(cls)[name].annotation
+    return cls
+
+
+def is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and hasattr(annotation, "__pydantic_fields__")
+
+
+def config_help(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every key with its type, default and description (``python -m cluster.train --help-config``)."""
+    lines = []
+    for name, info in fields_of(cls).items():
+        if is_section(info.annotation):
+            lines += config_help(info.annotation, f"{prefix}{name}.")
+            continue
+        default = info.get_default(call_default_factory=True)
+        kind = typing.get_origin(info.annotation) or info.annotation
+        type_name = "one of " + ", ".join(map(str, typing.get_args(info.annotation))) if kind is Literal else None
+        type_name = type_name or getattr(kind, "__name__", str(kind))
+        description = " ".join(info.description.split())
+        lines.append(f"{prefix}{name} ({type_name}, default {to_plain(default)!r}): {description}")
+    return lines
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load``; problems become ``ConfigError``."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(str(path), "<file>", f"cannot read: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), "<file>", f"not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "<file>", "top level must be a mapping")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """Apply one ``a.b.c=value`` override (value parsed as YAML) to a nested mapping copy."""
+    if "=" not in assignment:
+        raise ConfigError("--set", assignment, "expected KEY=VALUE, for example learner.lr=1e-5")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError("--set", key, "empty key component")
+    result = dict(data)
+    node = result
+    for part in parts[:-1]:
+        child = node.get(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError("--set", key, f"{part} is not a section")
+        node[part] = dict(child)
+        node = node[part]
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    return result
+
+
+def to_plain(value: Any) -> Any:
+    """A config (or any value in one) as YAML-safe data: tuples become lists."""
+    return pydantic.TypeAdapter(type(value)).dump_python(value, mode="json")
+
+
 def config_to_yaml(config: Config) -> str:
     """The resolved config as YAML (saved in the run directory and in checkpoints)."""
     return yaml.safe_dump(to_plain(config), sort_keys=False)
@@ -139,4 +241,4 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(json.dumps(to_plain(config), sort_keys=True).encode()).hexdigest()
 
 
-__all__ = ["Config", "ConfigError", "load_config", "config_to_yaml", "config_hash"]
+__all__ = ["Config", "ConfigError", "build", "config_help", "load_config", "config_to_yaml", "config_hash"]

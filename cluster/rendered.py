@@ -8,11 +8,14 @@ from pathlib import Path
 
 def write_or_check(text: str, out: str, check: bool, command: str) -> int:
     """``-``: print; ``check``: exit 1 when ``out`` differs from ``text``; else write ``out``."""
-    if out == "-":
+    if out == "-" and not check:
         sys.stdout.write(text)
         return 0
     path = Path(out)
     if check:
+        if out == "-":
+            sys.stderr.write("--check needs --out FILE: the file to compare with\n")
+            return 2
         if not path.exists() or path.read_text() != text:
             sys.stderr.write(f"{path} is stale: run {command}\n")
             return 1

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from cluster.config import Config, ConfigError, load_config
+from cluster.config import Config, ConfigError, config_help, load_config
 from cluster.factory import probe_dimensions
 from cluster.runner import exit_code_for
 from learner.checkpoint import Checkpointer, checkpoint_root
@@ -15,7 +15,7 @@ from learner.types import ConfigValueError
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cluster.train", description="Train SAC with dmsac.")
-    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/vehicle.yaml")
+    parser.add_argument("--config", help="YAML config, e.g. configs/vehicle.yaml (required)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set learner.lr=1e-5 (repeatable)",
@@ -24,7 +24,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--resume", default=None, metavar="auto|PATH", help="resume from last_good (auto) or a checkpoint"
     )
     parser.add_argument("--log-level", default="INFO")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--help-config", action="store_true", help="print every config key with its type, default and meaning, and exit"
+    )
+    args = parser.parse_args(argv)
+    if not args.config and not args.help_config:
+        parser.error("the following arguments are required: --config")
+    return args
 
 
 def setup_logging(level: str) -> None:
@@ -37,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done or stopped cleanly, 2 config/checkpoint/start-up error, 3 the cluster cannot serve the job,
     4 stopped on a non-finite update, 130 a second Ctrl-C/SIGTERM (README, "Progress, stopping, exit codes")."""
     args = parse_args(argv)
+    if args.help_config:
+        sys.stdout.write("\n".join(config_help()) + "\n")
+        return 0
     setup_logging(args.log_level)
     try:
         config = load_config(args.config, args.overrides)

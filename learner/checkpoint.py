@@ -21,10 +21,11 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from pydantic import Field
 
 from learner.checkpoint_io import (
     EXTRA_FILE,
@@ -59,7 +60,7 @@ from learner.checkpoint_read import (
     load_checkpoint,
     resolve_resume,
 )
-from learner.types import require
+from learner.types import config_section
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +80,18 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@config_section
 class CheckpointConfig:
     """When and where the learner checkpoints, and how many it keeps."""
 
-    every_env_steps: int = 50_000
+    every_env_steps: int = Field(50_000, ge=1)
     """Environment steps between regular checkpoints."""
-    keep_last: int = 3
+    keep_last: int = Field(3, ge=1)
     """Regular checkpoints kept (newest first); the one ``last_good`` names and emergency ones are never pruned."""
     save_replay: bool = True
     """Include the replay buffer, so a resume continues on the same data (exact resume)."""
     dir: str = ""
     """Checkpoint directory; empty means ``<train.run_dir>/checkpoints``."""
-
-    def __post_init__(self) -> None:
-        require(self.every_env_steps >= 1, "every_env_steps", f"must be >= 1, got {self.every_env_steps}")
-        require(self.keep_last >= 1, "keep_last", f"must be >= 1, got {self.keep_last}")
 
 
 def checkpoint_root(config: CheckpointConfig, run_dir: str | Path) -> Path:

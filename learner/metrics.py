@@ -22,11 +22,21 @@ from importlib import metadata
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
+from pydantic import Field
 
-from learner.types import CONTEXT_FALLBACK_REASONS, REJECTED_TRANSITION_REASONS, STATS, Fragment, UpdateStats, require
+from learner.types import (
+    CONTEXT_FALLBACK_REASONS,
+    REJECTED_TRANSITION_REASONS,
+    STATS,
+    Fragment,
+    UpdateStats,
+    config_section,
+    text_matching,
+)
 from learner.weights import WEIGHT_REJECT_REASONS
 
 log = logging.getLogger(__name__)
+Address = text_matching(r"\S+", "must be an address without spaces, such as 0.0.0.0 or 127.0.0.1")
 
 NETWORKS = ("policy", "q")
 """Values of the ``network`` label."""
@@ -37,20 +47,16 @@ TARGETS_FILE_NAME = "prometheus_targets.json"
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
-@dataclass(frozen=True)
+@config_section
 class MetricsConfig:
     """The learner's Prometheus endpoint."""
 
     enabled: bool = True
     """Serve ``/metrics`` over HTTP from the learner."""
-    port: int = 9400
+    port: int = Field(9400, ge=0, le=65535)
     """TCP port of the endpoint; 0 picks a free port (the chosen one is logged and written to the file_sd file)."""
-    bind_address: str = "0.0.0.0"
+    bind_address: Address = "0.0.0.0"
     """Address the endpoint listens on: ``0.0.0.0`` for every interface, ``127.0.0.1`` for this machine only."""
-
-    def __post_init__(self) -> None:
-        require(0 <= self.port <= 65535, "port", f"must be in [0, 65535], got {self.port}")
-        require(bool(self.bind_address.strip()), "bind_address", "must not be empty")
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import torch
+from pydantic import Field
 
-from learner.types import UpdateStats, require
+from learner.types import UpdateStats, config_section
 
 if TYPE_CHECKING:
     from learner.learner import BlockResult, Learner
@@ -31,69 +32,51 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@config_section
 class WarningSignsConfig:
     """The seed's warning signs: one set of thresholds for the learner's log lines, its remedy and the alert rules."""
 
-    grad_norm_fraction: float = 0.9
+    grad_norm_fraction: float = Field(0.9, gt=0)
     """Policy or Q gradient norm (before clipping) above this fraction of ``learner.max_grad_norm`` (seed: 0.9 × 5.0 = 4.5)."""
-    q_mean_abs_max: float = 10000.0
+    q_mean_abs_max: float = Field(10000.0, gt=0)
     """|mean Q| above this (scaled units; rewards are negative, so Q diverges downward)."""
-    q_std_max: float = 5000.0
+    q_std_max: float = Field(5000.0, gt=0)
     """Standard deviation of Q above this."""
 
-    def __post_init__(self) -> None:
-        require(self.grad_norm_fraction > 0, "grad_norm_fraction", f"must be > 0, got {self.grad_norm_fraction}")
-        require(self.q_mean_abs_max > 0, "q_mean_abs_max", f"must be > 0, got {self.q_mean_abs_max}")
-        require(self.q_std_max > 0, "q_std_max", f"must be > 0, got {self.q_std_max}")
 
-
-@dataclass(frozen=True)
+@config_section
 class SafetyConfig:
     """The NaN response, the warning signs and the seed's remedies."""
 
     on_nan: Literal["rollback", "stop"] = "rollback"
     """``rollback``: restore the last good in-memory state and continue; ``stop``: exit with the resume command."""
-    max_rollbacks: int = 3
+    max_rollbacks: int = Field(3, ge=0)
     """More rollbacks than this within ``rollback_window_updates`` turns the loop into a stop."""
-    rollback_window_updates: int = 20_000
+    rollback_window_updates: int = Field(20_000, ge=1)
     """Window (in learner updates) over which rollbacks are counted."""
-    reward_scale_factor: float = 0.1
+    reward_scale_factor: float = Field(0.1, gt=0, le=1)
     """Remedy: multiply the reward scale in force by this after a rollback (1.0 disables it)."""
-    reward_scale_floor: float = 1e-6
+    reward_scale_floor: float = Field(1e-6, gt=0)
     """The reward-scale remedy never goes below this."""
-    max_reward_scale_remedies: int = 2
+    max_reward_scale_remedies: int = Field(2, ge=0)
     """Times the reward-scale remedy may apply in one run."""
-    lr_factor: float = 0.1
+    lr_factor: float = Field(0.1, gt=0, le=1)
     """Remedy: multiply every learning rate in force by this after a rollback (1.0 disables it)."""
-    lr_floor: float = 1e-7
+    lr_floor: float = Field(1e-7, gt=0)
     """The learning-rate remedy never goes below this."""
-    max_lr_remedies: int = 2
+    max_lr_remedies: int = Field(2, ge=0)
     """Times the learning-rate remedy may apply in one run."""
-    stats_history: int = 200
+    stats_history: int = Field(200, ge=1)
     """Recent ``UpdateStats`` kept for emergency checkpoints."""
     warnings: WarningSignsConfig = field(default_factory=WarningSignsConfig)
     """Thresholds of the seed's warning signs (logs, ``on_warning: remedy`` and the rendered alert rules)."""
     on_warning: Literal["log", "remedy"] = "log"
     """``log``: rate-limited WARNING lines while a sign holds; ``remedy``: also apply the remedies above once a sign
     has held for ``warning_sustain_updates`` updates in a row (same factors, floors and limits as after a rollback)."""
-    warning_sustain_updates: int = 5000
+    warning_sustain_updates: int = Field(5000, ge=1)
     """Consecutive updates a warning sign must hold before ``on_warning: remedy`` acts (checked once per block)."""
-    warning_log_every_updates: int = 10000
+    warning_log_every_updates: int = Field(10000, ge=1)
     """While a sign holds, its WARNING line repeats at most once per this many updates."""
-
-    def __post_init__(self) -> None:
-        require(self.max_rollbacks >= 0, "max_rollbacks", "must be >= 0")
-        require(self.rollback_window_updates >= 1, "rollback_window_updates", "must be >= 1")
-        require(0 < self.reward_scale_factor <= 1, "reward_scale_factor", "must be in (0, 1]")
-        require(0 < self.lr_factor <= 1, "lr_factor", "must be in (0, 1]")
-        require(self.reward_scale_floor > 0, "reward_scale_floor", "must be > 0")
-        require(self.lr_floor > 0, "lr_floor", "must be > 0")
-        require(self.max_reward_scale_remedies >= 0, "max_reward_scale_remedies", "must be >= 0")
-        require(self.max_lr_remedies >= 0, "max_lr_remedies", "must be >= 0")
-        require(self.stats_history >= 1, "stats_history", "must be >= 1")
-        require(self.warning_sustain_updates >= 1, "warning_sustain_updates", "must be >= 1")
-        require(self.warning_log_every_updates >= 1, "warning_log_every_updates", "must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -228,10 +228,10 @@ class LearnerService:
         step = self.learner.env_steps
         replay = self.learner.replay.state_dict() if self.checkpoint_meta.get("save_replay", True) else None
         meta = {**self.checkpoint_meta, "remedies": self.safety.remedies.as_dict(), "metrics": self.metrics_summary()}
+        state = self.full_state()
+        state["service"]["counters"]["checkpoints"] += 1  # a checkpoint counts itself (a resume from it says 1)
         try:
-            path = self.checkpointer.save(
-                step, self.full_state(), replay, self.checkpoint_meta.get("config_hash", ""), meta
-            )
+            path = self.checkpointer.save(step, state, replay, self.checkpoint_meta.get("config_hash", ""), meta)
         except NonFiniteCheckpointError as err:
             log.error("%s", err)
             return None

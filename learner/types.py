@@ -6,26 +6,41 @@ a server's API; nothing here imports torch-heavy learner internals or Ray.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import pydantic
 import torch
+
+config_section = pydantic.dataclasses.dataclass(
+    frozen=True, config=pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
+)
+"""The decorator of every config section: a frozen dataclass that pydantic validates on construction (types,
+``Field`` ranges, unknown keys); the docstring under each field is its description (``--help-config``)."""
+
+
+def text_matching(pattern: str, message: str) -> Any:
+    """A config string type that must match ``pattern`` whole; its error is ``message``, in words."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(message)
+        return value
+
+    return Annotated[str, pydantic.AfterValidator(check)]
 
 
 class ConfigValueError(ValueError):
-    """A config value is out of range or inconsistent; ``key`` is relative to its section."""
+    """A config value that is wrong together with another, or with the environment it names; ``key`` is relative
+    to the section that raises it (``__post_init__``), or the full key path (checks at start-up)."""
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"{key}: {message}")
         self.key = key
         self.message = message
-
-
-def require(condition: bool, key: str, message: str) -> None:
-    """Raise ``ConfigValueError(key, message)`` unless ``condition`` holds (for ``__post_init__``)."""
-    if not condition:
-        raise ConfigValueError(key, message)
 
 
 CONTEXT_FALLBACK_REASONS = ("nan", "inf", "map_nonfinite", "encoder_nonfinite")

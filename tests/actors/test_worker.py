@@ -5,7 +5,6 @@ import pytest
 
 from actors.context.base import NoContext
 from actors.envs import VecStep
-from actors.guards import sanitize_contexts, valid_transitions
 from actors.gym_env import GymVectorEnv
 from actors.policy import PolicyCopy
 from actors.worker import NonFiniteResetError, RolloutWorker
@@ -158,18 +157,3 @@ def test_an_environment_that_only_resets_to_nan_is_a_clear_error():
     worker = RolloutWorker(AlwaysNaN(), NoContext(2), PolicyCopy(2, 1, (8,), seed=0))
     with pytest.raises(NonFiniteResetError, match=r"environments \[1\] of actor 0 .* 10 resets"):
         worker.rollout(2)
-
-
-def test_guard_functions_count_by_reason():
-    ctx = np.array([[1, np.nan], [np.inf, 1], [np.nan, np.inf], [2, 2]], np.float32)
-    fixed, counts = sanitize_contexts(ctx)
-    assert counts == {"nan": 2, "inf": 1}
-    assert fixed.tolist() == [[0, 0], [0, 0], [0, 0], [2, 2]]
-    obs = np.zeros((3, 2))
-    next_obs = np.array([[0, 0], [np.inf, 0], [0, 0]])
-    mask, dropped = valid_transitions(obs, next_obs, np.array([1.0, 1.0, np.nan]))
-    assert mask.tolist() == [True, False, False]
-    assert dropped == {"obs_nonfinite": 1, "action_nonfinite": 0, "reward_nonfinite": 1}
-    mask, dropped = valid_transitions(obs, next_obs, np.array([1.0, 1.0, np.nan]), np.array([True, False, True]))
-    assert mask.tolist() == [False, False, False]
-    assert dropped == {"obs_nonfinite": 1, "action_nonfinite": 2, "reward_nonfinite": 0}  # first problem counts

@@ -4,7 +4,8 @@
 port and yields its URL; ``query``/``alerts`` read its HTTP API; ``local_prometheus_dir``
 lays out the shipped ``prometheus.local.yml`` in a run directory the way
 ``make monitor`` does (with shorter intervals for tests). ``metric_names``
-extracts the ``dmsac_*`` metrics a PromQL expression reads.
+extracts the ``dmsac_*`` metrics a PromQL expression reads. ``SPEC_ALERTS`` and ``ADDED_ALERTS`` name
+the alerts the rules must hold (tests/cluster/test_alerts.py checks the render against them).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ _METRIC = re.compile(r"\bdmsac_[a-z_]+")
 _SERIES_SUFFIXES = ("_bucket", "_count", "_sum")
 
 T = TypeVar("T")
+
+SPEC_ALERTS = {
+    "DmsacPolicyGradNormNearClip", "DmsacQGradNormNearClip", "DmsacQValuesExploding", "DmsacQValueSpreadHigh",
+    "DmsacNonFiniteDetected", "DmsacRollbackLoop", "DmsacLearnerDown", "DmsacTrainingStalled",
+    "DmsacContextFallbacks", "DmsacWeightsRejected", "DmsacCheckpointStale", "DmsacActorsDown",
+}  # fmt: skip
+"""The alerts of the spec's table (specs/observability.md)."""
+ADDED_ALERTS = {"DmsacLearnerRestarted"}
+"""Alerts beyond the spec's table (the learner recovers inside the job: README, "The learner recovers inside the job")."""
 
 
 def metric_names(promql: str) -> set[str]:

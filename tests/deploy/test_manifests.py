@@ -326,37 +326,7 @@ def test_cluster_spec_check_catches_a_numeric_ray_start_param(raycluster: dict) 
         check_cluster_spec_fields(spec)
 
 
-# --- PrometheusRule: cluster/kube.py and the shipped file ------------------------------------------
-
-STUB_GROUPS = [{"name": "dmsac", "rules": [{"alert": "A", "expr": "dmsac_q_std > 5000", "for": "5m"}]}]
-
-
-def test_prometheus_rule_wraps_the_groups_unchanged() -> None:
-    from cluster import kube
-
-    rule = kube.prometheus_rule(STUB_GROUPS, name="r", labels={"release": "x"}, namespace="ml")
-    assert rule == {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PrometheusRule",
-        "metadata": {"name": "r", "namespace": "ml", "labels": {"release": "x"}},
-        "spec": {"groups": STUB_GROUPS},
-    }
-
-
-def test_render_rule_writes_checks_and_takes_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cluster import kube
-
-    monkeypatch.setattr(kube, "rule_groups", lambda config: STUB_GROUPS)
-    out = tmp_path / "rule.yaml"
-    assert kube.main(["render-rule", "--out", str(out), "--label", "release=prom", "--label", "team=ml"]) == 0
-    written = yaml.safe_load(out.read_text())
-    assert written["metadata"]["labels"] == {"release": "prom", "team": "ml"}
-    assert written["spec"]["groups"] == STUB_GROUPS
-    assert (
-        kube.main(["render-rule", "--out", str(out), "--label", "release=prom", "--label", "team=ml", "--check"]) == 0
-    )
-    assert kube.main(["render-rule", "--out", str(out), "--check"]) == 1  # default labels differ
-    assert kube.main(["render-rule", "--out", str(out), "--label", "no-equals-sign"]) == 2
+# --- PrometheusRule: the shipped file -------------------------------------------------------------
 
 
 def test_prometheusrule_holds_exactly_the_rendered_alert_groups() -> None:

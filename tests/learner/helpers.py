@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,3 +49,54 @@ def make_fragment(steps: int = 4, envs: int = 2, seq: int = 1, actor_id: int = 0
 
 def with_config(**changes) -> LearnerConfig:
     return dataclasses.replace(SMALL, **changes)
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+
+
+def make_state(seed: int = 0) -> dict:
+    """A checkpoint state with every awkward leaf: optimizer state, float64, -0.0, a denormal, bfloat16, RNG."""
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-4)
+    net(torch.randn(4, 3)).square().sum().backward()
+    opt.step()
+    return {
+        "policy": net.state_dict(),
+        "optim": opt.state_dict(),
+        "log_alpha": torch.tensor(-0.25, dtype=torch.float64),
+        "odd": torch.tensor([-0.0, 1e-40, 3.5], dtype=torch.float32),  # sign of zero and a denormal
+        "half": torch.arange(5, dtype=torch.bfloat16) / 3,
+        "rng": {"torch": torch.get_rng_state(), "python": [3, 1, 4]},
+        "reward_scale": 0.001,
+        "counters": {"env_steps": 12345, "updates": 678},
+        "note": "seed",
+    }
+
+
+def make_replay(n: int = 32) -> dict:
+    return {"storage": {"obs": torch.linspace(-1, 1, n * 3).reshape(n, 3)}, "position": n % 7, "size": n}
+
+
+def assert_bitwise(a: object, b: object, where: str = "") -> None:
+    """``a`` and ``b`` hold the same keys, types, dtypes, shapes and bytes (``where`` names the first difference)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), where
+        for key in a:
+            assert_bitwise(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_bitwise(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
+        as_bytes = lambda t: t.reshape(-1).contiguous().view(torch.uint8)  # noqa: E731
+        assert torch.equal(as_bytes(a), as_bytes(b)), where
+    else:
+        assert type(a) is type(b) and repr(a) == repr(b), where
+
+
+def flip_byte(file: Path, offset: int) -> None:
+    data = bytearray(file.read_bytes())
+    data[offset] ^= 0x01
+    file.write_bytes(bytes(data))

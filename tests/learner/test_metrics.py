@@ -27,11 +27,11 @@ from learner.metrics import (
 from learner.types import (
     CONTEXT_FALLBACK_REASONS,
     REJECTED_TRANSITION_REASONS,
-    ConfigValueError,
     Fragment,
     UpdateStats,
 )
 from learner.weights import WEIGHT_REJECT_REASONS
+from tests.config_errors import error_of
 
 STATS = UpdateStats(
     updates=50, policy_grad_norm=3.25, q_grad_norm=7.5, q_mean=-1234.5, q_std=87.25, alpha=0.125,
@@ -226,12 +226,8 @@ def test_a_taken_port_names_the_port_and_the_config_key() -> None:
 
 def test_metrics_config_checks() -> None:
     assert MetricsConfig() == MetricsConfig(enabled=True, port=9400, bind_address="0.0.0.0")
-    with pytest.raises(ConfigValueError) as err:
-        MetricsConfig(port=70000)
-    assert err.value.key == "port"
-    with pytest.raises(ConfigValueError) as err:
-        MetricsConfig(bind_address=" ")
-    assert err.value.key == "bind_address"
+    assert error_of(MetricsConfig, port=70000).key == "port"
+    assert error_of(MetricsConfig, bind_address=" ").key == "bind_address"
 
 
 def test_root_config_loads_the_metrics_section(tmp_path) -> None:
@@ -240,7 +236,7 @@ def test_root_config_loads_the_metrics_section(tmp_path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("metrics:\n  port: 0\n  bind_address: 127.0.0.1\n")
     assert load_config(path).metrics == MetricsConfig(port=0, bind_address="127.0.0.1")
-    with pytest.raises(ConfigError, match=r"metrics\.port: must be in \[0, 65535\]"):
+    with pytest.raises(ConfigError, match=r"metrics\.port: must be >= 0 \(got -1\)"):
         load_config(path, ["metrics.port=-1"])
 
 

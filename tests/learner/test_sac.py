@@ -1,15 +1,13 @@
 """The one SAC update: scaling in one place, pre-clip norms, clipping, temperature, targets, statistics by name,
-blocks sampled on the device, snapshots, and checkpoints (the layout-1 ones converted)."""
+blocks sampled on the device, snapshots, and state round trips."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from learner.checkpoint_read import upgrade_sac_state
 from learner.replay import ReplayBuffer
 from learner.sac import SAC, summarize_block
 from learner.temperature import LearnedTemperature
@@ -17,9 +15,6 @@ from learner.types import STAT_FIELDS, UpdateStats, stat_index
 from tests.learner.helpers import DIMS, random_batch, with_config
 
 CPU = torch.device("cpu")
-V1 = Path(__file__).parent / "data" / "sac_layout_v1.pt"
-"""A layout-1 SAC state (8x8 networks, 3 updates) written by the code before the single SAC, with the Q values
-of its critics and the actions of its policy on a probe batch."""
 
 
 def make_sac(device: torch.device = CPU, **changes) -> SAC:
@@ -170,24 +165,3 @@ def test_a_state_round_trip_continues_identically():
     other.load_state_dict(sac.state_dict())
     assert torch.equal(sac.update(random_batch(seed=9)), other.update(random_batch(seed=9)))
     assert torch.equal(params(sac.critic), params(other.critic)) and other.updates_done == 4
-
-
-def test_a_layout_1_checkpoint_converts_to_the_same_networks_and_moments():
-    saved = torch.load(V1, weights_only=True)
-    config = with_config(hidden_sizes=(8, 8), **{k: v for k, v in saved["config"].items() if k != "hidden_sizes"})
-    sac = SAC(DIMS.policy_in, DIMS.action_dim, config, CPU, seed=0)
-    with pytest.raises(ValueError, match="layout 1: upgrade it"):
-        sac.load_state_dict(saved["sac"])
-    sac.load_state_dict(upgrade_sac_state(saved["sac"]))
-    probe = saved["probe"]
-    x = torch.cat([probe["obs"], probe["context"]], -1)
-    with torch.no_grad():
-        assert torch.allclose(sac.critic(x, probe["action"]), saved["q"], atol=1e-6)
-        assert torch.allclose(sac.critic_target(x, probe["action"]), saved["target_q"], atol=1e-6)
-        assert torch.equal(sac.actor.deterministic(x), saved["action"])
-    moments = saved["sac"]["critic_optimizer"]["state"]
-    first_layer = sac.critic_optimizer.state[sac.critic.weights[0]]
-    assert torch.equal(first_layer["exp_avg"], torch.stack([moments[0]["exp_avg"], moments[6]["exp_avg"]]))
-    assert float(first_layer["step"]) == 3.0 and sac.updates_done == 3
-    assert upgrade_sac_state(sac.state_dict())["layout"] == 2  # a layout-2 state passes through
-    assert named(sac.update(random_batch(seed=1))).finite  # and it trains on

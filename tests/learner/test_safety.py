@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pydantic
 import pytest
 import torch
 
@@ -72,15 +73,6 @@ def test_rollback_limiter_window():
     limiter = RollbackLimiter(limit=2, window=100)
     assert [limiter.allow(u) for u in (10, 50, 120)] == [True, True, True]  # 10 left the window at 120
     assert limiter.allow(130) is False  # 50, 120, 130 within 100 updates
-
-
-def test_a_step_reports_the_statistics_of_every_block_it_ran(tmp_path):
-    service = make_service(tmp_path, Stop())
-    for seq in (1, 2):  # 16 transitions a step: 16 updates due, in blocks of at most 5
-        report = service.step(make_fragment(steps=8, envs=2, seq=seq, seed=seq))
-        assert [b.updates for b in report.blocks] == [5, 5, 5, 1]
-        assert report.blocks[-1] == service.last_stats
-    assert service.learner.updates_done == 32
 
 
 def test_nan_at_update_k_is_caught_checkpointed_rolled_back_and_remedied(tmp_path):
@@ -194,9 +186,7 @@ def test_exact_resume_is_bitwise(tmp_path):
 
 
 def test_safety_config_rejects_bad_values():
-    from learner.types import ConfigValueError
-
-    with pytest.raises(ConfigValueError, match="lr_factor"):
+    with pytest.raises(pydantic.ValidationError, match="lr_factor"):  # no config object holds a bad value
         dataclasses.replace(SafetyConfig(), lr_factor=0.0)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from actors.context.buffer import SampleBuffer
 from actors.context.config import ContextConfig
-from actors.context.grid import cell_index, gaussian_matrix, pooling_matrix
+from actors.context.grid import cell_index
 from actors.context.reconstruction import SmoothedCellMeans, reconstruct_dense
 
 from .helpers import synthetic_accel, synthetic_map
@@ -85,15 +85,3 @@ def test_rmse_against_a_known_map_falls_as_samples_grow() -> None:
     prior_rmse = float(np.sqrt(np.mean(truth**2)))
     assert all(a > b for a, b in zip(rmse, rmse[1:], strict=False)), rmse
     assert rmse[0] < prior_rmse and rmse[-1] < 0.25 * prior_rmse, (rmse, prior_rmse)
-
-
-def test_grid_matrices() -> None:
-    g = gaussian_matrix(6, 1.0, split=3)
-    assert g[2, 3] == 0.0 and g[3, 3] == 1.0 and g[2, 1] == pytest.approx(np.exp(-0.5))
-    p = pooling_matrix(10, 3)
-    np.testing.assert_allclose(p.sum(axis=1), 1.0)
-    assert (p > 0).sum(axis=0).tolist() == [1] * 10  # every cell in exactly one bin
-    iu, iv = cell_index(
-        np.array([-5.0, -1.0, 0.0, 0.999, 2.0]), np.array([-1.0, 0.0, 15.0, 29.99, 99.0]), ContextConfig()
-    )
-    assert iu.tolist() == [0, 0, 50, 99, 99] and iv.tolist() == [0, 0, 50, 99, 99]

@@ -16,7 +16,6 @@ from actors.vehicle.params import (
     sample_vehicles,
     steady_speed,
 )
-from learner.types import ConfigValueError
 
 
 def test_sampled_vehicles_pass_every_check_and_stay_in_range():
@@ -44,9 +43,3 @@ def test_impossible_ranges_fail_with_a_clear_error_after_bounded_attempts():
     with pytest.raises(SamplingError, match=r"accepted 0 of 3 vehicles in 60 draws.*max_attempts=20"):
         sample_vehicles(np.random.default_rng(0), cfg, 3)
 
-
-def test_config_checks_ranges():
-    with pytest.raises(ConfigValueError, match="mass"):
-        RandomizationConfig(mass=(5000.0, 1000.0))
-    with pytest.raises(ConfigValueError, match="gearbox_efficiency"):
-        RandomizationConfig(gearbox_efficiency=(0.9, 1.2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cluster.checkpoints import main
+from cluster.checkpoints import _size, _summary, main
 from learner.checkpoint import Checkpointer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,3 +104,37 @@ def test_module_entry_point(run_dir: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0
     assert "* " + " " * 7 + "30000  step_000030000" in done.stdout
+
+
+def test_list_of_a_run_without_checkpoints_says_none_yet(tmp_path: Path, capsys) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    assert main(["list", str(tmp_path)]) == 0
+    assert lines(capsys) == [f"checkpoints in {tmp_path / 'checkpoints'}", "  (none yet)"]
+
+
+def test_list_without_the_pointer_names_the_checkpoint_resume_would_use(run_dir: Path, capsys) -> None:
+    (run_dir / "checkpoints" / "last_good.json").unlink()
+    assert main(["list", str(run_dir)]) == 0
+    out = lines(capsys)
+    assert row(out, "step_000030000").startswith("*")
+    assert out[-1] == "last good (*): step_000030000 (no last_good.json; resume would use it)"
+
+
+def test_inspect_lists_each_file_with_its_size_and_sha256(run_dir: Path, capsys) -> None:
+    path = run_dir / "checkpoints" / "step_000010000"
+    assert main(["inspect", str(path)]) == 0
+    files = [line for line in lines(capsys) if line.startswith("file ")]
+    state = path / "state.pt"
+    digest = hashlib.sha256(state.read_bytes()).hexdigest()
+    assert files == [f"file        state.pt      {_size(state.stat().st_size):>12}  sha256 {digest}"]
+
+
+def test_sizes_are_shown_in_binary_units_with_one_decimal() -> None:
+    sizes = [0, 1023, 1024, 1536, 5 * 1024**2, 3 * 1024**4]
+    assert [_size(n) for n in sizes] == ["0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.0 MiB", "3072.0 GiB"]
+
+
+def test_meta_values_are_summarized_on_one_line() -> None:
+    meta = {"q_mean": 1.23456789, "lrs": [3e-05, 1], "empty": {}}
+    assert _summary(meta) == "q_mean=1.23457  lrs=3e-05, 1  empty=(none)"
+    assert _summary([]) == "(none)"

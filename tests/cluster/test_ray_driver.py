@@ -1,0 +1,210 @@
+"""``RayDriver`` without Ray: stand-in actors and learner; the step budget, the fleet's bookkeeping, failures.
+
+The driver on a real Ray head: tests/e2e/test_ray.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+from cluster import ray_driver
+from cluster.config import load_config
+from cluster.ray_actors import FragmentHeader
+from cluster.ray_driver import Fleet, RayDriver, record_failure, resumed_step
+from cluster.runner import CapacityError, LearnerStartError, RunRecord, Stopper
+from learner.checkpoint import Checkpointer
+from tests.cluster.ray_fakes import FakeActor, FakeActorClass, progress
+from tests.conftest import ROOT
+
+
+class FakeLearner:
+    """The driver's ``LearnerHandle``: its actor, its request, its weights, the fragments it was handed."""
+
+    def __init__(self, config, resume, hooks, stopper) -> None:
+        self.actor = FakeActor(99, ())
+        self.options = {"num_cpus": 1}
+        self.weights = (3, ["weights v3"])
+        self.steps: list[tuple] = []
+        self.ready = False
+
+    def step(self, fragment, env_steps: int) -> None:
+        self.steps.append((fragment, env_steps))
+
+    def summary(self) -> dict:
+        return {"restarts": 0, "env_steps_lost": 0, "events": []}
+
+
+@pytest.fixture
+def rollout(monkeypatch) -> FakeActorClass:
+    actors = FakeActorClass()
+    monkeypatch.setattr(ray_driver, "RolloutActor", actors)
+    monkeypatch.setattr(ray_driver, "LearnerHandle", FakeLearner)
+    monkeypatch.setattr(ray_driver, "rollout_options", lambda config: {"num_cpus": 1, "max_restarts": 3})
+    return actors
+
+
+def make_driver(tmp_path: Path, *extra: str) -> RayDriver:
+    """Smoke config: 2 actors, fragments of 25 steps x 2 envs = 50 env steps, warm-up 200."""
+    config = load_config(ROOT / "configs" / "smoke.yaml", [f"train.run_dir={tmp_path}", *extra])
+    return RayDriver(config, None, None, Stopper())
+
+
+def header(actor_id: int, incarnation: int, weights_version: int = 3) -> FragmentHeader:
+    return FragmentHeader(actor_id, incarnation, seq=0, env_steps=50, weights_version=weights_version, episodes=0)
+
+
+def test_resumed_step_is_the_checkpoints_step_and_zero_for_a_fresh_start(tmp_path: Path) -> None:
+    path = Checkpointer(tmp_path, keep_last=2).save(20_000, {"w": torch.zeros(1)}, None, "hash", {})
+    assert (resumed_step(None), resumed_step("auto"), resumed_step(str(path))) == (0, 0, 20_000)
+
+
+def test_alive_count_leaves_out_actors_awaiting_a_restart() -> None:
+    fleet = Fleet(["a", "b", "c"], [0, 0, 0], [True, True, False], [None] * 3, retry_at={0: 5.0})
+    assert fleet.alive_count == 1
+
+
+def test_the_driver_starts_one_rollout_actor_per_configured_actor(tmp_path: Path, rollout) -> None:
+    driver = make_driver(tmp_path, "cluster.num_actors=3")
+    assert [actor.args[1:] for actor in rollout.started] == [(0, 0), (1, 0), (2, 0)]  # (actor id, seed stream)
+    assert rollout.options_seen == [{"num_cpus": 1, "max_restarts": 3}] * 3
+    assert driver.fragment_steps == 50
+    assert driver.needs() == "the job needs 4 CPUs (3 rollout actors + the learner)"
+    driver.learner.options = {"num_cpus": 1, "num_gpus": 1}
+    assert driver.needs() == "the job needs 4 CPUs and 1 GPU (3 rollout actors + the learner)"
+
+
+def test_the_budget_is_handed_out_in_whole_fragments_rounded_up(tmp_path: Path, rollout) -> None:
+    driver = make_driver(tmp_path, "train.total_env_steps=1210")
+    handed = 0
+    while driver.take_fragment():
+        handed += 1
+    assert (handed, driver.env_steps_handed_out) == (25, 1250)  # 24 fragments hold 1200 steps: one more
+
+
+def test_no_fragment_is_handed_out_after_a_stop(tmp_path: Path, rollout) -> None:
+    driver = make_driver(tmp_path)
+    driver.stopper.requested = True
+    assert driver.take_fragment() is False and driver.env_steps_handed_out == 0
+
+
+def test_submit_asks_for_random_actions_while_the_fragment_starts_inside_the_warmup(tmp_path: Path, rollout) -> None:
+    driver = make_driver(tmp_path)
+    for handed_out, random_actions in [(200, True), (250, False)]:  # fragments of steps 150..200 and 200..250
+        driver.env_steps_handed_out = handed_out
+        driver.submit(1)
+        assert rollout.started[1].calls[-1] == ("rollout", (25, random_actions, (3, ["weights v3"])))
+    # header ref -> (actor, fragment ref, weights version sent); refs: (actor, method, call number, return index)
+    assert driver.pending == {
+        (1, "rollout", 1, 0): (1, (1, "rollout", 1, 1), 3),
+        (1, "rollout", 2, 0): (1, (1, "rollout", 2, 1), 3),
+    }
+
+
+def test_idle_actors_are_alive_without_a_fragment_or_a_pending_retry(tmp_path: Path, rollout) -> None:
+    driver = make_driver(tmp_path, "cluster.num_actors=4")
+    driver.pending = {"header ref": (0, "fragment ref", 3)}
+    driver.fleet.retry_at = {1: 0.0}
+    driver.fleet.alive[3] = False
+    assert driver.idle() == [2]
+
+
+def test_a_header_hands_its_fragment_to_the_learner_and_asks_the_actor_again(tmp_path: Path, rollout, monkeypatch):
+    driver = make_driver(tmp_path)
+    submitted: list[int] = []
+    driver.submit = submitted.append
+    monkeypatch.setattr(ray_driver.ray, "get", lambda ref: header(0, incarnation=0))
+    driver.pending = {"header ref": (0, "fragment ref", 3)}
+    driver.on_header("header ref")
+    assert (driver.learner.steps, driver.env_steps_received, submitted) == ([("fragment ref", 50)], 50, [0])
+    assert (driver.pending, driver.env_steps_handed_out, driver.fleet.incarnations) == ({}, 50, [0, None])
+
+
+def test_a_new_incarnation_counts_a_restart_and_the_weights_it_came_back_with(tmp_path: Path, rollout) -> None:
+    driver = make_driver(tmp_path)
+    driver.note_incarnation(0, header(0, incarnation=0), version_sent=3)
+    driver.note_incarnation(0, header(0, incarnation=0), version_sent=3)
+    assert driver.fleet.restarts == [0, 0] and driver.learner.actor.calls == []
+    driver.note_incarnation(0, header(0, incarnation=1, weights_version=5), version_sent=4)
+    fleet = driver.fleet
+    assert (fleet.restarts, fleet.restart_versions, fleet.incarnations) == ([1, 0], [(4, 5)], [1, None])
+    assert driver.learner.actor.calls == [("report_fleet", (2, 1))]
+
+
+def test_an_unavailable_actor_is_asked_again_at_once(tmp_path: Path, rollout) -> None:
+    driver = make_driver(tmp_path)
+    submitted: list[int] = []
+    driver.submit = submitted.append
+    driver.on_actor_failure(1, ActorUnavailableError("restarting", None))
+    assert (submitted, driver.restarting, driver.fleet.retry_at, driver.fleet.died_in_a_row) == ([1], {1}, {}, {})
+
+
+def test_a_dead_actor_is_retried_later_and_given_up_after_three_deaths_in_a_row(tmp_path: Path, rollout) -> None:
+    driver = make_driver(tmp_path)
+    driver.pending = {"header ref": (1, "fragment ref", 3)}  # actor 1 is busy: nothing else is handed out
+    driver.env_steps_handed_out = 100
+    driver.on_actor_failure(0, ActorDiedError())
+    assert list(driver.fleet.retry_at) == [0] and driver.fleet.died_in_a_row == {0: 1}
+    assert driver.learner.actor.calls == [("report_fleet", (1, 0))]
+    driver.on_actor_failure(0, ActorDiedError())
+    driver.on_actor_failure(0, ActorDiedError())
+    assert (driver.fleet.alive, driver.fleet.retry_at, driver.env_steps_handed_out) == ([False, True], {}, 50)
+
+
+def test_an_actor_whose_restarts_are_spent_is_given_up_at_its_first_death(tmp_path: Path, rollout) -> None:
+    driver = make_driver(tmp_path)  # cluster.max_actor_restarts: 3
+    driver.pending = {"header ref": (1, "fragment ref", 3)}
+    driver.fleet.restarts[0], driver.env_steps_handed_out = 3, 100
+    driver.on_actor_failure(0, ActorDiedError())
+    assert (driver.fleet.alive, driver.env_steps_handed_out) == ([False, True], 50)
+
+
+def test_after_a_stop_a_failed_fragment_goes_back_to_the_budget(tmp_path: Path, rollout) -> None:
+    driver = make_driver(tmp_path)
+    submitted: list[int] = []
+    driver.submit = submitted.append
+    driver.stopper.requested, driver.env_steps_handed_out = True, 100
+    driver.on_actor_failure(0, ActorUnavailableError("restarting", None))
+    assert (submitted, driver.env_steps_handed_out, driver.restarting) == ([], 50, set())
+
+
+def test_with_every_actor_gone_past_the_timeout_the_job_ends_with_exit_3(tmp_path: Path, rollout) -> None:
+    driver = make_driver(tmp_path, "cluster.actors_gone_timeout_s=60")
+    driver.check_fleet()
+    assert driver.gone_since is None  # actors alive
+    driver.fleet.alive = [False, False]
+    driver.gone_since = time.monotonic() - 61.0
+    with pytest.raises(CapacityError, match=r"^every rollout actor has been gone for over 60.0 s"):
+        driver.check_fleet()
+
+
+def test_fleet_summary_reports_what_the_driver_knows(tmp_path: Path, rollout) -> None:
+    driver = make_driver(tmp_path)
+    driver.fleet.restarts, driver.fleet.incarnations, driver.env_steps_received = [1, 0], [1, 0], 1200
+    driver.fleet.restart_versions = [(4, 5)]
+    assert driver.fleet_summary() == {
+        "restarts": [1, 0], "alive": 2, "incarnations": [1, 0], "restart_versions": [(4, 5)],
+        "env_steps_received": 1200, "actors": [],
+    }  # fmt: skip
+
+
+def test_a_run_that_fails_before_training_records_only_the_exit_code(tmp_path: Path) -> None:
+    record_failure(None, tmp_path, CapacityError("no node for the learner"))
+    written = json.loads((tmp_path / "final_stats.json").read_text())
+    assert written == {"exit_code": 3, "exit_reason": "no node for the learner"}
+
+
+def test_a_run_that_fails_while_training_records_its_progress_and_fleet(tmp_path: Path, rollout) -> None:
+    driver = make_driver(tmp_path)
+    driver.record = RunRecord(tmp_path, progress(0))
+    driver.record.update(progress(600, updates=200))
+    record_failure(driver, tmp_path, LearnerStartError("port taken"))
+    written = json.loads((tmp_path / "final_stats.json").read_text())
+    assert (written["exit_code"], written["exit_reason"]) == (2, "port taken")
+    assert (written["env_steps"], written["updates"]) == (600, 200)
+    assert written["fleet"]["alive"] == 2 and written["learner"] == {"restarts": 0, "env_steps_lost": 0, "events": []}

@@ -1,0 +1,94 @@
+"""Policy and critic networks: layer stacks, the squashed-Gaussian log-density, clamping, and the stacked twin critic."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from learner.networks import (
+    LOG_STD_MAX,
+    LOG_STD_MIN,
+    Actor,
+    TwinCritic,
+    gaussian_parameters,
+    mlp,
+    policy_head,
+    squashed_gaussian_log_prob,
+)
+
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def test_mlp_is_linear_relu_pairs_ending_in_a_linear_layer():
+    net = mlp(3, (4, 5), 2)
+    assert [type(m).__name__ for m in net] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    assert [(m.in_features, m.out_features) for m in net if isinstance(m, nn.Linear)] == [(3, 4), (4, 5), (5, 2)]
+    assert sum(p.numel() for p in net.parameters()) == (3 * 4 + 4) + (4 * 5 + 5) + (5 * 2 + 2)
+
+
+def test_squashed_log_prob_at_the_origin_is_the_standard_normal_density():
+    """x = mean = 0, std 1: log N(0; 0, 1) = -log(2 pi) / 2, and tanh' (0) = 1 adds nothing."""
+    zero = torch.zeros(1)
+    assert squashed_gaussian_log_prob(zero, zero, zero).item() == pytest.approx(-HALF_LOG_2PI, abs=1e-7)
+
+
+def test_squashed_log_prob_matches_the_naive_formula_and_sums_over_action_dims():
+    x, mean, log_std = torch.tensor([0.7, -1.3]), torch.tensor([0.2, -1.0]), torch.tensor([-0.5, 0.3])
+    naive = torch.distributions.Normal(mean, log_std.exp()).log_prob(x) - torch.log(1 - torch.tanh(x) ** 2)
+    assert squashed_gaussian_log_prob(x, mean, log_std).item() == pytest.approx(naive.sum().item(), abs=1e-5)
+
+
+def test_squashed_log_prob_stays_finite_where_tanh_saturates():
+    """x = 20: 1 - tanh(x)^2 is 0 in float32 (the naive log is -inf); 2 (log 2 - x - softplus(-2x)) = -38.614."""
+    x = torch.tensor([20.0])
+    assert torch.isinf(torch.log(1 - torch.tanh(x) ** 2)).all()
+    expected = -HALF_LOG_2PI - 2 * (math.log(2.0) - 20.0)
+    assert squashed_gaussian_log_prob(x, x, torch.zeros(1)).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_gaussian_parameters_split_the_output_and_clamp_the_log_std():
+    mean, log_std = gaussian_parameters(torch.tensor([[1.0, 2.0, -10.0, 10.0], [0.0, 0.0, -1.0, 0.5]]))
+    assert mean.tolist() == [[1.0, 2.0], [0.0, 0.0]]
+    assert log_std.tolist() == [[LOG_STD_MIN, LOG_STD_MAX], [-1.0, 0.5]] and (LOG_STD_MIN, LOG_STD_MAX) == (-5.0, 2.0)
+
+
+def test_policy_head_with_zero_noise_acts_on_the_mean():
+    out = torch.tensor([[0.5, math.log(0.3)]])
+    action, log_prob = policy_head(out, torch.zeros(1, 1))
+    assert action.item() == pytest.approx(math.tanh(0.5))
+    # N(0.5; 0.5, 0.3) - log(1 - tanh(0.5)^2)
+    expected = -math.log(0.3) - HALF_LOG_2PI - math.log(1 - math.tanh(0.5) ** 2)
+    assert log_prob.item() == pytest.approx(expected, abs=1e-5)
+    shifted, _ = policy_head(out, torch.ones(1, 1))  # one standard deviation up
+    assert shifted.item() == pytest.approx(math.tanh(0.8))
+
+
+def test_actor_samples_are_seeded_in_range_and_deterministic_is_the_squashed_mean():
+    torch.manual_seed(0)
+    actor = Actor(4, 2, (8,))
+    x = torch.linspace(-3, 3, 20).reshape(5, 4)
+    a, log_prob = actor.sample(x, torch.Generator().manual_seed(1))
+    b, _ = actor.sample(x, torch.Generator().manual_seed(1))
+    assert a.shape == (5, 2) and log_prob.shape == (5,) and a.abs().max() < 1.0
+    assert torch.equal(a, b)
+    assert torch.equal(actor.deterministic(x), torch.tanh(actor(x)[0]))
+
+
+def test_twin_critic_equals_two_separate_mlps_built_from_its_stacked_layers():
+    torch.manual_seed(0)
+    critic = TwinCritic(3, 1, (6, 5))
+    x, action = torch.randn(4, 3), torch.rand(4, 1)
+    assert [tuple(w.shape) for w in critic.weights] == [(2, 6, 4), (2, 5, 6), (2, 1, 5)]
+    assert [tuple(p.shape) for p in critic.ordered()] == [(2, 6, 4), (2, 6), (2, 5, 6), (2, 5), (2, 1, 5), (2, 1)]
+    q = critic(x, action)
+    assert q.shape == (2, 4)
+    for network in (0, 1):
+        h = torch.cat([x, action], -1)
+        for layer, (w, b) in enumerate(zip(critic.weights, critic.biases, strict=True)):
+            h = h @ w[network].T + b[network]
+            h = torch.relu(h) if layer < 2 else h
+        assert torch.allclose(q[network], h.squeeze(-1), atol=1e-6)
+    assert not torch.equal(critic.weights[0][0], critic.weights[0][1])  # two independent initialisations
