@@ -8,7 +8,7 @@ ARGS ?=
 # PyTorch first, pinned: an unpinned torch pulls several GB of CUDA packages.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup run test lint promtool monitor clean
+.PHONY: setup run test lint promtool monitor tensorboard clean
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,13 @@ monitor: promtool
 	  echo "Prometheus: http://127.0.0.1:$$port  (alerts: http://127.0.0.1:$$port/alerts; targets from $(RUN_DIR)/prometheus_targets.json; Ctrl-C stops it)"; \
 	  exec $(PROMETHEUS) --config.file=$(RUN_DIR)/prometheus/prometheus.yml --storage.tsdb.path=$(RUN_DIR)/prometheus/data \
 	    --web.listen-address=127.0.0.1:$$port --log.level=warn
+
+# TensorBoard on loopback over a run's scalars: `make tensorboard RUN_DIR=runs/vehicle` (TB_PORT=6006 by default).
+TB_PORT ?= 6006
+tensorboard: setup
+	@test -d $(RUN_DIR)/tensorboard || { echo "error: $(RUN_DIR)/tensorboard not found (metrics.tensorboard: true writes it)"; exit 1; }
+	@echo "TensorBoard: http://127.0.0.1:$(TB_PORT)  (scalars of $(RUN_DIR)/tensorboard; Ctrl-C stops it)"
+	exec $(VENV)/bin/tensorboard --logdir $(RUN_DIR)/tensorboard --host 127.0.0.1 --port $(TB_PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

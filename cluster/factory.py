@@ -23,6 +23,7 @@ from learner.learner import Dimensions, Learner, resolve_device
 from learner.metrics import TARGETS_FILE_NAME, MetricsExporter, target_host, write_file_sd
 from learner.safety import Safety, make_nan_response
 from learner.service import LearnerService
+from learner.tensorboard import BOARD_DIR, ScalarLog, TensorBoardLog
 from learner.types import ConfigValueError
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def make_learner_service(
     service = LearnerService(
         learner, make_schedule(config), config.train.episode_window, safety, checkpointer,
         make_metrics(config, run_dir, node_ip) if serve_metrics and config.metrics.enabled else None, meta,
+        make_board(config, run_dir),
     )  # fmt: skip
     if resume:
         resume_from(service, checkpointer, resume, config, require_checkpoint)
@@ -169,6 +171,13 @@ def apply_rate_overrides(service: LearnerService, config: Config, saved_config_y
         lr = wanted.lr
     service.learner.set_rates(scale, lr)
     service.publish_in_force()
+
+
+def make_board(config: Config, run_dir: Path) -> ScalarLog:
+    """TensorBoard scalars in ``<run_dir>/tensorboard`` (a resumed or replacement learner adds an event file)."""
+    if not config.metrics.tensorboard:
+        return ScalarLog()
+    return TensorBoardLog(run_dir / BOARD_DIR, config.metrics.tensorboard_every_updates)
 
 
 def make_metrics(config: Config, run_dir: Path, node_ip: str = "") -> MetricsExporter:

@@ -49,7 +49,7 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 @config_section
 class MetricsConfig:
-    """The learner's Prometheus endpoint."""
+    """The learner's Prometheus endpoint, and its TensorBoard scalars."""
 
     enabled: bool = True
     """Serve ``/metrics`` over HTTP from the learner."""
@@ -57,6 +57,11 @@ class MetricsConfig:
     """TCP port of the endpoint; 0 picks a free port (the chosen one is logged and written to the file_sd file)."""
     bind_address: Address = "0.0.0.0"
     """Address the endpoint listens on: ``0.0.0.0`` for every interface, ``127.0.0.1`` for this machine only."""
+    tensorboard: bool = True
+    """Write TensorBoard scalars (``train/q_mean``, ``safety/rollbacks``, ``rollout/episode_return`` …) to
+    ``<train.run_dir>/tensorboard/``; ``make tensorboard RUN_DIR=…`` shows them."""
+    tensorboard_every_updates: int = Field(500, ge=1)
+    """Learner updates between TensorBoard points (each the latest block's statistics, as the gauges hold them)."""
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from learner.checkpoint import Checkpointer, NonFiniteCheckpointError
 from learner.learner import Learner
-from learner.metrics import MetricsExporter
+from learner.metrics import MetricsExporter, mean_return
 from learner.safety import Safety
+from learner.tensorboard import ScalarLog
 from learner.types import CONTEXT_FALLBACK_REASONS, REJECTED_TRANSITION_REASONS, Fragment, UpdateStats, VersionedWeights
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class LearnerService:
         checkpointer: Checkpointer | None = None,
         metrics: MetricsExporter | None = None,
         checkpoint_meta: dict | None = None,
+        board: ScalarLog | None = None,
     ) -> None:
         self.learner = learner
         self.schedule = schedule
@@ -103,6 +105,7 @@ class LearnerService:
         self.checkpointer = checkpointer
         self.metrics = metrics or MetricsExporter()  # without a server: nothing serves it, nothing to check for
         self.checkpoint_meta = checkpoint_meta or {}
+        self.board = board or ScalarLog()
         self.returns: deque[float] = deque(maxlen=episode_window)
         self.episodes = 0
         self.last_stats: UpdateStats | None = None
@@ -159,6 +162,8 @@ class LearnerService:
                 total[reason] = total.get(reason, 0) + count
         self.metrics.record_fragment(fragment, self.learner.weights_version)
         self.metrics.set_episode_return(self.returns)
+        if whole:
+            self.board.episode_return(mean_return(self.returns), self.learner.env_steps)
         self.metrics.set_replay_size(len(self.learner.replay))
         return inserted
 
@@ -193,6 +198,7 @@ class LearnerService:
         self.last_stats = stats
         self._step_blocks.append(stats)
         self.metrics.record_update_stats(stats)
+        self.board.record(stats, self.safety_counters(), self.learner.updates_done)
         if self.safety.observe(stats, self.learner):  # a warning sign's remedies changed the rates
             self.publish_in_force()
 
@@ -204,8 +210,9 @@ class LearnerService:
         return self.checkpointer.save_emergency(self.learner.env_steps, self.full_state(), extra, meta=meta)
 
     def close(self) -> None:
-        """Stop serving metrics (an in-process run frees its port for the next one)."""
+        """Stop serving metrics (an in-process run frees its port for the next one); flush TensorBoard's file."""
         self.metrics.stop()
+        self.board.close()
 
     # -- checkpoints -----------------------------------------------------------------------------
     def checkpoint_due(self) -> bool:
@@ -237,6 +244,7 @@ class LearnerService:
             return None
         self.last_checkpoint_step = step
         self.counters["checkpoints"] += 1
+        self.board.flush()
         self.metrics.set_checkpoint(step)
         self.metrics.set_last_good(step)
         if announce:
@@ -310,6 +318,12 @@ class LearnerService:
         self.metrics.set_actors(alive)
         if new_restarts:
             self.metrics.actor_restarted(new_restarts)
+
+    def safety_counters(self) -> dict[str, int]:
+        """What TensorBoard shows as ``safety/*``: NaN blocks, rollbacks, remedies, rejected transitions and weights,
+        context fallbacks."""
+        fallbacks = {f"context_fallback_{reason}": count for reason, count in self.fallbacks.items()}
+        return {**self.safety.counts, **self.rejected, **fallbacks, "weights_rejected": self.counters["weights_rejected"]}
 
     def all_counters(self) -> dict[str, int]:
         return {**self.counters, **self.safety.counts}

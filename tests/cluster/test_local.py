@@ -15,6 +15,7 @@ from learner.checkpoint import Checkpointer
 from learner.safety import NonFiniteStop
 from tests.actors.nan_observation_env import INJECT_AT, NaNObservationPendulum
 from tests.conftest import ROOT
+from tests.learner.helpers import SEED_TAGS, read_back
 
 
 def smoke(tmp_path, *extra: str):
@@ -30,6 +31,8 @@ def test_the_budget_is_met_to_the_next_whole_fragment(tmp_path):
     summary = run_local(smoke(tmp_path, "train.total_env_steps=1220"))  # fragments of 2 envs x 25 steps
     assert summary["env_steps"] == summary["replay_size"] == 1250
     assert summary["exit_code"] == 0 and saved(tmp_path) == summary
+    board = read_back(tmp_path / "tensorboard")  # utd 0.5 after 200 warmup steps: 525 updates in blocks of 10
+    assert set(board) >= SEED_TAGS and [step for step, _ in board["train/q_mean"]] == [10, 500]
 
 
 def test_a_resumed_run_drops_nothing_and_its_counters_go_on(tmp_path, caplog):

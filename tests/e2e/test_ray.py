@@ -13,6 +13,7 @@ from cluster.config import load_config
 from cluster.ray_actors import TestHooks
 from cluster.ray_driver import run_ray
 from tests.conftest import RAY_ENV, ROOT, ray_bin
+from tests.learner.helpers import SEED_TAGS, read_back
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +50,8 @@ def test_ray_job_submit_runs_the_smoke_config(ray_head, tmp_path):
     assert summary["updates"] == 500  # utd 0.5 over the 1000 steps after warmup
     assert (run_dir / "config.yaml").exists()
     assert "env_steps=" in logs and "updates/s=" in logs
+    board = read_back(run_dir / "tensorboard")  # the learner actor's points, flushed by the final checkpoint
+    assert set(board) >= SEED_TAGS and board["train/q_mean"][-1][0] == 500
 
 
 def test_weight_gate_stops_nan_weights_from_reaching_actors(ray_client, tmp_path):

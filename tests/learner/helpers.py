@@ -100,3 +100,16 @@ def flip_byte(file: Path, offset: int) -> None:
     data = bytearray(file.read_bytes())
     data[offset] ^= 0x01
     file.write_bytes(bytes(data))
+
+
+SEED_TAGS = {"train/policy_grad_norm", "train/q_grad_norm", "train/q_mean", "train/q_std"}
+"""The TensorBoard tags of the seed's single-process script."""
+
+
+def read_back(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series under ``log_dir``, read with TensorBoard's own event reader: tag → [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
