@@ -29,9 +29,12 @@ class VecStep:
     truncated: np.ndarray
     """``[n]`` bool: a time limit (bootstrap through it)."""
     dynamics_samples: np.ndarray | None = None
-    """``[n, 4]`` ``(u, v_meas at step start, a_meas, theta_meas)`` or ``None`` when the env has none."""
+    """``[n, 4]`` ``(u, v_meas at step start, a_meas, theta_meas)``, one per environment, or ``[n, K, 4]`` with
+    ``dynamics_present``; ``None`` when the env has none."""
     speed_error: np.ndarray | None = None
     """``[n]`` |v - v_ref| of this step (vehicle environment), for episode summaries."""
+    dynamics_present: np.ndarray | None = None
+    """``[n, K]`` bool: which of the K sample rows each environment reported (``None``: all of them)."""
 
 
 class VectorEnv(Protocol):

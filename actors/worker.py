@@ -124,7 +124,7 @@ class RolloutWorker:
         for _ in range(steps):
             action, bad_action = sanitize_actions(self._actions(random_actions))
             result = self.env.step(self._to_env_units(action))
-            self.provider.observe(result.dynamics_samples)
+            self.provider.observe(result.dynamics_samples, result.dynamics_present)
             next_context, counts = sanitize_contexts(self.provider.context())
             add_counts(fallbacks, counts)
             valid, dropped = valid_transitions(self.obs, result.final_obs, result.reward, bad_action)

@@ -225,7 +225,7 @@ class ObservingEnv:
 
     def step(self, action):
         result = self.env.step(action)
-        self.provider.observe(result.dynamics_samples)
+        self.provider.observe(result.dynamics_samples, result.dynamics_present)
         return result
 
 

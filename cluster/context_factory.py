@@ -32,5 +32,5 @@ def prior_map(config: Config) -> np.ndarray | None:
 
 
 def make_dynamics_map_context(config: Config, env: VectorEnv) -> DynamicsMapContext:
-    dt = config.env.vehicle.dt if config.env.kind == "vehicle" else 0.1
+    dt = config.env.vehicle.dt if config.env.kind == "vehicle" else getattr(env, "dt", 0.1)
     return DynamicsMapContext(env.num_envs, config.context, make_encoder(config.context), prior_map(config), dt)

@@ -92,6 +92,11 @@ def probe_dimensions(config: Config) -> Dimensions:
         env.step((env.action_low + env.action_high) / 2 * np.ones((1, env.action_dim), np.float32))
     except Exception as err:
         raise ConfigValueError(key, f"reset or step of one environment failed: {type(err).__name__}: {err}") from None
+    if config.context.mode == "dynamics_map" and not getattr(env, "reports_samples", True):
+        raise ConfigValueError(
+            "env.id", f"{config.env.id}: context.mode dynamics_map needs info['dynamics_samples'] from step() (an array "
+            "[k, 4] of u, v, a, theta: README, 'Your own environment'); this environment returned none"
+        )  # fmt: skip
     return Dimensions(env.observation_dim, provider.context_dim, env.action_dim)
 
 

@@ -72,7 +72,13 @@ def format_progress(progress: Progress, extra: str = "") -> str:
         f"utd={progress.update_to_data:.2f} recent_return={recent} episodes={progress.episodes} "
         f"weights_v={progress.weights_version} replay={progress.replay_size} last_ckpt={checkpoint}"
     )
-    return f"{line} {extra}".rstrip()
+    return f"{line}{warning_signs(progress.warnings)} {extra}".rstrip()
+
+
+def warning_signs(holding: dict[str, tuple[float, float]]) -> str:
+    """`` WARN |q_mean|=2.1e+07>1e+04 q_std=7e+06>5e+03`` for the signs holding now (empty when none)."""
+    signs = [f"{'|q_mean|' if name == 'q_mean' else name}={value:.3g}>{limit:.3g}" for name, (value, limit) in holding.items()]
+    return f" WARN {' '.join(signs)}" if signs else ""
 
 
 class RunRecord:

@@ -143,10 +143,12 @@ class WarningWatch:
         self.counted_from: dict[str, int] = {}
         """Where each sign's count toward ``sustain_updates`` starts (its hold's start, or its last report)."""
         self.logged_at: dict[str, int] = {}
+        self.holding: dict[str, float] = {}
+        """The signs above their thresholds in the latest block, with their values (progress lines show them)."""
 
     def observe(self, stats: UpdateStats, updates_done: int) -> list[str]:
         """Record one block ending at update ``updates_done``; return the signs that held ``sustain_updates`` updates."""
-        holding = signs_holding(stats, self.thresholds)
+        holding = self.holding = signs_holding(stats, self.thresholds)
         for name in [n for n in self.held_since if n not in holding]:
             log.debug("warning sign cleared: %s back within %g at update %d", name, self.thresholds[name], updates_done)
             del self.held_since[name], self.counted_from[name]
@@ -254,6 +256,12 @@ class Safety:
             learner.rates()[1], self.remedies.as_dict(),
         )  # fmt: skip
         return True
+
+    def signs_holding(self) -> dict[str, tuple[float, float]]:
+        """Each warning sign holding in the latest block: ``(value, threshold)`` (|q_mean| for ``q_mean``)."""
+        if self.watch is None:
+            return {}
+        return {name: (value, self.watch.thresholds[name]) for name, value in self.watch.holding.items()}
 
     def remedy(self, learner: Learner) -> bool:
         """The seed's remedies within their factors, floors and limits; False when none could apply."""

@@ -67,6 +67,8 @@ class Progress:
     """Contexts the actors replaced by zeros, by reason."""
     stop_requested_at_update: int | None = None
     """``updates`` when a stop was requested (no block starts after it), else None."""
+    warnings: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Warning signs holding in the latest block: ``(value, threshold)`` by name (the WARNING log lines' numbers)."""
 
 
 COUNTERS = ("weights_rejected", "fragments_duplicate", "checkpoints", "episodes_cut_short", "learner_restarts")
@@ -353,6 +355,7 @@ class LearnerService:
             transitions_rejected=dict(self.rejected),
             context_fallbacks=dict(self.fallbacks),
             stop_requested_at_update=self.stop_requested_at_update,
+            warnings=self.safety.signs_holding(),
         )
 
 

@@ -42,6 +42,11 @@ class RayHead:
         return [f"cluster.address={self.address}", "cluster.node_ip_address=127.0.0.1"]
 
 
+def venv_path() -> str:
+    """``PATH`` with this interpreter's folder first: a job's ``python`` is the one the tests run with."""
+    return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
 def ray_bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
@@ -57,7 +62,7 @@ def ray_head(tmp_path_factory) -> RayHead:
             "--num-cpus=4", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
             "--disable-usage-stats",
         ],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **RAY_ENV}, cwd=ROOT,
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **RAY_ENV, "PATH": venv_path()}, cwd=ROOT,
     )  # fmt: skip
     head = RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", process.pid)
     wait_for_dashboard(head, process)

@@ -23,7 +23,9 @@ class ContextProvider(Protocol):
 
     def reset(self, env_ids: np.ndarray) -> None: ...
 
-    def observe(self, samples: np.ndarray | None) -> None: ...
+    def observe(self, samples: np.ndarray | None, present: np.ndarray | None = None) -> None:
+        """The step's samples: ``[n, 4]``, or ``[n, K, 4]`` with ``present [n, K]`` (``VecStep``'s fields)."""
+        ...
 
     def context(self) -> np.ndarray: ...
 
@@ -43,7 +45,7 @@ class NoContext:
     def reset(self, env_ids: np.ndarray) -> None:
         pass
 
-    def observe(self, samples: np.ndarray | None) -> None:
+    def observe(self, samples: np.ndarray | None, present: np.ndarray | None = None) -> None:
         pass
 
     def context(self) -> np.ndarray:

@@ -106,7 +106,7 @@ def record_episode(env, provider: DynamicsMapContext, policy: Controller, seed: 
     snapshots = []
     for step in range(1, max(snapshot_steps) + 1):
         result = env.step(policy(obs))
-        provider.observe(result.dynamics_samples)
+        provider.observe(result.dynamics_samples, result.dynamics_present)
         obs = result.obs
         if step in snapshot_steps:
             provider.rebuild()

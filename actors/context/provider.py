@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 class DynamicsMapContext:
     """Samples → time-weighted buffer → map a(u, v) + confidence → encoded context, for ``num_envs`` environments.
 
-    ``observe`` takes the step's samples ``[n, 4] = (u, v, a_meas, theta_meas)``,
-    removes gravity, and rebuilds every environment's map and context every
+    ``observe`` takes the step's samples ``[n, 4] = (u, v, a_meas, theta_meas)``, one per environment, or
+    ``[n, K, 4]`` with ``present [n, K]`` marking which of up to K samples an environment reported this step
+    (``info["dynamics_samples"]`` of gymnasium environments), removes gravity, and rebuilds every environment's map and context every
     ``update_every`` calls (one batched call). Validation never raises and never
     lets a non-finite number out (samples of a car held at standstill are skipped
     silently: they tell nothing about the moving car's a(u, v)):
@@ -66,10 +67,14 @@ class DynamicsMapContext:
         self._faulted[ids] = False
         self._context[ids] = self._empty
 
-    def observe(self, samples: np.ndarray | None) -> None:
+    def observe(self, samples: np.ndarray | None, present: np.ndarray | None = None) -> None:
         self._step += 1
         if samples is not None:
-            self._add(np.asarray(samples, dtype=np.float64))
+            samples = np.asarray(samples, dtype=np.float64)
+            if samples.ndim == 2:  # one sample per environment
+                samples, present = samples[:, None], None if present is None else np.asarray(present)[:, None]
+            for j in range(samples.shape[1]):  # the K samples of a step share its time stamp
+                self._add(samples[:, j], None if present is None else np.asarray(present, dtype=bool)[:, j])
         if (self._step + 1) % self.config.update_every == 0:
             self.rebuild()
 
@@ -117,21 +122,22 @@ class DynamicsMapContext:
             return np.zeros((self.num_envs, self.config.grid_u, self.config.grid_v), np.float32)
         return self._estimate.confidence.copy()
 
-    def _add(self, samples: np.ndarray) -> None:
+    def _add(self, samples: np.ndarray, present: np.ndarray | None = None) -> None:
         if samples.shape != (self.num_envs, 4):
             raise ValueError(f"samples must have shape ({self.num_envs}, 4), got {samples.shape}")
-        has_nan = np.isnan(samples).any(axis=1)
-        has_inf = np.isinf(samples).any(axis=1) & ~has_nan
-        good = ~(has_nan | has_inf)
+        given = np.ones(self.num_envs, dtype=bool) if present is None else present
+        has_nan = np.isnan(samples).any(axis=1) & given
+        has_inf = np.isinf(samples).any(axis=1) & ~has_nan & given
+        good = ~(has_nan | has_inf) & given
         u, v, accel, theta = samples.T
         a_dyn = gravity_compensated(np.where(good, accel, 0.0), np.where(good, theta, 0.0))
         cfg = self.config
         held = (np.abs(v) < cfg.standstill_speed) & (np.abs(accel) < cfg.standstill_accel)
         self.buffer.add(u, v, a_dyn, self._step, good & ~held)
-        if not good.all():
+        if (has_nan | has_inf).any():
             self._count("nan", int(has_nan.sum()))
             self._count("inf", int(has_inf.sum()))
-            self._faulted |= ~good
+            self._faulted |= has_nan | has_inf
 
     def _encode_rows(self, zeros: np.ndarray) -> np.ndarray:
         """Context of an environment without data (deviation 0, confidence 0); zero if non-finite."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actors.envs import VectorEnv
+from actors.envs import VecStep, VectorEnv
 
 Policy = Callable[[np.ndarray], np.ndarray]
 """``obs [n, obs_dim] -> actions [n, action_dim]`` in env units; may have ``reset(env_ids)`` for its own state."""
@@ -49,6 +49,17 @@ class _Totals:
             arr[ids] = 0.0
 
 
+def step_accel(step: VecStep, n: int) -> np.ndarray:
+    """``[n]`` measured acceleration of the step (a gymnasium env's first reported sample); NaN without one."""
+    samples = step.dynamics_samples
+    if samples is None:
+        return np.full(n, np.nan)
+    if samples.ndim == 2:
+        return samples[:, 2]
+    present = step.dynamics_present if step.dynamics_present is not None else np.ones(samples.shape[:2], bool)
+    return np.where(present[:, 0], samples[:, 0, 2], np.nan)
+
+
 def evaluate_policy(env: VectorEnv, policy_fn: Policy, episodes: int, seed: int = 0, dt: float = 0.1) -> EvalReport:
     """Run ``policy_fn`` on ``env`` (reset with ``seed``) until ``episodes`` episodes finish; summarize them.
 
@@ -75,7 +86,7 @@ def evaluate_policy(env: VectorEnv, policy_fn: Policy, episodes: int, seed: int 
         totals.ret += step.reward
         totals.err += step.speed_error if step.speed_error is not None else np.nan
         totals.du += np.nan_to_num(np.abs(action - prev_u).mean(axis=1))
-        accel = step.dynamics_samples[:, 2] if step.dynamics_samples is not None else np.full(n, np.nan)
+        accel = step_accel(step, n)
         totals.jerk += np.where(first, 0.0, np.abs(accel - prev_a) / dt)  # NaN throughout without samples
         prev_u, prev_a, first = action, accel, np.zeros(n, dtype=bool)
         done = np.flatnonzero(step.terminated | step.truncated)

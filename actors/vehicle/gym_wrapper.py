@@ -40,7 +40,8 @@ class VehicleGymEnv(gym.Env):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         result = self._env.step(np.asarray(action, dtype=np.float64).reshape(1, 1))
-        info = {"speed_error": float(result.speed_error[0]), "dynamics_sample": result.dynamics_samples[0]}
+        # the dynamics-samples protocol (actors.gym_env): this step's one sample (u, v, a, theta)
+        info = {"speed_error": float(result.speed_error[0]), "dynamics_samples": result.dynamics_samples[:1].copy()}
         return result.final_obs[0], float(result.reward[0]), False, bool(result.truncated[0]), info
 
     @property

@@ -101,7 +101,7 @@ class BrokenContext(NoContext):
     def __init__(self):
         self.t = 0
 
-    def observe(self, samples):
+    def observe(self, samples, present=None):
         self.t += 1
 
     def context(self):

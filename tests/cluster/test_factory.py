@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from cluster.config import load_config
-from cluster.factory import actor_seed, make_learner_service, make_worker
+from cluster.factory import actor_seed, make_learner_service, make_worker, probe_dimensions
 from learner.checkpoint import NoGoodCheckpointError
+from learner.learner import Dimensions
+from learner.types import ConfigValueError
 from tests.conftest import ROOT
 
 
@@ -28,3 +30,16 @@ def test_a_replacement_learner_that_finds_no_checkpoint_fails_at_once(tmp_path):
     assert make_learner_service(config, resume="auto").learner.env_steps == 0  # a first start may start fresh
     with pytest.raises(NoGoodCheckpointError, match=r"no checkpoint under .*checkpoints on node .* must be on storage"):
         make_learner_service(config, resume="auto", require_checkpoint=True)
+
+
+def test_the_dynamics_map_needs_an_environment_that_reports_samples():
+    pendulum = load_config(ROOT / "configs" / "smoke.yaml", ["context.mode=dynamics_map"])
+    with pytest.raises(ConfigValueError) as err:
+        probe_dimensions(pendulum)
+    assert err.value.key == "env.id" and "Pendulum-v1: context.mode dynamics_map needs info['dynamics_samples']" in str(
+        err.value
+    )
+    vehicle_as_gym = load_config(ROOT / "configs" / "smoke.yaml", [
+        "context.mode=dynamics_map", "env.id=actors.vehicle.gym_wrapper:VehicleGymEnv"])  # fmt: skip
+    assert probe_dimensions(vehicle_as_gym) == Dimensions(34, 32, 1)  # the built-in env through the protocol
+    assert probe_dimensions(pendulum.__class__(env=pendulum.env)) == Dimensions(3, 0, 1)  # no context: no need

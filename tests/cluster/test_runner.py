@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 
 from cluster.config import ConfigError
-from cluster.runner import CapacityError, LearnerStartError, RunRecord, SecondSignal, exit_code_for, recorded
+from cluster.runner import (
+    CapacityError,
+    LearnerStartError,
+    RunRecord,
+    SecondSignal,
+    exit_code_for,
+    format_progress,
+    recorded,
+)
 from learner.checkpoint import NoGoodCheckpointError
 from learner.metrics import MetricsPortInUseError
 from learner.safety import NonFiniteStop
@@ -55,3 +63,15 @@ def test_an_error_that_ends_a_run_is_recorded_with_its_exit_code(tmp_path):
     assert json.loads((tmp_path / "final_stats.json").read_text()) == {
         "exit_code": 3, "exit_reason": "every rollout actor has been gone for over 60 s",
     }  # fmt: skip
+
+
+def test_the_progress_line_carries_the_warning_signs_that_hold():
+    progress = Progress(env_steps=5000, updates=4000, updates_per_second=117.25, update_to_data=1.0,
+                        recent_return=-2.2e6, episodes=3, weights_version=40, replay_size=5000,
+                        last_checkpoint_step=-1)  # fmt: skip
+    quiet = ("env_steps=5000 updates=4000 updates/s=117.2 utd=1.00 recent_return=-2200000.0 episodes=3 "
+             "weights_v=40 replay=5000 last_ckpt=none")  # fmt: skip
+    assert format_progress(progress) == quiet
+    loud = Progress(**{**progress.__dict__, "warnings": {"q_mean": (2.1e7, 1e4), "policy_grad_norm": (1e5, 4.5)}})
+    assert format_progress(loud, "actors=2") == f"{quiet} WARN |q_mean|=2.1e+07>1e+04 policy_grad_norm=1e+05>4.5 actors=2"
+

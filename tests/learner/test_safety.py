@@ -247,3 +247,8 @@ def test_on_warning_log_only_logs(tmp_path, caplog):
         service.step(make_fragment(steps=8, envs=2, seq=1))
     assert service.safety.counts["warning_remedies"] == 0 and service.learner.rates()[0] == 1e6
     assert any(r.getMessage().startswith("warning sign: q_grad_norm=") for r in caplog.records)
+    # the progress line's WARN part: the same signs, values and thresholds as the latest block's log check
+    holding = service.progress().warnings
+    latest = signs_holding(service.last_stats, service.safety.watch.thresholds)
+    assert holding == {name: (value, service.safety.watch.thresholds[name]) for name, value in latest.items()}
+    assert "q_grad_norm" in holding and holding["q_grad_norm"][1] == 4.5

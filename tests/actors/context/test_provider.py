@@ -161,3 +161,26 @@ def test_maps_follow_the_data_where_it_is_and_the_prior_elsewhere() -> None:
 def test_wrong_sample_shape_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="shape"):
         _provider().observe(np.zeros((N + 1, 4)))
+
+
+def test_several_samples_a_step_equal_the_same_samples_one_a_step() -> None:
+    """``[n, K, 4]`` with a presence mask: the K samples enter the buffer as K one-a-step samples would,
+    with the step's time stamp; absent rows are neither data nor faults."""
+    stream = sample_stream(np.random.default_rng(5), N, 20)
+    packed, one_by_one = _provider(), _provider()
+    present = np.array([[True, True], [True, False]] * (N // 2))  # odd envs report only the first of each pair
+    for t in range(0, 20, 2):
+        packed.observe(np.stack([stream[t], stream[t + 1]], axis=1), present)
+        one_by_one._step += 1  # the same time stamp for both samples of a step
+        one_by_one._add(stream[t])
+        one_by_one._add(stream[t + 1], present[:, 1])
+    assert packed.buffer.count.tolist() == one_by_one.buffer.count.tolist()
+    assert np.array_equal(packed.buffer.data, one_by_one.buffer.data)
+    packed.rebuild(), one_by_one.rebuild()
+    assert np.array_equal(packed.context(), one_by_one.context())
+    packed.take_fallback_counts()
+    present_bad = np.zeros((N, 2), bool)
+    present_bad[1, 0] = True
+    packed.observe(np.full((N, 2, 4), np.nan), present_bad)
+    assert packed.take_fallback_counts() == {"nan": 1}  # only the present NaN row counts, only env 1 faults
+    assert packed.context()[0].any() and not packed.context()[1].any()

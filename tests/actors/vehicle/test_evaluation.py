@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from actors.envs import VecStep
-from actors.vehicle.evaluation import evaluate_policy
+from actors.vehicle.evaluation import evaluate_policy, step_accel
 
 
 class Scripted:
@@ -44,3 +44,16 @@ def test_report_by_hand():
     assert report.mean_abs_jerk == pytest.approx((5 + 5 + 7.5) / 3)
     # actions flip sign every step: |du| = 1.0 after the first step of an episode
     assert report.mean_abs_action_change == pytest.approx((0.5 + 0.5 + 0.75) / 3)
+
+
+def test_step_accel_reads_one_sample_a_step_or_the_first_reported_one():
+    obs = np.zeros((2, 1), np.float32)
+    flat = VecStep(obs, obs, np.zeros(2), np.zeros(2, bool), np.zeros(2, bool), np.array([[0, 0, 1.5, 0], [0, 0, -2.0, 0]]))
+    assert step_accel(flat, 2).tolist() == [1.5, -2.0]
+    samples = np.zeros((2, 2, 4))
+    samples[:, 0, 2], samples[:, 1, 2] = [0.25, 9.0], [7.0, 7.0]
+    packed = VecStep(obs, obs, np.zeros(2), np.zeros(2, bool), np.zeros(2, bool), samples,
+                     dynamics_present=np.array([[True, True], [False, False]]))  # fmt: skip
+    accel = step_accel(packed, 2)
+    assert accel[0] == 0.25 and np.isnan(accel[1])
+    assert np.isnan(step_accel(VecStep(obs, obs, np.zeros(2), np.zeros(2, bool), np.zeros(2, bool)), 2)).all()

@@ -35,7 +35,7 @@ def test_info_carries_the_steps_dynamics_sample_and_speed_error():
     env = VehicleGymEnv(VehicleConfig(episode_steps=5))
     obs, _ = env.reset(seed=1)
     _, _, _, _, info = env.step(np.array([0.25], dtype=np.float32))
-    u, v_meas, accel, theta_meas = info["dynamics_sample"]
+    (u, v_meas, accel, theta_meas), = info["dynamics_samples"]  # one sample [1, 4] a step
     # the command, and the speed and pitch measured at step start (the observation holds them in float32)
     assert (u, np.float32(v_meas), np.float32(theta_meas)) == (0.25, obs[0], obs[3])
     assert np.isfinite(accel) and info["speed_error"] >= 0.0
