@@ -1,15 +1,20 @@
 """Does the dynamics-map context help SAC on the vehicle task? No context vs pooled vs CNN encoder, same budget.
 
-    python bench/context_benefit.py [--arms none pooled cnn] [--hparams seed|tuned] [--seeds 0 1 2] [--steps 60000]
+    python bench/context_benefit.py [--arms none oracle pooled cnn] [--hparams seed|tuned] [--seeds 0 1 2] [--steps 60000]
                                     [--workers 9] [--max-wall 420] [--eval-episodes 32] [--set KEY=VALUE ...]
 
 Arms (everything else equal: same seeds, env-step budget, networks, batch, UTD,
 warm-up, learner settings):
 
 - ``none``: ``context.mode=none`` (observation only, 34 inputs);
+- ``oracle``: ``context.mode=oracle``, the vehicle's true parameters normalized (34 + 17 inputs): what any
+  context could give at best;
 - ``pooled``: ``context.mode=dynamics_map``, ``context.encoder=pooled`` (34 + 32 inputs);
 - ``cnn``: ``context.mode=dynamics_map``, ``context.encoder=cnn``,
   ``context.encoder_checkpoint=configs/encoders/cnn_encoder.pt`` (frozen, pretrained).
+
+``--set env.vehicle.action=residual_pid`` runs every arm as a residual policy on top of the PID
+(``actors/vehicle/residual.py``); the PID column stays the PID alone.
 
 ``--hparams seed`` keeps ``configs/vehicle.yaml`` (lr 3e-5, tau 0.005, clip 5,
 reward scale 0.001, gamma 0.95, warm-up 10 000); ``--hparams tuned`` changes only
@@ -57,10 +62,10 @@ from bench.inprocess import hyperparameters, plumbing_overrides  # noqa: E402
 from bench.plots import save_panels  # noqa: E402
 
 CNN_CHECKPOINT = ROOT / "configs" / "encoders" / "cnn_encoder.pt"
-ARMS = ("none", "pooled", "cnn")
+ARMS = ("none", "oracle", "pooled", "cnn")
 HPARAMS = {"seed": [], "tuned": ["learner.lr=3e-4"]}
 """``--hparams`` name → overrides on top of ``configs/vehicle.yaml``."""
-EVAL_SEED = 7_770_001
+EVAL_SEED = 7_770_001  # cluster.evaluate.HELD_OUT_SEED
 EVAL_METRICS = ("mean_abs_speed_error", "mean_return", "mean_abs_jerk", "mean_abs_action_change")
 EVAL_RESERVE_S = 40.0
 """Seconds left at the end of ``--max-wall`` for the evaluation and the report."""
@@ -69,8 +74,8 @@ CURVE_KEYS = ("env_steps", "updates", "wall_s", "reward_per_step", "q_mean", "q_
 
 
 def arm_overrides(arm: str, cnn_checkpoint: Path) -> list[str]:
-    if arm == "none":
-        return ["context.mode=none"]
+    if arm in ("none", "oracle"):
+        return [f"context.mode={arm}"]
     sets = ["context.mode=dynamics_map", f"context.encoder={arm}"]
     return sets + ([f"context.encoder_checkpoint={cnn_checkpoint}"] if arm == "cnn" else [])
 
@@ -96,16 +101,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def check_eval_seed(config, seeds: list[int], eval_seed: int) -> None:
-    """The held-out vehicles' seed must be no training actor's seed, nor the prior's, nor the encoder's."""
-    from types import SimpleNamespace
+    """The held-out vehicles' seed must be no training actor's seed of any run, nor the prior's, nor the encoder's."""
+    import dataclasses
 
-    from cluster.factory import actor_seed
+    from cluster.evaluate import check_held_out
 
-    taken = {actor_seed(SimpleNamespace(train=SimpleNamespace(seed=s)), 0, 0) for s in seeds}
-    taken.add(config.context.prior_seed)
-    pretrain = range(50_000, 100_000)  # cluster.pretrain_encoder: 50 000 + ... (train), 90 000 + ... (validation)
-    if eval_seed in taken or eval_seed in pretrain:
-        raise SystemExit(f"--eval-seed {eval_seed} is a training, prior or encoder-pretraining seed; pick another")
+    for seed in seeds:
+        try:
+            check_held_out(dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed)), eval_seed)
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
 
 
 # -- one run, in its own process ----------------------------------------------------------------------

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from actors.guards import sanitize_contexts
-from actors.policy import PolicyCopy
 from actors.worker import RolloutWorker
 from cluster.config import Config
 from cluster.factory import make_learner_service
@@ -211,65 +209,21 @@ def run_summary(service: LearnerService, totals: Totals, wall: float, rollout_s:
     }  # fmt: skip
 
 
-# -- deterministic evaluation with the trained context provider ------------------------------------
-
-
-class ObservingEnv:
-    """A vector env that feeds every step's dynamics samples to a context provider (as the worker does)."""
-
-    def __init__(self, env, provider) -> None:
-        self.env, self.provider = env, provider
-
-    def __getattr__(self, name: str):
-        return getattr(self.env, name)
-
-    def step(self, action):
-        result = self.env.step(action)
-        self.provider.observe(result.dynamics_samples, result.dynamics_present)
-        return result
-
-
-class ContextPolicy:
-    """``evaluate_policy``'s policy: the trained actor, deterministic, on ``[obs ‖ context]``; resets the provider."""
-
-    def __init__(self, policy: PolicyCopy, provider, env) -> None:
-        self.policy, self.provider = policy, provider
-        self.low, self.high = env.action_low, env.action_high
-
-    def reset(self, env_ids: np.ndarray) -> None:
-        self.provider.reset(np.asarray(env_ids))
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        context, _ = sanitize_contexts(self.provider.context())
-        action = self.policy.act(obs, context, deterministic=True)
-        return self.low + (action + 1.0) * 0.5 * (self.high - self.low)
+# -- deterministic evaluation with the trained context provider (cluster.evaluate's) -----------------------
 
 
 def evaluate_sac(config: Config, weights: VersionedWeights, episodes: int, seed: int) -> dict:
     """Deterministic policy on ``episodes`` held-out vehicles (env seed ``seed``), context built as in training."""
-    from actors.vehicle.evaluation import evaluate_policy
-    from cluster.evaluate import make_eval_env
-    from cluster.factory import make_context_provider
+    from cluster.evaluate import evaluate_trained
 
-    env = make_eval_env(config, episodes, seed)
-    provider = make_context_provider(config, env)
-    policy = PolicyCopy(env.observation_dim + provider.context_dim, env.action_dim, config.learner.hidden_sizes, seed)
-    policy.load(VersionedWeights(max(weights.version, 1), weights.tensors, weights.checksum))
-    report = evaluate_policy(ObservingEnv(env, provider), ContextPolicy(policy, provider, env), episodes, seed=seed,
-                             dt=config.env.vehicle.dt)  # fmt: skip
-    return report_dict(report)
+    return report_dict(evaluate_trained(config, weights.tensors, episodes, seed))
 
 
 def evaluate_pid(config: Config, episodes: int, seed: int) -> dict:
     """The shipped PID baseline on the same held-out vehicles."""
-    import argparse
+    from cluster.evaluate import evaluate_baseline
 
-    from actors.vehicle.evaluation import evaluate_policy
-    from cluster.evaluate import POLICIES, make_eval_env
-
-    env = make_eval_env(config, episodes, seed)
-    policy = POLICIES["pid"](config, env, argparse.Namespace(seed=seed))
-    return report_dict(evaluate_policy(env, policy, episodes, seed=seed, dt=config.env.vehicle.dt))
+    return report_dict(evaluate_baseline(config, "pid", episodes, seed))
 
 
 def report_dict(report) -> dict:

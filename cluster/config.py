@@ -69,7 +69,8 @@ class ClusterConfig:
     mode: Literal["local", "ray"] = "ray"
     """``local``: worker and learner in this process, no Ray (tests, debugging); ``ray``: actors on Ray."""
     address: str = ""
-    """Ray address to join; empty: join the running cluster if there is one, else start a local Ray instance."""
+    """Ray address to join; empty: join the running cluster if there is one, else start a local Ray instance;
+    ``local``: always start a local instance (its workers see this shell's ``PYTHONPATH``; a running cluster's do not)."""
     num_actors: int = Field(2, ge=1)
     """Rollout actors (``local`` mode runs exactly one worker)."""
     node_ip_address: str = ""

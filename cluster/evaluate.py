@@ -1,24 +1,46 @@
-"""``python -m cluster.evaluate --config FILE --policy pid|random [--episodes N] [--seed S] [--set key=value ...]``.
+"""Score a trained checkpoint, or a baseline policy, on held-out environments.
 
-Runs a policy on the configured environment for N episodes and prints mean
-|speed error|, return and comfort figures. Policies are built by the
-functions in ``POLICIES`` (name → builder); a new policy kind is one more entry.
+    python -m cluster.evaluate --checkpoint PATH|RUN_DIR [--episodes 32] [--seed N] [--baseline pid|random|none]
+                               [--report DIR] [--set key=value ...]
+    python -m cluster.evaluate --config FILE --policy pid|random [--episodes N] [--seed S] [--set key=value ...]
+
+``--checkpoint`` loads the policy (``weights_only=True``, every file's sha256 checked) and the
+config it trained with, rebuilds that run's context provider, and drives the deterministic
+policy (its mean action) on ``--episodes`` held-out vehicles, one episode each, and the
+baseline on the same vehicles. Held out: the env seed is none a training actor, the prior map
+or the encoder's pretraining used. A bad path, a checkpoint that fails verification or a
+config this code cannot rebuild exits 2 with the reason.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import logging
+import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from actors.envs import VectorEnv
-from actors.vehicle.evaluation import EvalReport, Policy, evaluate_policy
-from cluster.config import Config, ConfigError, load_config
+from actors.vehicle.evaluation import ContextPolicy, EvalReport, ObservingEnv, Policy, evaluate_policy
+from cluster.config import Config, ConfigError, apply_override, build, load_config
+from learner.checkpoint import CheckpointError, load_checkpoint, resolve_resume
+from learner.checkpoint_io import verify_dir
+from learner.checkpoint_read import is_checkpoint_root
 
+log = logging.getLogger(__name__)
 PolicyBuilder = Callable[[Config, VectorEnv, argparse.Namespace], Policy]
+HELD_OUT_SEED = 7_770_001
+"""Default env seed of the held-out vehicles (checked against the run's own seeds)."""
+PRETRAIN_SEEDS = range(50_000, 100_000)
+"""Env seeds ``python -m cluster.pretrain_encoder`` draws its training and validation vehicles from."""
+TRACES = 4
+"""Vehicles whose speed and reference the report draws."""
 
 
 def pid_policy(config: Config, env: VectorEnv, args: argparse.Namespace) -> Policy:
@@ -41,18 +63,25 @@ POLICIES: dict[str, PolicyBuilder] = {"pid": pid_policy, "random": random_policy
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cluster.evaluate", description="Evaluate a policy.")
-    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/vehicle.yaml")
-    parser.add_argument("--policy", required=True, choices=sorted(POLICIES), help="which policy to run")
-    parser.add_argument("--episodes", type=int, default=10, help="episodes to evaluate (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="environment (and random policy) seed")
-    parser.add_argument(
-        "--num-envs", type=int, default=None, help="environments stepped together (default: episodes, at most 64)"
-    )
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config value, e.g. --set env.vehicle.episode_steps=512 (repeatable)",
-    )  # fmt: skip
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="PATH|RUN_DIR", help="a checkpoint, or a run directory (its last good)")
+    source.add_argument("--config", help="YAML config, e.g. configs/vehicle.yaml (with --policy)")
+    parser.add_argument("--policy", choices=sorted(POLICIES), help="with --config: which baseline policy to run")
+    parser.add_argument("--baseline", choices=[*sorted(POLICIES), "none"], default=None,
+                        help="with --checkpoint: the baseline on the same vehicles (default pid for the vehicle env)")
+    parser.add_argument("--episodes", type=int, default=None, help="episodes, one per vehicle (default 32; 10 with --policy)")
+    parser.add_argument("--seed", type=int, default=None, help=f"env seed (default {HELD_OUT_SEED}; 0 with --policy)")
+    parser.add_argument("--num-envs", type=int, default=None, help="environments stepped together (default: episodes, at most 64)")
+    parser.add_argument("--report", type=Path, default=None, metavar="DIR", help="with --checkpoint: write report.md (and PNGs)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set env.vehicle.episode_steps=512 (repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.config and not args.policy:
+        parser.error("--config needs --policy pid|random (or use --checkpoint)")
+    if args.checkpoint and args.policy:
+        parser.error("--policy goes with --config; with --checkpoint the baseline is --baseline")
+    args.episodes = args.episodes if args.episodes is not None else (32 if args.checkpoint else 10)
+    args.seed = args.seed if args.seed is not None else (HELD_OUT_SEED if args.checkpoint else 0)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
     return args
@@ -64,33 +93,197 @@ def make_eval_env(config: Config, num_envs: int, seed: int) -> VectorEnv:
     return make_env(dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=num_envs)), seed)
 
 
-def format_table(title: str, report: EvalReport) -> str:
-    rows = [("metric", "value"), *report.as_rows()]
-    width = max(len(name) for name, _ in rows)
-    lines = [title, f"| {'metric'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
-    lines += [f"| {name.ljust(width)} | {value} |" for name, value in rows[1:]]
+# -- a trained checkpoint ---------------------------------------------------------------------------
+
+
+def trained_checkpoint(spec: str) -> Path:
+    """The checkpoint ``--checkpoint`` names: a run or checkpoint directory's last good one, or that checkpoint,
+    which must verify (evaluating another one than asked for would mislead)."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"--checkpoint {spec}: no such file or directory")
+    for candidate in (path / "checkpoints", path):
+        if candidate.is_dir() and is_checkpoint_root(candidate):
+            return resolve_resume("auto", candidate)
+    verdict = verify_dir(path)
+    if not verdict.ok:
+        raise CheckpointError(f"--checkpoint {spec}: {verdict.reason}")
+    return path
+
+
+def load_trained(path: Path, overrides: list[str]) -> tuple[Config, dict]:
+    """The run's config (with ``overrides``) and its policy's tensors, from a verified checkpoint."""
+    state = load_checkpoint(path).state
+    data = yaml.safe_load(state.get("config_yaml") or "") or {}
+    for assignment in overrides:
+        data = apply_override(data, assignment)
+    config = build(Config, data, f"{path} (the run's config{', with --set ' + ' '.join(overrides) if overrides else ''})")
+    return config, state["learner"]["sac"]["actor"]
+
+
+def check_held_out(config: Config, seed: int) -> None:
+    """``seed`` must be no rollout actor's (first) env seed, nor the prior's, nor the encoder pretraining's."""
+    from cluster.factory import actor_seed
+
+    taken = {actor_seed(config, actor, 0) for actor in range(config.cluster.num_actors)}
+    if seed in taken or seed == config.context.prior_seed or seed in PRETRAIN_SEEDS:
+        raise ValueError(f"--seed {seed} is a training, prior or encoder-pretraining seed of this run; pick another")
+
+
+def evaluate_trained(config: Config, actor: dict, episodes: int, seed: int, num_envs: int | None = None,
+                     trace_envs: int = 0) -> EvalReport:  # fmt: skip
+    """The deterministic policy on ``episodes`` environments of env seed ``seed``, its context built as in training."""
+    from actors.policy import PolicyCopy
+    from cluster.factory import make_context_provider
+    from learner.types import VersionedWeights
+
+    env = make_eval_env(config, num_envs or min(episodes, 64), seed)
+    provider = make_context_provider(config, env)
+    policy = PolicyCopy(env.observation_dim + provider.context_dim, env.action_dim, config.learner.hidden_sizes, seed)
+    try:
+        policy.load(VersionedWeights(1, actor, ""))
+    except RuntimeError as err:  # tensor names or shapes the config's networks do not have
+        raise ValueError(f"the checkpoint's policy does not fit the networks its config builds: {err}") from None
+    return evaluate_policy(ObservingEnv(env, provider), ContextPolicy(policy, provider, env), episodes, seed=seed,
+                           dt=step_seconds(config), trace_envs=trace_envs)  # fmt: skip
+
+
+def evaluate_baseline(config: Config, name: str, episodes: int, seed: int, num_envs: int | None = None,
+                      trace_envs: int = 0) -> EvalReport:  # fmt: skip
+    """A baseline policy alone on the same vehicles (the vehicle env's commands direct, even for a residual run)."""
+    if config.env.kind == "vehicle":
+        direct = dataclasses.replace(config.env.vehicle, action="direct")
+        config = dataclasses.replace(config, env=dataclasses.replace(config.env, vehicle=direct))
+    env = make_eval_env(config, num_envs or min(episodes, 64), seed)
+    policy = POLICIES[name](config, env, argparse.Namespace(seed=seed))
+    return evaluate_policy(env, policy, episodes, seed=seed, dt=step_seconds(config), trace_envs=trace_envs)
+
+
+def step_seconds(config: Config) -> float:
+    return config.env.vehicle.dt if config.env.kind == "vehicle" else 1.0
+
+
+# -- tables and the report --------------------------------------------------------------------------
+
+
+def format_table(title: str, reports: dict[str, EvalReport]) -> str:
+    """One column per policy; a gymnasium env's rows without figures show ``-``."""
+    names = list(reports)
+    rows = [[name for name, _ in next(iter(reports.values())).as_rows()]]
+    rows += [[value for _, value in report.as_rows()] for report in reports.values()]
+    width = max(len(label) for label in rows[0])
+    lines = [title, "| " + "metric".ljust(width) + " | " + " | ".join(names) + " |",
+             "|" + "-" * (width + 2) + "|" + "|".join("-" * (len(n) + 2) for n in names) + "|"]  # fmt: skip
+    for i, label in enumerate(rows[0]):
+        values = [column[i].replace("nan", "-") for column in rows[1:]]
+        lines.append("| " + label.ljust(width) + " | " + " | ".join(values) + " |")
     return "\n".join(lines)
+
+
+def write_report(out: Path, title: str, reports: dict[str, EvalReport], vehicle: bool) -> list[Path]:
+    """``report.md`` and ``episodes.json`` (per-episode figures), and with matplotlib the PNGs; returns the files."""
+    out.mkdir(parents=True, exist_ok=True)
+    per_episode = {name: {"return": list(r.episode_returns), "abs_speed_error": list(r.episode_errors)}
+                   for name, r in reports.items()}  # fmt: skip
+    (out / "episodes.json").write_text(json.dumps(per_episode, indent=1) + "\n")
+    pngs = plot_report(out, reports) if vehicle else []
+    lines = [f"# {title}", "", format_table("", reports).strip(), ""]
+    lines += [f"![{png.stem}]({png.name})" for png in pngs]
+    if vehicle and not pngs:
+        lines.append("(no figures: matplotlib is not installed; `pip install matplotlib`)")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return [out / "report.md", out / "episodes.json", *pngs]
+
+
+def plot_report(out: Path, reports: dict[str, EvalReport]) -> list[Path]:
+    """Speed vs reference for a few vehicles, the error distribution, and per-vehicle errors, policy vs baseline."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    names, files = list(reports), []
+    first = reports[names[0]]
+    fig, axes = plt.subplots(len(first.traces), 1, figsize=(9, 2.2 * len(first.traces)), squeeze=False)
+    for i, ax in enumerate(axes[:, 0]):
+        ax.plot(first.traces[i][:, 4], "k--", lw=1, label="reference")  # vehicle observation: v_ref[t] at 4
+        for name in names:
+            ax.plot(reports[name].traces[i][:, 0], lw=1, label=name)  # measured speed at 0
+        ax.set_ylabel(f"vehicle {i}: m/s")
+    axes[0, 0].legend(loc="upper right")
+    axes[-1, 0].set_xlabel("control step")
+    files.append(_save(fig, out / "speed_traces.png"))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist([reports[n].episode_errors for n in names], bins=16, label=names)
+    ax.set_xlabel("mean |v - v_ref| per vehicle (m/s)")
+    ax.legend()
+    files.append(_save(fig, out / "error_distribution.png"))
+    if len(names) == 2:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        x, y = reports[names[1]].episode_errors, reports[names[0]].episode_errors
+        ax.scatter(x, y, s=12)
+        top = max(max(x), max(y))
+        ax.plot([0, top], [0, top], "k:", lw=1)
+        ax.set_xlabel(f"{names[1]}: mean |v - v_ref| (m/s)")
+        ax.set_ylabel(f"{names[0]}: mean |v - v_ref| (m/s)")
+        files.append(_save(fig, out / "per_vehicle.png"))
+    return files
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+# -- the command ------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(args.config, args.overrides)
+        return run_checkpoint(args) if args.checkpoint else run_baseline(args)
     except ConfigError as err:
         sys.stderr.write(f"config error: {err}\n")
         return 2
-    num_envs = args.num_envs or min(args.episodes, 64)
-    env = make_eval_env(config, num_envs, args.seed)
-    try:
-        policy = POLICIES[args.policy](config, env, args)
-    except ValueError as err:
+    except (CheckpointError, ValueError) as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
-    dt = config.env.vehicle.dt if config.env.kind == "vehicle" else 1.0
-    report = evaluate_policy(env, policy, args.episodes, seed=args.seed, dt=dt)
+
+
+def run_baseline(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    report = evaluate_baseline(config, args.policy, args.episodes, args.seed, args.num_envs)
     title = f"policy {args.policy} on {args.config}, {args.episodes} episodes, seed {args.seed}"
-    sys.stdout.write(format_table(title, report) + "\n")
+    sys.stdout.write(format_table(title, {args.policy: report}) + "\n")
     return 0
+
+
+def run_checkpoint(args: argparse.Namespace) -> int:
+    path = trained_checkpoint(args.checkpoint)
+    config, actor = load_trained(path, args.overrides)
+    check_held_out(config, args.seed)
+    vehicle = config.env.kind == "vehicle"
+    baseline = args.baseline or ("pid" if vehicle else "none")
+    traces = TRACES if vehicle and args.report else 0
+    reports = {"sac": evaluate_trained(config, actor, args.episodes, args.seed, args.num_envs, traces)}
+    if baseline != "none":
+        reports[baseline] = evaluate_baseline(config, baseline, args.episodes, args.seed, args.num_envs, traces)
+    title = f"{path} on {args.episodes} held-out episodes (env seed {args.seed}), deterministic policy"
+    sys.stdout.write(format_table(title, reports) + "\n")
+    if not vehicle:
+        sac = reports["sac"]
+        sys.stdout.write(f"mean return {sac.mean_return:.1f} ± {sac.std_return:.1f}\n")
+    if args.report:
+        files = write_report(args.report, title, reports, vehicle)
+        sys.stdout.write("wrote " + ", ".join(str(f) for f in files) + "\n")
+    return 0 if all(math.isfinite(r.mean_return) for r in reports.values()) else 1
 
 
 if __name__ == "__main__":

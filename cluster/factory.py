@@ -34,7 +34,12 @@ def make_env(config: Config, seed: int) -> VectorEnv:
     if env.kind == "vehicle":
         from actors.vehicle import VehicleVectorEnv
 
-        return VehicleVectorEnv(env.num_envs, env.vehicle, seed=seed)
+        vehicles = VehicleVectorEnv(env.num_envs, env.vehicle, seed=seed)
+        if env.vehicle.action == "residual_pid":
+            from actors.vehicle.residual import ResidualPIDEnv
+
+            return ResidualPIDEnv(vehicles, env.vehicle.residual_scale)
+        return vehicles
     return GymVectorEnv(env.id, env.num_envs, env.kwargs)
 
 
@@ -42,6 +47,12 @@ def make_context_provider(config: Config, env: VectorEnv) -> ContextProvider:
     context = getattr(config, "context", None)
     if context is None or context.mode == "none":
         return NoContext(env.num_envs)
+    if context.mode == "oracle":
+        from actors.vehicle.oracle import OracleContext
+
+        if not hasattr(env, "true_params"):
+            raise ValueError("context.mode oracle reads the true vehicle parameters: it needs env.kind vehicle")
+        return OracleContext(env, config.env.vehicle.randomization)
     from cluster.context_factory import make_dynamics_map_context
 
     return make_dynamics_map_context(config, env)

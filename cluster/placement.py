@@ -35,10 +35,10 @@ def connect(config: Config) -> bool:
     if ray.is_initialized():
         return False
     extra = {"_node_ip_address": config.cluster.node_ip_address} if config.cluster.node_ip_address else {}
-    if config.cluster.address:
+    if config.cluster.address not in ("", "local"):
         ray.init(address=config.cluster.address, **extra)
         return True
-    running = running_cluster_address()
+    running = running_cluster_address() if config.cluster.address == "" else None
     if running:
         ray.init(address=running, **extra)
         log.info("joined the running Ray cluster at %s", running)

@@ -100,7 +100,7 @@ def find_latest_good(root: Path) -> Path | None:
     return found
 
 
-def _is_checkpoint_root(path: Path) -> bool:
+def is_checkpoint_root(path: Path) -> bool:
     if parse_name(path.name) is not None or (path / MANIFEST).exists():
         return False
     return (path / POINTER).exists() or bool(list_entries(path))
@@ -122,7 +122,7 @@ def resolve_resume(spec: str, root: Path) -> Path:
     if not path.exists():
         raise NoGoodCheckpointError(f"--resume {spec}: no such directory")
     for candidate in (path / "checkpoints", path):
-        if candidate.is_dir() and _is_checkpoint_root(candidate):
+        if candidate.is_dir() and is_checkpoint_root(candidate):
             return resolve_resume("auto", candidate)
     result = verify_dir(path)
     if result.ok:

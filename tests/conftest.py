@@ -42,6 +42,18 @@ class RayHead:
         return [f"cluster.address={self.address}", "cluster.node_ip_address=127.0.0.1"]
 
 
+def finished_job(dashboard: str, job_id: str, timeout: float = 600.0) -> tuple[str, str]:
+    """Wait for a submitted Ray job to end (polling its status); returns its final status and its logs."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(dashboard)
+    deadline = time.monotonic() + timeout
+    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, f"job {job_id} did not finish in {timeout:.0f} s"
+        time.sleep(2)
+    return str(status), client.get_job_logs(job_id)
+
+
 def venv_path() -> str:
     """``PATH`` with this interpreter's folder first: a job's ``python`` is the one the tests run with."""
     return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

@@ -13,8 +13,9 @@ from learner.types import ConfigValueError, config_section
 class ContextConfig:
     """What the policy and critics see besides the observation: a per-environment dynamics-map context."""
 
-    mode: Literal["none", "dynamics_map"] = "none"
-    """``none``: observation only; ``dynamics_map``: an encoded map a(u, v) built from the env's samples."""
+    mode: Literal["none", "dynamics_map", "oracle"] = "none"
+    """``none``: observation only; ``dynamics_map``: an encoded map a(u, v) built from the env's samples;
+    ``oracle`` (vehicle env, a study arm): the vehicle's true parameters, normalized (17 values, not ``context_dim``)."""
     encoder: Literal["pooled", "cnn"] = "pooled"
     """``pooled``: average-pooled map and confidence, fixed projection (no training); ``cnn``: pretrained, frozen."""
     context_dim: int = Field(32, ge=1)

@@ -8,7 +8,7 @@ physics (see ``actors.vehicle.params.LOG_UNIFORM``), not by config.
 from __future__ import annotations
 
 from dataclasses import field
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, PositiveFloat
 
@@ -171,6 +171,11 @@ class VehicleConfig:
     """Plant integration substeps per control step."""
     preview_steps: int = Field(30, ge=1)
     """Reference preview in the observation: ``v_ref[t … t+preview_steps-1]``."""
+    action: Literal["direct", "residual_pid"] = "direct"
+    """``direct``: the action is the command u; ``residual_pid``: a correction the env adds to the shipped PID's
+    command, ``u = clip(u_pid + residual_scale · a, -1, 1)`` (actors/vehicle/residual.py)."""
+    residual_scale: float = Field(0.5, gt=0, le=2)
+    """With ``action: residual_pid``: how far the agent's correction in [-1, 1] may move the PID's command."""
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
     """Parameter ranges and rejection-sampling checks."""
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)

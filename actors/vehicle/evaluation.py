@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from actors.context.base import ContextProvider
 from actors.envs import VecStep, VectorEnv
+from actors.guards import sanitize_contexts
+from actors.policy import PolicyCopy
 
 Policy = Callable[[np.ndarray], np.ndarray]
 """``obs [n, obs_dim] -> actions [n, action_dim]`` in env units; may have ``reset(env_ids)`` for its own state."""
@@ -26,6 +29,12 @@ class EvalReport:
     """Mean |Δa|/dt from the step accelerations (m/s³); NaN where the env reports no dynamics samples."""
     mean_abs_action_change: float
     """Mean |u_t − u_{t−1}| (action smoothness) over all action dimensions."""
+    episode_returns: tuple[float, ...] = ()
+    """Each episode's return, in the order episodes finished (env index order when they end together)."""
+    episode_errors: tuple[float, ...] = ()
+    """Each episode's mean |v − v_ref| (m/s), same order."""
+    traces: tuple[np.ndarray, ...] = ()
+    """Observations ``[steps, obs_dim]`` of the first episode of environments 0, 1, ... (``trace_envs`` of them)."""
 
     def as_rows(self) -> list[tuple[str, str]]:
         return [
@@ -60,12 +69,15 @@ def step_accel(step: VecStep, n: int) -> np.ndarray:
     return np.where(present[:, 0], samples[:, 0, 2], np.nan)
 
 
-def evaluate_policy(env: VectorEnv, policy_fn: Policy, episodes: int, seed: int = 0, dt: float = 0.1) -> EvalReport:
+def evaluate_policy(
+    env: VectorEnv, policy_fn: Policy, episodes: int, seed: int = 0, dt: float = 0.1, trace_envs: int = 0
+) -> EvalReport:
     """Run ``policy_fn`` on ``env`` (reset with ``seed``) until ``episodes`` episodes finish; summarize them.
 
     Episodes are taken in the order they finish (lowest env index first within a
     step), so the report depends only on ``env``, ``policy_fn`` and ``seed``.
-    ``dt`` converts step accelerations into jerk.
+    ``dt`` converts step accelerations into jerk; ``trace_envs`` records the first
+    episode's observations of that many environments.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -79,7 +91,11 @@ def evaluate_policy(env: VectorEnv, policy_fn: Policy, episodes: int, seed: int 
     prev_a = np.zeros(n)
     first = np.ones(n, dtype=bool)
     finished: list[tuple[float, float, float, float]] = []
+    traces: list[list[np.ndarray]] = [[] for _ in range(min(trace_envs, n))]
+    tracing = np.arange(n) < len(traces)
     while len(finished) < episodes:
+        for i in np.flatnonzero(tracing):
+            traces[i].append(obs[i].copy())
         action = np.asarray(policy_fn(obs), dtype=np.float64).reshape(n, env.action_dim)
         step = env.step(action)
         totals.len += 1
@@ -94,10 +110,45 @@ def evaluate_policy(env: VectorEnv, policy_fn: Policy, episodes: int, seed: int 
             length = totals.len[i]
             finished.append((totals.ret[i], totals.err[i] / length, totals.jerk[i] / length, totals.du[i] / length))
         if done.size:
+            tracing[done] = False
             totals.clear(done)
             prev_u[done], first[done] = np.nan, True
             if reset is not None:
                 reset(done)
         obs = step.obs
     ret, err, jerk, du = (np.array(col) for col in zip(*finished[:episodes], strict=True))
-    return EvalReport(episodes, float(err.mean()), float(ret.mean()), float(ret.std()), float(jerk.mean()), float(du.mean()))
+    return EvalReport(
+        episodes, float(err.mean()), float(ret.mean()), float(ret.std()), float(jerk.mean()), float(du.mean()),
+        tuple(ret.tolist()), tuple(err.tolist()), tuple(np.stack(rows) for rows in traces),
+    )  # fmt: skip
+
+
+class ObservingEnv:
+    """A vector env that feeds every step's dynamics samples to a context provider (as the rollout worker does)."""
+
+    def __init__(self, env: VectorEnv, provider: ContextProvider) -> None:
+        self.env, self.provider = env, provider
+
+    def __getattr__(self, name: str):
+        return getattr(self.env, name)
+
+    def step(self, action: np.ndarray) -> VecStep:
+        result = self.env.step(action)
+        self.provider.observe(result.dynamics_samples, result.dynamics_present)
+        return result
+
+
+class ContextPolicy:
+    """``evaluate_policy``'s policy: a trained actor, deterministic (its mean action), on ``[obs ‖ context]``."""
+
+    def __init__(self, policy: PolicyCopy, provider: ContextProvider, env: VectorEnv) -> None:
+        self.policy, self.provider = policy, provider
+        self.low, self.high = env.action_low, env.action_high
+
+    def reset(self, env_ids: np.ndarray) -> None:
+        self.provider.reset(np.asarray(env_ids))
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        context, _ = sanitize_contexts(self.provider.context())
+        action = self.policy.act(obs, context, deterministic=True)
+        return self.low + (action + 1.0) * 0.5 * (self.high - self.low)

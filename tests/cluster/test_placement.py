@@ -44,3 +44,27 @@ def test_a_demand_must_last_the_timeout():
     assert slow.stuck({"rollout actor 0": {"CPU": 1.0}}) == {}
     assert list(slow.pending_since) == [(("CPU", 1.0),)]  # seen, the clock runs
     assert slow.stuck({}) == {} and slow.pending_since == {}  # answered: forgotten
+
+
+@pytest.mark.parametrize(
+    ("address", "running", "expected"),
+    [
+        ("", "127.0.0.1:6379", {"address": "127.0.0.1:6379"}),  # empty: join the running cluster
+        ("", None, {"address": "local", "num_cpus": 9, "include_dashboard": False}),  # none runs: a local instance
+        ("local", "127.0.0.1:6379", {"address": "local", "num_cpus": 9, "include_dashboard": False}),  # always local
+        ("10.0.0.5:6379", None, {"address": "10.0.0.5:6379"}),
+    ],
+)  # fmt: skip
+def test_where_the_driver_connects(monkeypatch, address, running, expected):
+    import os
+
+    from cluster import placement
+    from cluster.config import Config, build
+
+    calls = []
+    monkeypatch.setattr(placement.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(placement.ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(placement, "running_cluster_address", lambda: running)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    config = build(Config, {"cluster": {"address": address, "num_actors": 8}}, "test.yaml")
+    assert placement.connect(config) is True and calls == [expected]  # 8 actors + the learner: 9 logical CPUs

@@ -8,11 +8,10 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.conftest import RAY_ENV, ROOT, venv_path
+from tests.conftest import RAY_ENV, ROOT, finished_job, venv_path
 from tests.learner.helpers import SEED_TAGS, read_back
 
 LOOPBACK = "--set cluster.node_ip_address=127.0.0.1"
@@ -34,6 +33,7 @@ def shell_env(**extra: str) -> dict[str, str]:
 def test_the_section_shows_a_local_run_and_a_job_submission():
     local, submit = readme_commands()
     assert local.startswith("PYTHONPATH=examples/ev_fleet python -m cluster.train --config examples/ev_fleet/config.yaml")
+    assert "--set cluster.address=local" in local  # a Ray cluster started earlier would not see PYTHONPATH
     assert submit.startswith("ray job submit --working-dir . --runtime-env-json")
 
 
@@ -60,15 +60,9 @@ def test_the_job_submission_finds_the_users_module_through_working_dir_and_pytho
     result = subprocess.run(command, cwd=ROOT, env=shell_env(RAY_ADDRESS=ray_head.dashboard), capture_output=True,
                             text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
     job_id = next(line.split("'")[1] for line in result.stdout.splitlines() if "submitted successfully" in line)
-    client = JobSubmissionClient(ray_head.dashboard)
-    deadline = time.monotonic() + 600
-    while client.get_job_status(job_id) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-        assert time.monotonic() < deadline, "job did not finish in 10 minutes"
-        time.sleep(2)
-    assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-3000:]
+    status, logs = finished_job(ray_head.dashboard, job_id)
+    assert status == "SUCCEEDED", logs[-3000:]
     summary = json.loads((run_dir / "final_stats.json").read_text())
     assert summary["env_steps"] == 400 and sum(summary["context_fallbacks"].values()) == 0
     assert set(read_back(run_dir / "tensorboard")) >= SEED_TAGS
