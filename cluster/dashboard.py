@@ -218,7 +218,7 @@ def layout(rows: list[tuple[str, list[dict]]]) -> list[dict]:
             }
         )
         y += 1
-        per_line = min(len(panels), 4)
+        per_line = max(1, min(len(panels), 4))  # a row without panels takes its title line only
         width = GRID_WIDTH // per_line
         for i, p in enumerate(panels):
             line, col = divmod(i, per_line)

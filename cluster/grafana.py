@@ -61,13 +61,12 @@ def token_from_env(environ: dict[str, str] | None = None) -> str:
 
 
 def display_url(url: str) -> str:
-    """``url`` without any ``user:password@`` part, for messages."""
+    """``url`` without any ``user:password@`` part, for messages (an IPv6 host keeps its brackets)."""
     parts = urlsplit(url)
-    return (
-        urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
-        if parts.hostname
-        else url
-    )
+    if not parts.hostname:
+        return url
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
 
 
 def upload_payload(board: dict[str, Any], folder: str = "", message: str = "") -> dict[str, Any]:

@@ -212,6 +212,7 @@ def test_display_url_drops_only_the_user_part() -> None:
     assert grafana.display_url("https://admin@grafana.example/d/x") == "https://grafana.example/d/x"
     assert grafana.display_url("http://grafana:3000") == "http://grafana:3000"
     assert grafana.display_url("not a url") == "not a url"  # no host: shown as given
+    assert grafana.display_url("http://u:p@[::1]:3000/a") == "http://[::1]:3000/a"  # IPv6 keeps its brackets
 
 
 def test_upload_payload_names_the_folder_and_leaves_the_board_alone() -> None:
