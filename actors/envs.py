@@ -37,6 +37,11 @@ class VecStep:
     """``[n, K]`` bool: which of the K sample rows each environment reported (``None``: all of them)."""
 
 
+def to_env_units(action: np.ndarray, env: VectorEnv) -> np.ndarray:
+    """A policy's action in [-1, 1] mapped onto the environment's box ``[action_low, action_high]``."""
+    return env.action_low + (action + 1.0) * 0.5 * (env.action_high - env.action_low)
+
+
 class VectorEnv(Protocol):
     """``num_envs`` environments stepped together; finished ones reset themselves."""
 

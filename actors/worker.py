@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from actors.context.base import ContextProvider
-from actors.envs import VectorEnv
+from actors.envs import VectorEnv, to_env_units
 from actors.guards import add_counts, nonfinite_rows, sanitize_actions, sanitize_contexts, valid_transitions
 from actors.policy import PolicyCopy
 from learner.types import (
@@ -96,9 +96,6 @@ class RolloutWorker:
             return self.rng.uniform(-1.0, 1.0, (self.env.num_envs, self.env.action_dim)).astype(np.float32)
         return self.policy.act(self.obs, self.context)
 
-    def _to_env_units(self, action: np.ndarray) -> np.ndarray:
-        low, high = self.env.action_low, self.env.action_high
-        return low + (action + 1.0) * 0.5 * (high - low)
 
     def _restart_nonfinite(self, obs: np.ndarray) -> np.ndarray:
         """``obs`` with every non-finite row replaced by a fresh episode's observation of that environment."""
@@ -123,7 +120,7 @@ class RolloutWorker:
         episodes: list[EpisodeSummary] = []
         for _ in range(steps):
             action, bad_action = sanitize_actions(self._actions(random_actions))
-            result = self.env.step(self._to_env_units(action))
+            result = self.env.step(to_env_units(action, self.env))
             self.provider.observe(result.dynamics_samples, result.dynamics_present)
             next_context, counts = sanitize_contexts(self.provider.context())
             add_counts(fallbacks, counts)

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import Field
 
-from cluster.rendered import write_or_check
+from cluster.rendered import to_yaml, write_or_check
 from learner.safety import warning_thresholds
 from learner.types import STATS, config_section, text_matching
 
@@ -275,34 +274,16 @@ def alert_groups(config: Config) -> list[dict[str, Any]]:
     return [{"name": GROUP_NAME, "rules": rules}]
 
 
-class _BlockDumper(yaml.SafeDumper):
-    """Safe dumper that writes multi-line strings (long PromQL) as ``|`` blocks."""
-
-
-def _str_block(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in data else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-
-_BlockDumper.add_representer(str, _str_block)
-
-
 def render_rules(config: Config) -> str:
     """The text of alerts.yml for ``config`` (deterministic)."""
-    body = yaml.dump(
-        {"groups": alert_groups(config)}, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=4096
-    )
-    return HEADER + body
+    return HEADER + to_yaml({"groups": alert_groups(config)})
 
 
 def load(config_path: str | None, overrides: list[str]) -> Config:
-    from cluster.config import Config, apply_override, build, load_config
+    from cluster.config import config_from, load_config
 
     if config_path is None and not DEFAULT_CONFIG.exists():  # an installed package without configs/: the defaults
-        data: dict = {}
-        for assignment in overrides:
-            data = apply_override(data, assignment)
-        return build(Config, data, f"defaults (with --set {' '.join(overrides)})")
+        return config_from({}, "defaults", overrides)
     return load_config(config_path or DEFAULT_CONFIG, overrides)
 
 

@@ -125,13 +125,19 @@ class Config:
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load ``path`` strictly and apply ``--set`` overrides; errors name key and file."""
-    path = Path(path)
-    data = load_yaml(path)
-    source = str(path)
+    return config_from(load_yaml(Path(path)), str(path), overrides)
+
+
+def config_from(data: dict[str, Any], source: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A config from YAML data (a file's, a checkpoint's, none) and ``--set`` overrides; errors name ``source``."""
     for assignment in overrides:
         data = apply_override(data, assignment)
-        source = f"{path} (with --set {' '.join(overrides)})"
-    return build(Config, data, source)
+    return build(Config, data, with_overrides(source, overrides))
+
+
+def with_overrides(source: str, overrides: list[str] | tuple[str, ...]) -> str:
+    """How errors name a config: its file, and the ``--set`` overrides on top of it."""
+    return f"{source} (with --set {' '.join(overrides)})" if overrides else source
 
 
 def build(cls: type[T], data: dict[str, Any], source: str) -> T:
@@ -183,8 +189,8 @@ def config_help(cls: type = Config, prefix: str = "") -> list[str]:
             continue
         default = info.get_default(call_default_factory=True)
         kind = typing.get_origin(info.annotation) or info.annotation
-        type_name = "one of " + ", ".join(map(str, typing.get_args(info.annotation))) if kind is Literal else None
-        type_name = type_name or getattr(kind, "__name__", str(kind))
+        choices = ", ".join(map(str, typing.get_args(info.annotation)))
+        type_name = f"one of {choices}" if kind is Literal else getattr(kind, "__name__", str(kind))
         description = " ".join(info.description.split())
         lines.append(f"{prefix}{name} ({type_name}, default {to_plain(default)!r}): {description}")
     return lines
@@ -242,4 +248,4 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(json.dumps(to_plain(config), sort_keys=True).encode()).hexdigest()
 
 
-__all__ = ["Config", "ConfigError", "build", "config_help", "load_config", "config_to_yaml", "config_hash"]
+__all__ = ["Config", "ConfigError", "build", "config_from", "config_help", "load_config", "config_to_yaml", "config_hash"]

@@ -28,10 +28,10 @@ import yaml
 
 from actors.envs import VectorEnv
 from actors.vehicle.evaluation import ContextPolicy, EvalReport, ObservingEnv, Policy, evaluate_policy
-from cluster.config import Config, ConfigError, apply_override, build, load_config
-from learner.checkpoint import CheckpointError, load_checkpoint, resolve_resume
+from cluster.config import Config, ConfigError, config_from, load_config
+from learner.checkpoint import CheckpointError, load_checkpoint
 from learner.checkpoint_io import verify_dir
-from learner.checkpoint_read import is_checkpoint_root
+from learner.checkpoint_read import last_good_under
 
 log = logging.getLogger(__name__)
 PolicyBuilder = Callable[[Config, VectorEnv, argparse.Namespace], Policy]
@@ -102,9 +102,9 @@ def trained_checkpoint(spec: str) -> Path:
     path = Path(spec).expanduser()
     if not path.exists():
         raise CheckpointError(f"--checkpoint {spec}: no such file or directory")
-    for candidate in (path / "checkpoints", path):
-        if candidate.is_dir() and is_checkpoint_root(candidate):
-            return resolve_resume("auto", candidate)
+    found = last_good_under(path)
+    if found is not None:
+        return found
     verdict = verify_dir(path)
     if not verdict.ok:
         raise CheckpointError(f"--checkpoint {spec}: {verdict.reason}")
@@ -115,10 +115,7 @@ def load_trained(path: Path, overrides: list[str]) -> tuple[Config, dict]:
     """The run's config (with ``overrides``) and its policy's tensors, from a verified checkpoint."""
     state = load_checkpoint(path).state
     data = yaml.safe_load(state.get("config_yaml") or "") or {}
-    for assignment in overrides:
-        data = apply_override(data, assignment)
-    config = build(Config, data, f"{path} (the run's config{', with --set ' + ' '.join(overrides) if overrides else ''})")
-    return config, state["learner"]["sac"]["actor"]
+    return config_from(data, f"{path} (the run's config)", overrides), state["learner"]["sac"]["actor"]
 
 
 def check_held_out(config: Config, seed: int) -> None:

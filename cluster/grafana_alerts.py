@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from cluster.rendered import to_yaml
+
 if TYPE_CHECKING:
     from cluster.config import Config
 
@@ -186,13 +188,7 @@ def grafana_groups(config: Config, datasource_uid: str = DEFAULT_DATASOURCE_UID)
 
 def render_alert_rules(config: Config, datasource_uid: str = DEFAULT_DATASOURCE_UID) -> str:
     """The text of dmsac-alerts.yml for ``config`` (deterministic)."""
-    from cluster.alerts import _BlockDumper
-
-    body = yaml.dump(
-        {"apiVersion": 1, "groups": grafana_groups(config, datasource_uid)},
-        Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=4096,
-    )  # fmt: skip
-    return HEADER + body
+    return HEADER + to_yaml({"apiVersion": 1, "groups": grafana_groups(config, datasource_uid)})
 
 
 def api_rules(provisioning: dict[str, Any], folder_uid: str) -> list[dict[str, Any]]:

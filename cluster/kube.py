@@ -15,11 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cluster.alerts import alert_groups
 from cluster.alerts import load as load_alerts_config
 from cluster.config import Config, ConfigError
+from cluster.rendered import to_yaml as rendered_yaml
 from cluster.rendered import write_or_check
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,19 +54,8 @@ def prometheus_rule(
     }
 
 
-class _Dumper(yaml.SafeDumper):
-    """Safe dumper writing multi-line strings (long PromQL) as ``|`` blocks and long lines unwrapped."""
-
-
-def _str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
-
-
-_Dumper.add_representer(str, _str)
-
-
 def to_yaml(document: dict[str, Any]) -> str:
-    return HEADER + yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=4096)
+    return HEADER + rendered_yaml(document)
 
 
 def parse_labels(pairs: list[str]) -> dict[str, str] | None:

@@ -19,12 +19,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import ray
 from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
 
 from cluster.config import Config
+from cluster.factory import resume_command
 from cluster.placement import SchedulingWatch, learner_options, resource_shape
 from cluster.ray_actors import LearnerActor, TestHooks
 from cluster.runner import CapacityError, LearnerStartError, RunRecord, Stopper
@@ -114,6 +114,10 @@ class LearnerHandle:
     # -- steps ---------------------------------------------------------------------------------
     def step(self, fragment: ray.ObjectRef, env_steps: int) -> None:
         self.queue.append((self.actor.step.remote(fragment), Delivery(fragment, env_steps)))
+
+    def report_fleet(self, alive: int, new_restarts: int) -> None:
+        """Rollout actors alive and restarted, for the learner's metrics (fire and forget: a dead learner misses it)."""
+        self.actor.report_fleet.remote(alive, new_restarts)
 
     def publish(self, weights) -> None:
         if weights is not None and weights.version > self.weights[0]:
@@ -228,11 +232,7 @@ class LearnerHandle:
         """The last good checkpoint and the command that resumes from it (for exit 3's message)."""
         root = checkpoint_root(self.config.checkpoint, self.config.train.run_dir)
         good = Checkpointer(root, self.config.checkpoint.keep_last).latest_good()
-        config_file = Path(self.config.train.run_dir) / "config.yaml"
-        return (
-            f"last good checkpoint: {good or 'none'}; "
-            f"resume with: python -m cluster.train --config {config_file} --resume auto"
-        )
+        return f"last good checkpoint: {good or 'none'}; resume with: {resume_command(self.config)}"
 
     def hand_over(self, resumed: Progress, known: Progress) -> int:
         """Queue, on the new learner, every fragment its checkpoint lacks; returns the env steps that cannot be."""

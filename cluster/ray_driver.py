@@ -105,7 +105,7 @@ class RayDriver:
         self.learner.started(self.record)
         # A resumed run continues its budget: the handed-out count starts at the steps already ingested.
         self.env_steps_handed_out = self.env_steps_received = self.record.start.env_steps
-        self.learner.actor.report_fleet.remote(len(self.fleet.actors), 0)
+        self.learner.report_fleet(len(self.fleet.actors), 0)
 
     def needs(self) -> str:
         cpus = self.config.cluster.num_actors + 1
@@ -162,7 +162,7 @@ class RayDriver:
             return
         self.fleet.restarts[index] += 1
         self.fleet.restart_versions.append((version_sent, header.weights_version))
-        self.learner.actor.report_fleet.remote(self.fleet.alive_count, 1)
+        self.learner.report_fleet(self.fleet.alive_count, 1)
         log.warning(
             "rollout actor %d is back (restart %d of %d) with weights v%d",
             index, self.fleet.restarts[index], self.config.cluster.max_actor_restarts, header.weights_version,
@@ -190,14 +190,14 @@ class RayDriver:
             self.fleet.retry_at[index] = time.monotonic() + 1.0
         else:
             self.submit(index)
-        self.learner.actor.report_fleet.remote(self.fleet.alive_count, 0)
+        self.learner.report_fleet(self.fleet.alive_count, 0)
 
     def give_up(self, index: int) -> None:
         """Ray will not restart actor ``index``: its fragment goes back to the budget, for another actor."""
         self.fleet.alive[index] = False
         self.fleet.retry_at.pop(index, None)
         self.env_steps_handed_out -= self.fragment_steps
-        self.learner.actor.report_fleet.remote(self.fleet.alive_count, 0)
+        self.learner.report_fleet(self.fleet.alive_count, 0)
         log.error(
             "rollout actor %d is gone after %d restarts; %d actors remain",
             index, self.fleet.restarts[index], self.fleet.alive_count,

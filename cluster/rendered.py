@@ -4,6 +4,23 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class BlockDumper(yaml.SafeDumper):
+    """Safe dumper writing multi-line strings (long PromQL) as ``|`` blocks."""
+
+
+BlockDumper.add_representer(
+    str, lambda dumper, data: dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
+)
+
+
+def to_yaml(document: dict[str, Any]) -> str:
+    """A rendered document as YAML: keys in order, multi-line strings as blocks, long lines unwrapped."""
+    return yaml.dump(document, Dumper=BlockDumper, sort_keys=False, allow_unicode=True, width=4096)
 
 
 def write_or_check(text: str, out: str, check: bool, command: str) -> int:

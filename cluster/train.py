@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from cluster.config import Config, ConfigError, config_help, load_config
+from cluster.config import Config, ConfigError, config_help, load_config, with_overrides
 from cluster.factory import probe_dimensions
 from cluster.runner import exit_code_for
 from learner.checkpoint import Checkpointer, checkpoint_root
@@ -72,8 +72,7 @@ def check_environment(config: Config, args: argparse.Namespace) -> None:
     try:
         probe_dimensions(config)
     except ConfigValueError as err:
-        source = f"{args.config} (with --set {' '.join(args.overrides)})" if args.overrides else args.config
-        raise ConfigError(source, err.key, err.message) from None
+        raise ConfigError(with_overrides(args.config, args.overrides), err.key, err.message) from None
 
 
 def resolve_resume_spec(config: Config, spec: str | None) -> str | None:

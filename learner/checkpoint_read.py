@@ -106,6 +106,15 @@ def is_checkpoint_root(path: Path) -> bool:
     return (path / POINTER).exists() or bool(list_entries(path))
 
 
+def last_good_under(path: Path) -> Path | None:
+    """The last good checkpoint of a run directory or a checkpoint directory; None when ``path`` is neither
+    (a single checkpoint, say). ``NoGoodCheckpointError`` when it is one but nothing in it verifies."""
+    for candidate in (path / "checkpoints", path):
+        if candidate.is_dir() and is_checkpoint_root(candidate):
+            return resolve_resume("auto", candidate)
+    return None
+
+
 def resolve_resume(spec: str, root: Path) -> Path:
     """The checkpoint to resume from for ``--resume auto|PATH`` (PATH: a checkpoint, checkpoint or run dir)."""
     if spec == "auto":
@@ -121,9 +130,9 @@ def resolve_resume(spec: str, root: Path) -> Path:
         path = root / spec
     if not path.exists():
         raise NoGoodCheckpointError(f"--resume {spec}: no such directory")
-    for candidate in (path / "checkpoints", path):
-        if candidate.is_dir() and is_checkpoint_root(candidate):
-            return resolve_resume("auto", candidate)
+    found = last_good_under(path)
+    if found is not None:
+        return found
     result = verify_dir(path)
     if result.ok:
         return path

@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 
 FIELDS = ("obs", "context", "action", "reward", "next_obs", "next_context", "terminated")
+INDEX_RANGE = 2**62
+"""Indices are ``randint(0, INDEX_RANGE) mod size``: uniform within 1e-12, with ``size`` a device tensor."""
 
 
 class ReplayBuffer:
     """A ring of ``capacity`` transitions stored as device tensors.
 
     ``add`` takes a batch of transitions (any leading size); when the ring is
-    full the oldest are overwritten. ``sample`` draws indices on the device with
+    full the oldest are overwritten. ``sample_indices`` draws indices on the device with
     the buffer's own generator, so sampling is reproducible and resumable.
     """
 
@@ -51,8 +53,12 @@ class ReplayBuffer:
         self.position = (self.position + count) % self.capacity
         self.size = min(self.size + count, self.capacity)
 
-    def sample_indices(self, batch_size: int) -> torch.Tensor:
-        return torch.randint(0, self.size, (batch_size,), device=self.device, generator=self.generator)
+    def sample_indices(self, batch_size: int, size: torch.Tensor | None = None) -> torch.Tensor:
+        """Uniform rows of the filled part. ``size``: the filled size as a device tensor, which a captured CUDA
+        graph reads at every replay (the buffer grows under it); default the size now."""
+        size = torch.tensor(self.size, device=self.device) if size is None else size
+        draw = torch.randint(0, INDEX_RANGE, (batch_size,), generator=self.generator, device=self.device)
+        return draw.remainder_(size)
 
     def gather(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: tensor[index] for name, tensor in self.storage.items()}

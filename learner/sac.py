@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from learner.replay import ReplayBuffer
 
 FLAGS = slice(len(STAT_FIELDS) - len(FLAG_FIELDS), len(STAT_FIELDS))
-INDEX_RANGE = 2**62
-"""Replay indices are ``randint(0, INDEX_RANGE) mod size`` (uniform within 1e-12; size a device tensor)."""
 
 GradHook = Callable[[int, nn.Module], None]
 """Test hook run after the critic backward of update ``n`` (e.g. to inject a NaN gradient); runs eagerly."""
@@ -157,9 +155,8 @@ class SAC:
 
     def sampled_step(self, replay: ReplayBuffer) -> None:
         """Sample a batch on the device, update, and record its statistics and indices at the block's counter."""
-        draw = torch.randint(0, INDEX_RANGE, (self.config.batch_size,), generator=replay.generator, device=self.device)
-        index = draw.remainder_(self.replay_size)
-        stats = self.step({name: tensor[index] for name, tensor in replay.storage.items()})
+        index = replay.sample_indices(self.config.batch_size, self.replay_size)
+        stats = self.step(replay.gather(index))
         self.rows.index_copy_(0, self.counter, stats.unsqueeze(0))
         self.indices.index_copy_(0, self.counter, index.unsqueeze(0))
         self.counter.add_(1)

@@ -200,7 +200,7 @@ class LearnerService:
         self.last_stats = stats
         self._step_blocks.append(stats)
         self.metrics.record_update_stats(stats)
-        self.board.record(stats, self.safety_counters(), self.learner.updates_done)
+        self.board.record(stats, self.safety_counters, self.learner.updates_done)
         if self.safety.observe(stats, self.learner):  # a warning sign's remedies changed the rates
             self.publish_in_force()
 
@@ -291,7 +291,8 @@ class LearnerService:
     def metrics_summary(self) -> dict:
         stats = self.last_stats.as_dict() if self.last_stats else {}
         finite = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-        return {**finite, "env_steps": self.learner.env_steps, "recent_return": mean_or_none(self.returns)}
+        recent = mean_return(self.returns)  # NaN before the first episode: null in the manifest's JSON
+        return {**finite, "env_steps": self.learner.env_steps, "recent_return": None if math.isnan(recent) else recent}
 
     # -- weights -------------------------------------------------------------------------------
     def broadcast(self) -> VersionedWeights | None:
@@ -337,13 +338,12 @@ class LearnerService:
             self._rate = (updates - updates_then) / (now - then)
             self._clock = (now, updates)
         steps = self.learner.env_steps
-        recent = mean_or_none(self.returns)
         return Progress(
             env_steps=steps,
             updates=updates,
             updates_per_second=self._rate,
             update_to_data=updates / max(1, steps - self.schedule.warmup_steps),
-            recent_return=float("nan") if recent is None else recent,
+            recent_return=mean_return(self.returns),
             episodes=self.episodes,
             weights_version=self.learner.weights_version,
             replay_size=len(self.learner.replay),
@@ -357,8 +357,3 @@ class LearnerService:
             stop_requested_at_update=self.stop_requested_at_update,
             warnings=self.safety.signs_holding(),
         )
-
-
-def mean_or_none(values) -> float | None:
-    values = list(values)
-    return sum(values) / len(values) if values else None

@@ -10,7 +10,7 @@ thread writes the event file. Statistics are written at most once per ``metrics.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from learner.types import STATS, UpdateStats
@@ -26,8 +26,9 @@ BOARD_DIR = "tensorboard"
 class ScalarLog:
     """The null log: a learner without TensorBoard calls the same methods."""
 
-    def record(self, stats: UpdateStats, counters: Mapping[str, float], updates: int) -> None:
-        """One block's statistics and the safety counters, at learner update ``updates``."""
+    def record(self, stats: UpdateStats, counters: Callable[[], Mapping[str, float]], updates: int) -> None:
+        """One block's statistics and the safety counters (``counters()``, asked only for a point written), at
+        learner update ``updates``."""
 
     def episode_return(self, value: float, env_steps: int) -> None:
         """The recent mean episode return (unscaled reward units), at ``env_steps``."""
@@ -47,13 +48,13 @@ class TensorBoardLog(ScalarLog):
         self.every_updates = every_updates
         self.next_at = 0
 
-    def record(self, stats: UpdateStats, counters: Mapping[str, float], updates: int) -> None:
+    def record(self, stats: UpdateStats, counters: Callable[[], Mapping[str, float]], updates: int) -> None:
         if updates < self.next_at:
             return
         self.next_at = (updates // self.every_updates + 1) * self.every_updates
         for name, tag in TRAIN_TAGS.items():
             self.writer.add_scalar(tag, getattr(stats, name), updates)  # NaN included: it is the evidence
-        for name, value in counters.items():
+        for name, value in counters().items():
             self.writer.add_scalar(SAFETY_PREFIX + name, value, updates)
 
     def episode_return(self, value: float, env_steps: int) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from actors.context.base import ContextProvider
-from actors.envs import VecStep, VectorEnv
+from actors.envs import VecStep, VectorEnv, to_env_units
 from actors.guards import sanitize_contexts
 from actors.policy import PolicyCopy
 
@@ -142,13 +142,11 @@ class ContextPolicy:
     """``evaluate_policy``'s policy: a trained actor, deterministic (its mean action), on ``[obs ‖ context]``."""
 
     def __init__(self, policy: PolicyCopy, provider: ContextProvider, env: VectorEnv) -> None:
-        self.policy, self.provider = policy, provider
-        self.low, self.high = env.action_low, env.action_high
+        self.policy, self.provider, self.env = policy, provider, env
 
     def reset(self, env_ids: np.ndarray) -> None:
         self.provider.reset(np.asarray(env_ids))
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         context, _ = sanitize_contexts(self.provider.context())
-        action = self.policy.act(obs, context, deterministic=True)
-        return self.low + (action + 1.0) * 0.5 * (self.high - self.low)
+        return to_env_units(self.policy.act(obs, context, deterministic=True), self.env)

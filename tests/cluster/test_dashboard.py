@@ -98,7 +98,6 @@ def test_layout_puts_at_most_four_panels_a_line_and_numbers_every_panel() -> Non
     assert [p["type"] for p in board if p["title"] in ("A", "B")] == ["row", "row"]
 
 
-
 def test_a_row_without_panels_takes_its_title_line_only() -> None:
     board = layout([("empty", []), ("B", [{"title": "b0"}])])
     assert [(p["title"], p["gridPos"]["y"], p["gridPos"]["h"]) for p in board] == [("empty", 0, 1), ("B", 1, 1), ("b0", 2, 8)]

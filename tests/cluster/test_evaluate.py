@@ -90,9 +90,11 @@ def test_the_report_pairs_the_policy_with_pid_on_the_same_vehicles(tmp_path, cap
     printed = capsys.readouterr().out
     assert "| metric" in printed and " | sac | pid |" in printed
     episodes = json.loads((out / "episodes.json").read_text())
-    config, _ = load_trained(path, ["env.vehicle.episode_steps=200"])
+    config, actor = load_trained(path, ["env.vehicle.episode_steps=200"])
     pid = evaluate_baseline(config, "pid", 4, 424242)  # the same 4 vehicles, driven by the PID
+    sac = evaluate_trained(config, actor, 4, 424242)
     assert episodes["pid"] == {"return": list(pid.episode_returns), "abs_speed_error": list(pid.episode_errors)}
+    assert episodes["sac"] == {"return": list(sac.episode_returns), "abs_speed_error": list(sac.episode_errors)}
     assert len(episodes["sac"]["return"]) == 4 and episodes["sac"]["return"] != episodes["pid"]["return"]
     assert sorted(p.name for p in out.iterdir()) == [
         "episodes.json", "error_distribution.png", "per_vehicle.png", "report.md", "speed_traces.png"]

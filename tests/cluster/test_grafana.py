@@ -189,16 +189,9 @@ def test_a_refusal_is_reported_without_the_token(fake_grafana, monkeypatch, caps
     monkeypatch.setenv("GRAFANA_TOKEN", TOKEN)
     assert grafana.main(["push", "--url", url]) == 1
     err = capsys.readouterr().err
-    assert "refused the dashboard" in err and "412" in err
+    assert err.startswith(f"error: Grafana at {url} refused the dashboard: ") and "412" in err
     assert len(handler.requests) == 1 and "folderUid" not in handler.requests[0]["body"]
     assert TOKEN not in err + caplog.text
-
-
-def test_credentials_in_the_url_are_not_echoed() -> None:
-    assert grafana.display_url("https://admin:pw@grafana.example:3000/sub") == "https://grafana.example:3000/sub"
-    assert grafana.upload_payload({"id": 12, "uid": "u"}) == {
-        "dashboard": {"id": None, "uid": "u"}, "overwrite": True, "message": "dmsac: push dashboard"
-    }  # fmt: skip
 
 
 def test_the_token_comes_stripped_from_the_environment_and_an_empty_one_is_refused() -> None:
@@ -208,7 +201,8 @@ def test_the_token_comes_stripped_from_the_environment_and_an_empty_one_is_refus
             grafana.token_from_env(environ)
 
 
-def test_display_url_drops_only_the_user_part() -> None:
+def test_display_url_drops_only_the_credentials() -> None:
+    assert grafana.display_url("https://admin:pw@grafana.example:3000/sub") == "https://grafana.example:3000/sub"
     assert grafana.display_url("https://admin@grafana.example/d/x") == "https://grafana.example/d/x"
     assert grafana.display_url("http://grafana:3000") == "http://grafana:3000"
     assert grafana.display_url("not a url") == "not a url"  # no host: shown as given
@@ -216,6 +210,9 @@ def test_display_url_drops_only_the_user_part() -> None:
 
 
 def test_upload_payload_names_the_folder_and_leaves_the_board_alone() -> None:
+    assert grafana.upload_payload({"id": 12, "uid": "u"}) == {
+        "dashboard": {"id": None, "uid": "u"}, "overwrite": True, "message": "dmsac: push dashboard"
+    }  # fmt: skip
     board = {"id": 12, "uid": "u", "title": "t"}
     assert grafana.upload_payload(board, folder="f1", message="m") == {
         "dashboard": {"uid": "u", "title": "t", "id": None}, "overwrite": True, "message": "m", "folderUid": "f1"
@@ -231,15 +228,25 @@ def test_an_unreachable_grafana_is_reported_without_the_credentials(monkeypatch,
     assert err == f"error: cannot reach Grafana at http://127.0.0.1:{port}: ConnectionError\n"
 
 
-def test_an_unreadable_dashboard_file_exits_2_and_sends_nothing(fake_grafana, tmp_path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize(
+    ("option", "what", "text", "why"),
+    [
+        ("--dashboard", "dashboard", "{not json", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        ("--alerts", "alert rules", "apiVersion: 2\n", "not a Grafana alerting provisioning file (apiVersion 1 with groups)"),
+    ],
+)  # fmt: skip
+def test_an_unreadable_file_exits_2_and_sends_nothing(fake_grafana, tmp_path, monkeypatch, capsys, option, what, text, why):
+    """Both files are read before anything is sent: a broken or missing one exits 2 naming the file and why."""
     url, handler = fake_grafana
     monkeypatch.setenv("GRAFANA_TOKEN", TOKEN)
-    (tmp_path / "board.json").write_text("{not json")
-    assert grafana.main(["push", "--url", url, "--dashboard", str(tmp_path / "board.json")]) == 2
-    assert grafana.main(["push", "--url", url, "--dashboard", str(tmp_path / "missing.json")]) == 2
-    bad_json, missing = capsys.readouterr().err.splitlines()
-    assert bad_json.startswith(f"error: cannot read dashboard {tmp_path / 'board.json'}: ")
-    assert missing.startswith(f"error: cannot read dashboard {tmp_path / 'missing.json'}: [Errno 2]")
+    broken, missing = tmp_path / "broken", tmp_path / "missing"
+    broken.write_text(text)
+    for path in (broken, missing):
+        assert grafana.main(["push", "--url", url, option, str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: cannot read {what} {broken}: {why}",
+        f"error: cannot read {what} {missing}: [Errno 2] No such file or directory: '{missing}'",
+    ]
     assert handler.requests == []
 
 
@@ -424,16 +431,4 @@ def test_no_alerts_pushes_the_dashboard_only(fake_grafana, monkeypatch, capsys) 
     monkeypatch.setenv("GRAFANA_TOKEN", TOKEN)
     assert grafana.main(["push", "--url", url, "--no-alerts"]) == 0
     assert [(r["method"], r["path"]) for r in handler.requests] == [("POST", "/api/dashboards/db")]
-    assert len(capsys.readouterr().out.splitlines()) == 1
-
-
-def test_an_unreadable_alerts_file_exits_2_and_sends_nothing(fake_grafana, tmp_path, monkeypatch, capsys) -> None:
-    url, handler = fake_grafana
-    monkeypatch.setenv("GRAFANA_TOKEN", TOKEN)
-    (tmp_path / "rules.yml").write_text("apiVersion: 2\n")
-    assert grafana.main(["push", "--url", url, "--alerts", str(tmp_path / "rules.yml")]) == 2
-    assert grafana.main(["push", "--url", url, "--alerts", str(tmp_path / "missing.yml")]) == 2
-    wrong, missing = capsys.readouterr().err.splitlines()
-    assert wrong == f"error: cannot read alert rules {tmp_path / 'rules.yml'}: not a Grafana alerting provisioning file (apiVersion 1 with groups)"
-    assert missing.startswith(f"error: cannot read alert rules {tmp_path / 'missing.yml'}: [Errno 2]")
-    assert handler.requests == []
+    assert capsys.readouterr().out == f"pushed dmsac-learner (version 3): {url}/d/dmsac-learner/dmsac-learner\n"

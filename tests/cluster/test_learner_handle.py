@@ -132,6 +132,12 @@ def test_a_stop_is_forwarded_once(handle) -> None:
     assert handle.actor.calls == [("request_stop", ())]
 
 
+
+def test_fleet_reports_go_to_the_current_learner(handle) -> None:
+    handle.report_fleet(2, 1)
+    assert handle.actor.calls == [("report_fleet", (2, 1))]
+
+
 def test_call_replaces_a_dead_learner_and_asks_again(handle) -> None:
     answers: list = [LearnerLost("the actor died"), "cpu"]
     causes: list[str] = []

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from cluster import placement
+from cluster.config import Config, build
 from cluster.placement import SchedulingWatch, resource_shape
 from cluster.runner import CapacityError
 
@@ -56,11 +60,6 @@ def test_a_demand_must_last_the_timeout():
     ],
 )  # fmt: skip
 def test_where_the_driver_connects(monkeypatch, address, running, expected):
-    import os
-
-    from cluster import placement
-    from cluster.config import Config, build
-
     calls = []
     monkeypatch.setattr(placement.ray, "is_initialized", lambda: False)
     monkeypatch.setattr(placement.ray, "init", lambda **kwargs: calls.append(kwargs))

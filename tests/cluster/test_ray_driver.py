@@ -6,8 +6,8 @@ The driver on a real Ray head: tests/e2e/test_ray.py.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -35,6 +35,9 @@ class FakeLearner:
 
     def step(self, fragment, env_steps: int) -> None:
         self.steps.append((fragment, env_steps))
+
+    def report_fleet(self, alive: int, new_restarts: int) -> None:  # as LearnerHandle does: to its actor
+        self.actor.report_fleet.remote(alive, new_restarts)
 
     def summary(self) -> dict:
         return {"restarts": 0, "env_steps_lost": 0, "events": []}
@@ -173,12 +176,25 @@ def test_after_a_stop_a_failed_fragment_goes_back_to_the_budget(tmp_path: Path, 
     assert (submitted, driver.env_steps_handed_out, driver.restarting) == ([], 50, set())
 
 
-def test_with_every_actor_gone_past_the_timeout_the_job_ends_with_exit_3(tmp_path: Path, rollout) -> None:
+def test_with_every_actor_gone_past_the_timeout_the_job_ends_with_exit_3(tmp_path: Path, rollout, monkeypatch):
+    now = [1000.0]  # the driver's clock, moved by hand
+    monkeypatch.setattr(ray_driver, "time", SimpleNamespace(monotonic=lambda: now[0]))
     driver = make_driver(tmp_path, "cluster.actors_gone_timeout_s=60")
     driver.check_fleet()
     assert driver.gone_since is None  # actors alive
     driver.fleet.alive = [False, False]
-    driver.gone_since = time.monotonic() - 61.0
+    driver.check_fleet()
+    assert driver.gone_since == 1000.0  # the clock starts when the last actor is seen gone
+    now[0] = 1060.0
+    driver.check_fleet()  # 60 s: not over the timeout yet
+    driver.fleet.alive = [False, True]
+    driver.check_fleet()
+    assert driver.gone_since is None  # one came back: the clock resets
+    driver.fleet.alive = [False, False]
+    driver.check_fleet()
+    now[0] = 1100.0
+    driver.check_fleet()  # 100 s after the first loss, 40 s after the second
+    now[0] = 1120.5
     with pytest.raises(CapacityError, match=r"^every rollout actor has been gone for over 60.0 s"):
         driver.check_fleet()
 

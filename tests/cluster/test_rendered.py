@@ -48,3 +48,11 @@ def test_check_fails_on_a_stale_file_naming_the_command_and_leaves_it(tmp_path: 
     assert write_or_check(TEXT, str(out), True, COMMAND) == 1
     assert capsys.readouterr().err == f"{out} is stale: run python -m cluster.alerts render\n"
     assert (out.read_text() if out.exists() else None) == on_disk
+
+
+def test_to_yaml_keeps_key_order_writes_multi_line_strings_as_blocks_and_does_not_wrap() -> None:
+    from cluster.rendered import to_yaml
+
+    long = "x" * 200
+    text = to_yaml({"b": "up == 0\nor absent(up)", "a": long})
+    assert text == f"b: |-\n  up == 0\n  or absent(up)\na: {long}\n"

@@ -21,7 +21,7 @@ def remedied_checkpoint(tmp_path) -> None:
     service = make_learner_service(config, serve_metrics=False)
     service.ingest(make_worker(config).rollout(20, random_actions=True))
     service.learner.set_rates(config.learner.reward_scale * 0.1, config.learner.lr * 0.1)
-    assert service.checkpoint() is not None
+    assert service.checkpoint() == tmp_path / "checkpoints" / "step_000000040"  # 20 steps x 2 envs
 
 
 def test_resume_keeps_the_values_in_force(tmp_path):
@@ -65,7 +65,7 @@ def test_a_learner_resumes_exactly_from_its_checkpoint_on_its_device(tmp_path, d
     service = make_learner_service(config, serve_metrics=False)
     service.ingest(make_worker(config).rollout(300, random_actions=True))  # 600 steps: 200 updates due
     service.train(max_updates=30)
-    assert service.checkpoint() is not None
+    assert service.checkpoint() == tmp_path / "checkpoints" / "step_000000600"
     resumed = make_learner_service(config, resume="auto", serve_metrics=False)
     assert (resumed.learner.updates_done, service.learner.updates_done) == (30, 30)
     probe = torch.linspace(-1, 1, 4 * resumed.learner.dims.policy_in, device=device).view(4, -1)

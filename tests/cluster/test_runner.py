@@ -74,4 +74,3 @@ def test_the_progress_line_carries_the_warning_signs_that_hold():
     assert format_progress(progress) == quiet
     loud = Progress(**{**progress.__dict__, "warnings": {"q_mean": (2.1e7, 1e4), "policy_grad_norm": (1e5, 4.5)}})
     assert format_progress(loud, "actors=2") == f"{quiet} WARN |q_mean|=2.1e+07>1e+04 policy_grad_norm=1e+05>4.5 actors=2"
-

@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import RAY_ENV, ROOT, finished_job, venv_path
 from tests.learner.helpers import SEED_TAGS, read_back
 
+pytestmark = pytest.mark.slow
+
 LOOPBACK = "--set cluster.node_ip_address=127.0.0.1"
 """Appended to every command: this test machine keeps Ray on 127.0.0.1 (README: not needed on yours)."""
 
@@ -68,10 +70,9 @@ def test_the_job_submission_finds_the_users_module_through_working_dir_and_pytho
     assert set(read_back(run_dir / "tensorboard")) >= SEED_TAGS
 
 
-@pytest.mark.parametrize("context", ["dynamics_map"])
-def test_an_environment_without_samples_exits_2_naming_env_id_and_the_key(context, tmp_path):
+def test_an_environment_without_samples_exits_2_naming_env_id_and_the_key(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "cluster.train", "--config", "configs/smoke.yaml", "--set", f"context.mode={context}",
+        [sys.executable, "-m", "cluster.train", "--config", "configs/smoke.yaml", "--set", "context.mode=dynamics_map",
          "--set", "cluster.mode=local", "--set", f"train.run_dir={tmp_path}"],
         cwd=ROOT, env=shell_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import deque
 from pathlib import Path
 
 import pytest
 
 from learner.checkpoint import Checkpointer
 from learner.metrics import MetricsExporter
-from learner.service import LearnerService, Schedule, mean_or_none
+from learner.service import LearnerService, Schedule
 from learner.types import EpisodeSummary
 from tests.learner.helpers import make_fragment, make_learner
 
@@ -110,8 +109,10 @@ def test_a_checkpoint_restores_the_services_counters_and_window(tmp_path: Path):
     second = make_service()
     second.load_full_state(loaded.state, loaded.replay)
     assert list(second.returns) == [-4.0, -6.0] and second.episodes == 2
-    assert {k: v for k, v in second.counters.items() if k != "checkpoints"} == {
+    assert first.counters["checkpoints"] == 1
+    assert second.counters == {  # the checkpoint it resumed from counts
         "weights_rejected": 0, "fragments_duplicate": 0, "episodes_cut_short": 0, "learner_restarts": 0,
+        "checkpoints": 1,
     }  # fmt: skip
     assert second.rejected["reward_nonfinite"] == 2 and second.fallbacks["inf"] == 3
     assert (second.learner.env_steps, second.learner.updates_done, second.last_checkpoint_step) == (8, 8, 8)
@@ -139,14 +140,8 @@ def test_a_replacement_learner_counts_restarts_on_and_publishes_above_the_floor(
     assert service.broadcast().version == 11
 
 
-def test_mean_or_none():
-    assert mean_or_none([]) is None and mean_or_none(deque([1.0, 2.0, 4.0])) == pytest.approx(7 / 3)
-
-
-def test_a_resumed_service_counts_the_checkpoint_it_resumed_from(tmp_path: Path):
-    first = make_service(checkpointer=Checkpointer(tmp_path, keep_last=2))
-    first.step(make_fragment(seq=1))
-    loaded = first.checkpointer.load(first.checkpoint())
-    second = make_service()
-    second.load_full_state(loaded.state, loaded.replay)
-    assert (first.counters["checkpoints"], second.counters["checkpoints"]) == (1, 1)
+def test_the_recent_return_is_the_windows_mean_and_null_in_checkpoint_meta_before_any_episode():
+    service = make_service()
+    assert math.isnan(service.progress().recent_return) and service.metrics_summary()["recent_return"] is None
+    service.returns.extend([1.0, 2.0, 4.0])
+    assert service.progress().recent_return == pytest.approx(7 / 3) == service.metrics_summary()["recent_return"]

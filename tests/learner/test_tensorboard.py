@@ -24,7 +24,7 @@ def stats(q_mean: float) -> UpdateStats:
 def test_the_seed_tags_at_most_once_per_interval(tmp_path: Path):
     board = TensorBoardLog(tmp_path, every_updates=10)
     for updates, q_mean in ((5, -1.0), (8, -2.0), (10, -3.0), (25, -4.0), (29, -5.0), (30, float("nan"))):
-        board.record(stats(q_mean), {"rollbacks": updates // 10}, updates)
+        board.record(stats(q_mean), lambda u=updates: {"rollbacks": u // 10}, updates)
     board.episode_return(-150.5, env_steps=400)
     board.episode_return(float("nan"), env_steps=500)  # no episode yet: no point
     board.close()

@@ -113,4 +113,5 @@ def test_record_episode_snapshots_the_blended_map_after_1_and_3_samples() -> Non
     assert np.abs(last.maps).sum() == pytest.approx(1.5)  # the prior (zero) everywhere else
     np.testing.assert_allclose(last.normalized, last.maps / CONFIG.accel_scale, atol=1e-7)
     assert [s.visited.sum() for s in record.snapshots] == [2, 2]
-    assert last.context.shape == (2, 4) and np.isfinite(last.context).all()
+    assert last.context.shape == (2, 4) and np.array_equal(last.context, ctx.context())  # step 3 is the last
+    assert not np.array_equal(first.context, last.context)  # each snapshot holds its own step's context

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import pytest
 from gymnasium.utils.env_checker import check_env
 
 import actors.vehicle  # noqa: F401  registers dmsac/Vehicle-v0
@@ -34,11 +35,15 @@ def test_truncates_after_the_episode_and_reset_is_seeded():
 def test_info_carries_the_steps_dynamics_sample_and_speed_error():
     env = VehicleGymEnv(VehicleConfig(episode_steps=5))
     obs, _ = env.reset(seed=1)
+    v_start = env.vector_env.speed[0]  # the true speed, never observed
     _, _, _, _, info = env.step(np.array([0.25], dtype=np.float32))
     (u, v_meas, accel, theta_meas), = info["dynamics_samples"]  # one sample [1, 4] a step
     # the command, and the speed and pitch measured at step start (the observation holds them in float32)
     assert (u, np.float32(v_meas), np.float32(theta_meas)) == (0.25, obs[0], obs[3])
-    assert np.isfinite(accel) and info["speed_error"] >= 0.0
+    # the true mean acceleration over the step, and the true speed's distance from the reference after it
+    v_end, v_ref = env.vector_env.speed[0], env.vector_env.reference[0, 1]
+    assert accel == pytest.approx((v_end - v_start) / env.config.dt, rel=1e-12) and accel != 0.0
+    assert info["speed_error"] == pytest.approx(abs(v_end - v_ref), rel=1e-12)
 
 
 def test_the_vector_env_underneath_is_one_vehicle():
