@@ -35,6 +35,9 @@ class VecStep:
     """``[n]`` |v - v_ref| of this step (vehicle environment), for episode summaries."""
     dynamics_present: np.ndarray | None = None
     """``[n, K]`` bool: which of the K sample rows each environment reported (``None``: all of them)."""
+    applied_action: np.ndarray | None = None
+    """``[n, action_dim]`` the command the env applied (clipped; for a residual policy the PID's plus the
+    correction), which comfort figures measure; ``None``: the action as given."""
 
 
 def to_env_units(action: np.ndarray, env: VectorEnv) -> np.ndarray:

@@ -14,7 +14,9 @@ targets, a batch sampled on the GPU from a replay of 1M transitions
 - ``graphed``: the same SAC's block with each update one CUDA-graph replay (``learner.graph.GraphedBlocks``;
   sampling inside the graph), guard on (``fast_path: graph``);
 - ``graphed_noguard``: the same with the guard flags off (guard overhead = its rate over ``graphed``);
-- ``graphed_compiled``: ``graphed`` with the step's maths through ``torch.compile`` before capture (``fast_path: auto``).
+- ``graphed_compiled``: ``graphed`` with the step's maths through ``torch.compile`` before capture (``fast_path: auto``);
+- ``compiled_high``, ``compiled_bf16``: ``graphed_compiled`` with ``learner.matmul_precision: high`` (TF32) or
+  ``bf16`` (bfloat16 autocast of the forward passes); for large batches (``--batches 4096 16384``).
 
 Before the single SAC (December 2026) the graphed variants ran a second SAC class
 (``GraphedSAC``) of the same maths; ``graphed_batch`` (a graph per given batch,
@@ -146,9 +148,10 @@ class EagerLoop:
 
 
 # -- (b)..(f) dmsac ---------------------------------------------------------------------------------
-def learner_config(batch: int) -> LearnerConfig:
+def learner_config(batch: int, precision: str = "highest") -> LearnerConfig:
     return LearnerConfig(
-        hidden_sizes=(HIDDEN, HIDDEN), lr=3e-4, gamma=0.99, batch_size=batch, reward_scale=1.0, block_updates=BLOCK
+        hidden_sizes=(HIDDEN, HIDDEN), lr=3e-4, gamma=0.99, batch_size=batch, reward_scale=1.0, block_updates=BLOCK,
+        matmul_precision=precision,
     )
 
 
@@ -176,11 +179,13 @@ def sac_block(blocks: SAC | GraphedBlocks, replay: ReplayBuffer) -> None:
 def make_runners(
     name: str, device: torch.device, batch: int, replay: ReplayBuffer, capacity: int
 ) -> Callable[[], None]:
-    in_dim, cfg = OBS + CONTEXT, learner_config(batch)
+    precision = name.removeprefix("compiled_") if name in ("compiled_high", "compiled_bf16") else "highest"
+    in_dim, cfg = OBS + CONTEXT, learner_config(batch, precision)
     if name == "eager_loop":
         return EagerLoop(device, batch, capacity).block
     sac = SAC(in_dim, ACTION, cfg, device, seed=0, guard=name != "graphed_noguard")
-    blocks = sac if name == "dmsac_eager" else GraphedBlocks(sac, compile_math=name == "graphed_compiled")
+    compiled = name == "graphed_compiled" or name.startswith("compiled_")
+    blocks = sac if name == "dmsac_eager" else GraphedBlocks(sac, compile_math=compiled)
     return lambda: sac_block(blocks, replay)
 
 
@@ -275,7 +280,8 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
-    variants_all = ["eager_loop", "dmsac_eager", "graphed", "graphed_noguard", "graphed_compiled"]
+    variants_all = ["eager_loop", "dmsac_eager", "graphed", "graphed_noguard", "graphed_compiled", "compiled_high",
+                    "compiled_bf16"]  # fmt: skip
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--variants", nargs="+", default=variants_all, choices=variants_all)

@@ -1,20 +1,26 @@
-"""End to end on Pendulum-v1: dmsac against Stable-Baselines3 SAC, wall-clock and return at equal env steps.
+"""End to end on Pendulum-v1: dmsac against Stable-Baselines3 and RLlib SAC, by wall clock and env steps.
 
-    python bench/peers_pendulum.py [--seeds 0 1 2] [--steps 15000] [--systems dmsac sb3] [--parallel]
-                                   [--dmsac-set cluster.mode=local ...] [--out bench/results]
+    python bench/peers_pendulum.py [--seeds 0 1 2] [--steps 15000] [--systems dmsac sb3 rllib] [--parallel]
+                                   [--max-train-s 900] [--target -200] [--dmsac-set KEY=VALUE ...] [--out bench/results]
 
-Both systems train SAC with the same settings (configs/pendulum.yaml): 256x256
-networks, batch 256, lr 3e-4, gamma 0.99, tau 0.005, learned temperature from
-alpha 1 toward -action_dim, 1 000 random warm-up steps, replay of 100 000,
-one update per environment step. dmsac runs ``python -m cluster.train`` as
-configured (Ray, 2 rollout actors x 2 envs, learner on the GPU when there is
-one); SB3 (``stable-baselines3``, the ``bench`` extra) runs one environment,
-``train_freq=1, gradient_steps=1``, on the same device. Each run is its own
-process; "process s" includes start-up (imports, Ray), "train s" only the
-training loop. ``--parallel`` runs the seeds of one system at once (one
-process each; systems still one after the other). Return = mean of the last 10 training episodes at the end;
-"steps to target" = env steps at which that running mean first reaches
-``--target``. RLlib SAC is not run (see bench/README.md).
+Every system trains SAC on Pendulum-v1 with one update per environment step (equal UTD):
+
+- ``dmsac``: ``python -m cluster.train --config configs/pendulum.yaml`` on the Ray service (2 rollout actors x 2
+  envs, learner on the GPU when there is one): 256x256 networks, batch 256, lr 3e-4, gamma 0.99, tau 0.005, learned
+  temperature, 1 000 random warm-up steps, replay of 100 000.
+- ``sb3``: Stable-Baselines3 SAC (the ``bench`` extra) with the same settings, one environment,
+  ``train_freq=1, gradient_steps=1``, networks on the same device.
+- ``rllib``: RLlib SAC on its new API stack, configured as RLlib's own tuned example
+  ``rllib/tuned_examples/sac/pendulum_sac.py`` (actor/critic/alpha lr 2e-4/8e-4/9e-4, n-step 2-5, prioritized
+  episode replay of 100 000, batch 256, 256x256 ReLU, 256 warm-up steps), one learner on the GPU when there is
+  one, sampling in the main process (one env, one step per update); its running return averages 10 episodes
+  (``metrics_num_episodes_for_smoothing``) like the others.
+
+Each run is its own process; "process s" includes start-up (imports, Ray), "train s" only training. A run stops at
+``--steps`` or after ``--max-train-s`` of training (reported where it got). Return = mean of the last 10 training
+episodes; "s to target" / "steps to target" = training seconds / env steps at which that mean first reaches
+``--target``; env steps/s = env steps over training seconds. ``--parallel`` runs the seeds of one system at once.
+Writes ``peers_pendulum.{json,md,png}`` (return against wall clock and against env steps).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -37,9 +44,10 @@ from bench.common import command_line, machine, machine_line, write_report  # no
 SETTINGS = {"lr": 3e-4, "gamma": 0.99, "tau": 0.005, "batch": 256, "buffer": 100_000, "warmup": 1000, "net": [256, 256]}
 
 
-def steps_to_target(curve: list[list[float]], target: float) -> int | None:
-    """First env step at which the running return reaches ``target`` (``curve``: [step, return] pairs)."""
-    return next((int(step) for step, value in curve if value >= target), None)
+def first_at_target(curve: list[list[float]], target: float) -> tuple[int | None, float | None]:
+    """Env step and training seconds at which the running return first reaches ``target``
+    (``curve``: ``[step, return, seconds]`` points)."""
+    return next(((int(p[0]), float(p[2])) for p in curve if p[1] is not None and p[1] >= target), (None, None))
 
 
 def run_dmsac(seed: int, steps: int, extra: list[str]) -> dict:
@@ -60,17 +68,20 @@ def run_dmsac(seed: int, steps: int, extra: list[str]) -> dict:
             "updates": summary["updates"], "return": summary["recent_return"], "curve": summary["return_curve"]}  # fmt: skip
 
 
-def run_sb3(seed: int, steps: int) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--sb3-worker", str(seed), "--steps", str(steps)]
+def run_worker(system: str, seed: int, steps: int, max_train_s: float) -> dict:
+    """``system``'s worker in its own process; its last stdout line is the run's JSON."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", system, str(seed), "--steps", str(steps),
+               "--max-train-s", str(max_train_s)]  # fmt: skip
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=max_train_s + 1800)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         return {"error": f"exit {done.returncode}: {done.stderr[-800:]}"}
     return {"process_s": wall, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
-def sb3_worker(seed: int, steps: int) -> None:
+def sb3_worker(seed: int, steps: int, max_train_s: float) -> None:
     """Train SB3 SAC in this process; print one JSON line (train seconds, final return, curve)."""
     import torch
     from stable_baselines3 import SAC
@@ -82,12 +93,16 @@ def sb3_worker(seed: int, steps: int) -> None:
             self.returns: list[float] = []
             self.points: list[list[float]] = []
 
+        def _on_training_start(self) -> None:
+            self.start = time.perf_counter()
+
         def _on_step(self) -> bool:  # runs before SB3 files the episode into its own buffer
             for info in self.locals.get("infos", []):
                 if "episode" in info:
                     self.returns.append(float(info["episode"]["r"]))
-                    self.points.append([self.num_timesteps, statistics.fmean(self.returns[-10:])])
-            return True
+                    self.points.append([self.num_timesteps, statistics.fmean(self.returns[-10:]),
+                                        time.perf_counter() - self.start])  # fmt: skip
+            return time.perf_counter() - self.start < max_train_s
 
     model = SAC(
         "MlpPolicy", "Pendulum-v1", learning_rate=SETTINGS["lr"], buffer_size=SETTINGS["buffer"],
@@ -100,91 +115,168 @@ def sb3_worker(seed: int, steps: int) -> None:
     model.learn(total_timesteps=steps, callback=curve)
     train = time.perf_counter() - start
     final = statistics.fmean(curve.returns[-10:])
-    out = {"train_s": train, "env_steps": model.num_timesteps, "updates": steps - SETTINGS["warmup"], "return": final}
+    out = {"train_s": train, "env_steps": model.num_timesteps, "updates": max(0, model.num_timesteps - SETTINGS["warmup"]),
+           "return": final}  # fmt: skip
     print(json.dumps({**out, "curve": curve.points}))
 
 
+def rllib_worker(seed: int, steps: int, max_train_s: float) -> None:
+    """Train RLlib SAC (its tuned Pendulum example) in this process; print one JSON line."""
+    import ray
+    import torch
+    from ray.rllib.algorithms.sac import SACConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN, NUM_ENV_STEPS_SAMPLED_LIFETIME
+    from torch import nn
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    config = (
+        SACConfig()
+        .environment("Pendulum-v1")
+        .training(
+            initial_alpha=1.001, actor_lr=2e-4, critic_lr=8e-4, alpha_lr=9e-4, lr=None, target_entropy="auto",
+            n_step=(2, 5), tau=0.005, train_batch_size_per_learner=256, target_network_update_freq=1,
+            replay_buffer_config={"type": "PrioritizedEpisodeReplayBuffer", "capacity": 100_000, "alpha": 1.0,
+                                  "beta": 0.0},
+            num_steps_sampled_before_learning_starts=256,
+            training_intensity=256,  # 256 samples trained per env step: one update of 256 per step, as the others
+        )
+        .rl_module(model_config=DefaultModelConfig(
+            fcnet_hiddens=[256, 256], fcnet_activation="relu", fcnet_kernel_initializer=nn.init.xavier_uniform_,
+            head_fcnet_hiddens=[], head_fcnet_activation=None, head_fcnet_kernel_initializer="orthogonal_",
+            head_fcnet_kernel_initializer_kwargs={"gain": 0.01}))
+        .learners(num_gpus_per_learner=1 if torch.cuda.is_available() else 0)
+        .reporting(metrics_num_episodes_for_smoothing=10)
+        .debugging(seed=seed)
+    )  # fmt: skip
+    algo = config.build_algo()
+    points: list[list[float]] = []
+    start = time.perf_counter()
+    sampled = 0
+    trained = 0
+    while sampled < steps and time.perf_counter() - start < max_train_s:
+        result = algo.train()
+        runners = result[ENV_RUNNER_RESULTS]
+        sampled = int(runners[NUM_ENV_STEPS_SAMPLED_LIFETIME])
+        trained = int(result.get("learners", {}).get("__all_modules__", {}).get("num_env_steps_trained_lifetime", 0))
+        value = runners.get(EPISODE_RETURN_MEAN)
+        if value is not None and math.isfinite(value):
+            points.append([sampled, float(value), time.perf_counter() - start])
+    train = time.perf_counter() - start
+    algo.stop()
+    final = points[-1][1] if points else None
+    out = {"train_s": train, "env_steps": sampled, "updates": trained // 256, "return": final}  # batches of 256
+    print(json.dumps({**out, "curve": points}))
+
+
 def versions() -> dict:
-    """The machine, and the SB3 version beside the others."""
+    """The machine, and the peers' versions beside the others."""
     found = machine()
-    try:
-        found["stable_baselines3"] = __import__("stable_baselines3").__version__
-    except ImportError:
-        found["stable_baselines3"] = "missing"
+    for name, module in (("stable_baselines3", "stable_baselines3"), ("rllib", "ray")):
+        try:
+            found[name] = __import__(module, fromlist=["__version__"]).__version__
+        except (ImportError, AttributeError):
+            found[name] = "missing"
     found["device"] = found["gpu"] if found["gpu"] != "none" else f"cpu x{found['cpus']}"
     return found
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Per system: means over its seeds (seconds and steps to target over the seeds that reached it)."""
+    summary = {}
+    for name in dict.fromkeys(r["system"] for r in rows if "error" not in r):
+        mine = [r for r in rows if r["system"] == name and "error" not in r]
+        reached = [r for r in mine if r["s_to_target"] is not None]
+        summary[name] = {
+            **{k: statistics.fmean(r[k] for r in mine) for k in ("process_s", "train_s", "env_steps_per_s")},
+            "return": statistics.fmean(r["return"] for r in mine if r["return"] is not None),
+            "reached": f"{len(reached)}/{len(mine)}",
+            "s_to_target": statistics.fmean(r["s_to_target"] for r in reached) if reached else None,
+            "steps_to_target": statistics.fmean(r["steps_to_target"] for r in reached) if reached else None,
+        }
+    return summary
 
 
 def markdown(report: dict) -> str:
     v = report["versions"]
     lines = [
-        "# End to end on Pendulum-v1: dmsac vs Stable-Baselines3 SAC", "",
-        f"{machine_line(v)}; SB3 {v['stable_baselines3']}; {report['steps']} env steps per run, "
-        f"target return {report['target']}.  ",
+        "# End to end on Pendulum-v1: dmsac vs Stable-Baselines3 and RLlib SAC", "",
+        f"{machine_line(v)}; SB3 {v['stable_baselines3']}, RLlib {v['rllib']}; up to {report['steps']:,} env steps "
+        f"or {report['max_train_s']:.0f} s of training per run; target return {report['target']}.  ",
         f"Command: `{report['command']}`", "",
-        "| system | seed | process s | train s | return (last 10 ep.) | steps to target |", "|---|---|---|---|---|---|",
+        "| system | seed | process s | train s | env steps | env steps/s | return (last 10 ep.) | s to target | "
+        "steps to target |", "|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row in report["runs"]:
         if "error" in row:
-            lines.append(f"| {row['system']} | {row['seed']} | failed: {row['error'][:100]} | | | |")
+            lines.append(f"| {row['system']} | {row['seed']} | failed: {row['error'][:100]} |" + " |" * 6)
             continue
-        reach = row.get("steps_to_target")
+        to_s, to_steps, ret = row["s_to_target"], row["steps_to_target"], row["return"]
         lines.append(f"| {row['system']} | {row['seed']} | {row['process_s']:.1f} | {row['train_s']:.1f} | "
-                     f"{row['return']:.1f} | {'-' if reach is None else f'{reach:,}'} |")  # fmt: skip
+                     f"{row['env_steps']:,} | {row['env_steps_per_s']:.0f} | {'-' if ret is None else f'{ret:.1f}'} | "
+                     f"{'-' if to_s is None else f'{to_s:.1f}'} | {'-' if to_steps is None else f'{to_steps:,}'} |")  # fmt: skip
     for system, agg in report["summary"].items():
-        lines.append(f"| **{system}** | mean | {agg['process_s']:.1f} | {agg['train_s']:.1f} | {agg['return']:.1f} | |")
+        to_s, to_steps = agg["s_to_target"], agg["steps_to_target"]
+        lines.append(f"| **{system}** | mean | {agg['process_s']:.1f} | {agg['train_s']:.1f} | | "
+                     f"{agg['env_steps_per_s']:.0f} | {agg['return']:.1f} | "
+                     f"{'-' if to_s is None else f'{to_s:.1f}'} ({agg['reached']}) | "
+                     f"{'-' if to_steps is None else f'{to_steps:,.0f}'} |")  # fmt: skip
     return "\n".join(lines + [""])
 
 
 def plot(report: dict, png: Path) -> None:
     from bench.plots import save_panels
 
-    series = [
-        {"label": f"{r['system']} seed {r['seed']}", "x": [p[0] for p in r["curve"]], "y": [p[1] for p in r["curve"]]}
-        for r in report["runs"]
-        if "curve" in r
-    ]
-    panel = {"title": "Pendulum-v1: mean of the last 10 episode returns", "ylabel": "return", "series": series,
-             "hlines": [(report["target"], "target")]}  # fmt: skip
-    save_panels(png, [panel], f"dmsac vs SB3 SAC, {report['versions']['device']}")
+    runs = [r for r in report["runs"] if r.get("curve")]
+    panels = [
+        {"title": f"Pendulum-v1: mean of the last 10 episode returns against {label}", "ylabel": "return",
+         "xlabel": label, "hlines": [(report["target"], "target")],
+         "series": [{"label": f"{r['system']} seed {r['seed']}", "x": [p[axis] for p in r["curve"]],
+                     "y": [p[1] for p in r["curve"]]} for r in runs]}
+        for axis, label in ((2, "training seconds"), (0, "env steps"))
+    ]  # fmt: skip
+    save_panels(png, panels, f"dmsac vs SB3 and RLlib SAC, {report['versions']['device']}")
+
+
+WORKERS = {"sb3": sb3_worker, "rllib": rllib_worker}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=15_000)
-    parser.add_argument("--systems", nargs="+", default=["dmsac", "sb3"], choices=["dmsac", "sb3"])
-    parser.add_argument("--target", type=float, default=-250.0)
+    parser.add_argument("--systems", nargs="+", default=["dmsac", "sb3", "rllib"], choices=["dmsac", *WORKERS])
+    parser.add_argument("--target", type=float, default=-200.0)
+    parser.add_argument("--max-train-s", type=float, default=900.0, help="training seconds per run at most")
     parser.add_argument("--parallel", action="store_true", help="run the seeds of one system concurrently")
     parser.add_argument("--dmsac-set", nargs="*", default=[], help="extra --set overrides for dmsac")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    parser.add_argument("--sb3-worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=2, metavar=("SYSTEM", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.sb3_worker is not None:
-        sb3_worker(args.sb3_worker, args.steps)
+    if args.worker:
+        WORKERS[args.worker[0]](int(args.worker[1]), args.steps, args.max_train_s)
         return
-    report = {"versions": versions(), "command": command_line(), "steps": args.steps,
+    report = {"versions": versions(), "command": command_line(), "steps": args.steps, "max_train_s": args.max_train_s,
               "parallel": args.parallel, "dmsac_set": args.dmsac_set,
               "target": args.target, "settings": SETTINGS, "runs": [], "summary": {}}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
 
     def run(system: str, seed: int) -> dict:
-        row = run_dmsac(seed, args.steps, args.dmsac_set) if system == "dmsac" else run_sb3(seed, args.steps)
+        if system == "dmsac":
+            row = run_dmsac(seed, args.steps, args.dmsac_set)
+        else:
+            row = run_worker(system, seed, args.steps, args.max_train_s)
         row.update(system=system, seed=seed)
-        if "curve" in row:
-            row["steps_to_target"] = steps_to_target(row["curve"], args.target)
+        if "error" not in row:
+            row["steps_to_target"], row["s_to_target"] = first_at_target(row["curve"], args.target)
+            row["env_steps_per_s"] = row["env_steps"] / row["train_s"] if row["train_s"] else 0.0
         print(f"{system} seed {seed}: {json.dumps({k: v for k, v in row.items() if k != 'curve'})}", flush=True)
         return row
 
     for system in args.systems:
         with concurrent.futures.ThreadPoolExecutor(len(args.seeds) if args.parallel else 1) as pool:
             report["runs"] += list(pool.map(lambda seed, system=system: run(system, seed), args.seeds))
-        ok = [r for r in report["runs"] if "error" not in r]
-        for name in {r["system"] for r in ok}:
-            mine = [r for r in ok if r["system"] == name]
-            report["summary"][name] = {
-                k: statistics.fmean(r[k] for r in mine) for k in ("process_s", "train_s", "return")
-            }
+        report["summary"] = summarize(report["runs"])
         write_report(args.out, "peers_pendulum", report, markdown(report))
     plot(report, args.out / "peers_pendulum.png")
     print(markdown(report))

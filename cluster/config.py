@@ -87,6 +87,8 @@ class ClusterConfig:
     """An actor (learner or rollout) that Ray keeps pending for resources this long at start-up ends the job with exit 3."""
     max_inflight_steps: int = Field(2, ge=1)
     """Fragments queued at the learner before the driver holds back new rollouts (keeps the UTD ratio)."""
+    learner_gpu_fraction: float = Field(1.0, gt=0, le=1)
+    """Share of one GPU the learner asks Ray for: 0.25 lets four jobs' learners share a GPU (seed studies, sweeps)."""
 
 
 @config_section

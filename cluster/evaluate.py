@@ -46,9 +46,9 @@ TRACES = 4
 def pid_policy(config: Config, env: VectorEnv, args: argparse.Namespace) -> Policy:
     if config.env.kind != "vehicle":
         raise ValueError("the pid policy drives the vehicle environment only (env.kind: vehicle)")
-    from actors.vehicle.pid import PIDController, PIDGains
+    from actors.vehicle.pid import PIDController
 
-    return PIDController(env.num_envs, PIDGains(dt=config.env.vehicle.dt))
+    return PIDController(env.num_envs, config.env.vehicle.pid, config.env.vehicle.dt)
 
 
 def random_policy(config: Config, env: VectorEnv, args: argparse.Namespace) -> Policy:
@@ -178,18 +178,21 @@ def format_table(title: str, reports: dict[str, EvalReport]) -> str:
 
 
 def write_report(out: Path, title: str, reports: dict[str, EvalReport], vehicle: bool) -> list[Path]:
-    """``report.md`` and ``episodes.json`` (per-episode figures), and with matplotlib the PNGs; returns the files."""
+    """``report.md``, ``summary.json`` (each policy's figures), ``episodes.json`` (per episode), and with matplotlib
+    the PNGs; returns the files."""
     out.mkdir(parents=True, exist_ok=True)
     per_episode = {name: {"return": list(r.episode_returns), "abs_speed_error": list(r.episode_errors)}
                    for name, r in reports.items()}  # fmt: skip
     (out / "episodes.json").write_text(json.dumps(per_episode, indent=1) + "\n")
+    summary = {"title": title, "policies": {name: r.figures() for name, r in reports.items()}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     pngs = plot_report(out, reports) if vehicle else []
     lines = [f"# {title}", "", format_table("", reports).strip(), ""]
     lines += [f"![{png.stem}]({png.name})" for png in pngs]
     if vehicle and not pngs:
         lines.append("(no figures: matplotlib is not installed; `pip install matplotlib`)")
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    return [out / "report.md", out / "episodes.json", *pngs]
+    return [out / "report.md", out / "summary.json", out / "episodes.json", *pngs]
 
 
 def plot_report(out: Path, reports: dict[str, EvalReport]) -> list[Path]:

@@ -76,11 +76,12 @@ def running_cluster_address() -> str | None:
 
 
 def learner_options(config: Config) -> dict:
-    """One GPU for the learner when asked for (auto/cuda) and the cluster has one; else a CPU."""
+    """A GPU (``cluster.learner_gpu_fraction`` of one) for the learner when asked for (auto/cuda) and the cluster
+    has one; else a CPU."""
     resources = ray.cluster_resources()
     options: dict = {"num_cpus": 1}
     if config.learner.device != "cpu" and resources.get("GPU", 0) >= 1:
-        options["num_gpus"] = 1
+        options["num_gpus"] = config.cluster.learner_gpu_fraction
     elif config.learner.device == "cuda":
         raise LearnerStartError("learner.device is 'cuda' but the Ray cluster has no GPU")
     if resources.get("dmsac_learner", 0) >= 1:

@@ -109,7 +109,8 @@ class RayDriver:
 
     def needs(self) -> str:
         cpus = self.config.cluster.num_actors + 1
-        gpu = " and 1 GPU" if "num_gpus" in self.learner.options else ""
+        gpus = self.learner.options.get("num_gpus")
+        gpu = f" and {gpus:g} GPU" if gpus else ""
         return f"the job needs {cpus} CPUs{gpu} ({self.config.cluster.num_actors} rollout actors + the learner)"
 
     # -- fragments -----------------------------------------------------------------------------

@@ -94,7 +94,8 @@ class RunRecord:
         self.started = clock()
         self.start = start
         self.latest = start
-        self.history: list[tuple[int, float]] = []
+        self.history: list[tuple[int, float, float]] = []
+        """``(env_steps, recent_return, seconds since this process began training)``, one per env-step count."""
         self.extra: dict = {}
         """Driver-specific sections of the summary (the Ray fleet)."""
 
@@ -102,7 +103,7 @@ class RunRecord:
         self.latest = progress
         fresh = not self.history or self.history[-1][0] != progress.env_steps
         if fresh and not math.isnan(progress.recent_return):
-            self.history.append((progress.env_steps, progress.recent_return))
+            self.history.append((progress.env_steps, progress.recent_return, round(self.wall_seconds, 3)))
 
     @property
     def wall_seconds(self) -> float:
@@ -141,7 +142,7 @@ class RunRecord:
             "context_fallbacks": p.context_fallbacks,
             "remedies": p.remedies,
             "last_checkpoint_step": p.last_checkpoint_step,
-            "return_curve": [[step, value] for step, value in self.history],
+            "return_curve": [list(point) for point in self.history],
             **self.extra,
         }
 

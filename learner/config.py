@@ -43,6 +43,9 @@ class LearnerConfig:
     """Updates per block: the host reads the health flags once per block."""
     fast_path: Literal["auto", "graph", "off"] = "auto"
     """On CUDA, ``auto``: each update one CUDA-graph replay of the SAC step with ``torch.compile``d maths; ``graph``: the graph without compile; ``off``: the same step run eagerly (always eager off CUDA)."""
+    matmul_precision: Literal["highest", "high", "bf16"] = "highest"
+    """Matrix products of the networks: ``highest``: fp32; ``high``: TF32 on CUDA (fp32 elsewhere); ``bf16``: bfloat16
+    autocast for the forward passes. Losses, optimizer, targets and statistics stay fp32 in every mode."""
     broadcast_every: int = Field(100, ge=1)
     """Updates between weight broadcasts to the actors (each one passes the weight gate)."""
 

@@ -8,8 +8,10 @@ sync. ``learner/graph.py`` replays ``sampled_step`` as a CUDA graph: the same st
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -62,6 +64,27 @@ def summarize_block(rows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return torch.cat([accumulated[: FLAGS.start], flags, first.float().reshape(1)])
 
 
+@contextlib.contextmanager
+def tf32_matmuls() -> Iterator[None]:
+    """TF32 for the CUDA matmuls run (or captured) inside, restored after: the switch is process-wide."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def precision_contexts(precision: str, device: torch.device) -> tuple[Callable, Callable]:
+    """``(whole_step, forward)``: the contexts a step and its network forward passes run in. ``high``: TF32 on CUDA
+    for the whole step (backward included); ``bf16``: bfloat16 autocast around the forward passes."""
+    whole_step = tf32_matmuls if precision == "high" and device.type == "cuda" else contextlib.nullcontext
+    if precision != "bf16":
+        return whole_step, contextlib.nullcontext
+    # cache_enabled=False: cached casts of the weights would be stale inside a replayed CUDA graph
+    return whole_step, functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, cache_enabled=False)
+
+
 MATH: dict[str, Callable] = {
     "policy_head": policy_head, "soft_q_target": soft_q_target, "critic_loss": critic_loss,
     "actor_loss": actor_loss, "stats_vector": stats_vector,
@@ -94,6 +117,7 @@ class SAC:
         self.noise.manual_seed(seed + 1)
         self.keep = torch.tensor([name in COUNT_FIELDS for name in STAT_FIELDS], device=device)
         self.math = MATH
+        self.precision, self.autocast = precision_contexts(config.matmul_precision, device)
         self.grad_hook: GradHook | None = None
         self.updates_done = 0
         self.replay_size = torch.ones((), dtype=torch.long, device=device)
@@ -105,22 +129,31 @@ class SAC:
     # -- one update ---------------------------------------------------------------------------
     def step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One SAC update on a batch of device tensors; returns the statistics vector (no host sync)."""
+        with self.precision():
+            return self._step(batch)
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         cfg, m = self.config, self.math
         obs_in = torch.cat([batch["obs"], batch["context"]], dim=-1)
         next_in = torch.cat([batch["next_obs"], batch["next_context"]], dim=-1)
         size = obs_in.shape[0]
         alpha = self.temperature.alpha()
         noise = torch.randn((2 * size, self.action_dim), generator=self.noise, device=self.device)
-        actions, log_probs = m["policy_head"](self.actor.net(torch.cat([next_in, obs_in])), noise)
+        with self.autocast():
+            policy_out = self.actor.net(torch.cat([next_in, obs_in])).float()
+        actions, log_probs = m["policy_head"](policy_out, noise)
+        with torch.no_grad(), self.autocast():
+            next_q = self.critic_target(next_in, actions[:size]).float()
         with torch.no_grad():
-            next_q = self.critic_target(next_in, actions[:size])
             scaled_reward = batch["reward"] * self.reward_scale  # the one place rewards are scaled
             target = m["soft_q_target"](scaled_reward, batch["terminated"], cfg.gamma, next_q, log_probs[:size], alpha)
-        q = self.critic(obs_in, batch["action"])
+        with self.autocast():
+            q = self.critic(obs_in, batch["action"]).float()
         q_loss = m["critic_loss"](q, target)
         q_norm = self._descend(self.critic_optimizer, q_loss, self.grad_hook)
         self.critic.requires_grad_(False)  # the policy loss must not leave gradients on the critics
-        policy_q = self.critic(obs_in, actions[size:])
+        with self.autocast():
+            policy_q = self.critic(obs_in, actions[size:]).float()
         self.critic.requires_grad_(True)
         policy_loss = m["actor_loss"](alpha, log_probs[size:], policy_q)
         policy_norm = self._descend(self.actor_optimizer, policy_loss)

@@ -160,6 +160,33 @@ class RewardConfig:
 
 
 @config_section
+class PIDGains:
+    """Gains of the PID baseline (``actors/vehicle/pid.py``): ``cluster.evaluate --baseline pid`` and the PID under
+    ``action: residual_pid``. The defaults come from a grid search over kp, ki, lookahead and k_accel on 32
+    randomized vehicles of the default task for the best return (``bench/task_headroom.py`` repeats it for a
+    changed task)."""
+
+    kp: float = Field(0.25, ge=0)
+    """Proportional gain on the speed error (per m/s)."""
+    ki: float = Field(0.1, ge=0)
+    """Integral gain (per m)."""
+    kd: float = Field(0.0, ge=0)
+    """Derivative gain on the error (per m/s²)."""
+    k_accel: float = Field(0.12, ge=0)
+    """Feed-forward on the previewed reference acceleration (per m/s²)."""
+    k_pitch: float = Field(1.0, ge=0)
+    """Feed-forward on the measured pitch (per rad)."""
+    lookahead: int = Field(2, ge=0)
+    """Preview steps ahead the error is taken against."""
+    noise_filter: float = Field(0.5, gt=0, le=1)
+    """Weight of a new speed measurement in the exponential filter (1: no filtering)."""
+    hold_brake: float = Field(-0.3, ge=-1, le=0)
+    """Command at a stop (reference zero now and ahead, car below ``hold_speed``)."""
+    hold_speed: float = Field(0.5, ge=0)
+    """Speed (m/s) below which a stopped reference means hold."""
+
+
+@config_section
 class VehicleConfig:
     """The randomized electric-vehicle speed-tracking environment."""
 
@@ -176,6 +203,8 @@ class VehicleConfig:
     command, ``u = clip(u_pid + residual_scale · a, -1, 1)`` (actors/vehicle/residual.py)."""
     residual_scale: float = Field(0.5, gt=0, le=2)
     """With ``action: residual_pid``: how far the agent's correction in [-1, 1] may move the PID's command."""
+    pid: PIDGains = field(default_factory=PIDGains)
+    """The PID baseline's gains (evaluation baseline and ``residual_pid``)."""
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
     """Parameter ranges and rejection-sampling checks."""
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)

@@ -104,6 +104,7 @@ class VehicleVectorEnv:
         cfg = self.config
         u = np.asarray(actions, dtype=np.float64).reshape(self.num_envs)
         u = np.clip(np.where(np.isnan(u), 0.0, u), -1.0, 1.0)  # a NaN action is no action
+        applied = u[:, None].copy()  # u becomes u_prev, which a new vehicle's reset zeroes in place
         st = self._state
         v0 = st.v
         samples = np.empty((self.num_envs, 4))
@@ -137,6 +138,7 @@ class VehicleVectorEnv:
             truncated=truncated,
             dynamics_samples=samples,
             speed_error=speed_error,
+            applied_action=applied,
         )
 
     # -- information for the dynamics map and diagnostics ------------------------

@@ -28,13 +28,18 @@ class EvalReport:
     mean_abs_jerk: float
     """Mean |Δa|/dt from the step accelerations (m/s³); NaN where the env reports no dynamics samples."""
     mean_abs_action_change: float
-    """Mean |u_t − u_{t−1}| (action smoothness) over all action dimensions."""
+    """Mean |u_t − u_{t−1}| of the command the env applied (action smoothness), over all action dimensions."""
     episode_returns: tuple[float, ...] = ()
     """Each episode's return, in the order episodes finished (env index order when they end together)."""
     episode_errors: tuple[float, ...] = ()
     """Each episode's mean |v − v_ref| (m/s), same order."""
     traces: tuple[np.ndarray, ...] = ()
     """Observations ``[steps, obs_dim]`` of the first episode of environments 0, 1, ... (``trace_envs`` of them)."""
+
+    def figures(self) -> dict[str, float]:
+        """The scalar figures by name (NaN where the env reports none)."""
+        names = ("episodes", "mean_abs_speed_error", "mean_return", "std_return", "mean_abs_jerk", "mean_abs_action_change")
+        return {name: getattr(self, name) for name in names}
 
     def as_rows(self) -> list[tuple[str, str]]:
         return [
@@ -101,10 +106,11 @@ def evaluate_policy(
         totals.len += 1
         totals.ret += step.reward
         totals.err += step.speed_error if step.speed_error is not None else np.nan
-        totals.du += np.nan_to_num(np.abs(action - prev_u).mean(axis=1))
+        applied = action if step.applied_action is None else np.array(step.applied_action, dtype=np.float64)
+        totals.du += np.nan_to_num(np.abs(applied - prev_u).mean(axis=1))
         accel = step_accel(step, n)
         totals.jerk += np.where(first, 0.0, np.abs(accel - prev_a) / dt)  # NaN throughout without samples
-        prev_u, prev_a, first = action, accel, np.zeros(n, dtype=bool)
+        prev_u, prev_a, first = applied, accel, np.zeros(n, dtype=bool)
         done = np.flatnonzero(step.terminated | step.truncated)
         for i in done:
             length = totals.len[i]

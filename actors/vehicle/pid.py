@@ -10,43 +10,16 @@ brakes firmly enough to engage the standstill hold.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-
-@dataclass(frozen=True)
-class PIDGains:
-    """Gains of the baseline: a grid search over kp, ki, lookahead, k_accel on 32 randomized vehicles
-    (default config) for low error at a good return (the smoothness term punishes high kp)."""
-
-    kp: float = 0.25
-    """Proportional gain on the speed error (per m/s)."""
-    ki: float = 0.1
-    """Integral gain (per m)."""
-    kd: float = 0.0
-    """Derivative gain on the error (per m/s²)."""
-    k_accel: float = 0.12
-    """Feed-forward on the previewed reference acceleration (per m/s²)."""
-    k_pitch: float = 1.0
-    """Feed-forward on the measured pitch (per rad)."""
-    lookahead: int = 2
-    """Preview steps ahead the error is taken against."""
-    noise_filter: float = 0.5
-    """Weight of a new speed measurement in the exponential filter (1: no filtering)."""
-    hold_brake: float = -0.3
-    """Command at a stop (reference zero now and ahead, car below ``hold_speed``)."""
-    hold_speed: float = 0.5
-    """Speed (m/s) below which a stopped reference means hold."""
-    dt: float = 0.1
-    """Control step (s)."""
+from actors.vehicle.config import PIDGains
 
 
 class PIDController:
     """``__call__(obs [n, obs_dim]) -> actions [n, 1]``; ``reset(env_ids)`` clears finished environments."""
 
-    def __init__(self, num_envs: int, gains: PIDGains | None = None) -> None:
-        self.gains = gains or PIDGains()
+    def __init__(self, num_envs: int, gains: PIDGains | None = None, dt: float = 0.1) -> None:
+        self.gains, self.dt = gains or PIDGains(), dt
         self.integral = np.zeros(num_envs)
         self.prev_error = np.zeros(num_envs)
         self.v_filt = np.zeros(num_envs)
@@ -66,12 +39,12 @@ class PIDController:
         ahead = min(g.lookahead, preview.shape[1] - 2)
         target = preview[:, ahead]
         error = target - self.v_filt
-        ref_accel = (preview[:, ahead + 1] - preview[:, ahead]) / g.dt
-        derivative = np.where(self.fresh, 0.0, (error - self.prev_error) / g.dt)
+        ref_accel = (preview[:, ahead + 1] - preview[:, ahead]) / self.dt
+        derivative = np.where(self.fresh, 0.0, (error - self.prev_error) / self.dt)
         raw = g.kp * error + g.kd * derivative + g.k_accel * ref_accel + g.k_pitch * np.sin(pitch)
         u = raw + g.ki * self.integral
         saturated = ((u >= 1.0) & (error > 0)) | ((u <= -1.0) & (error < 0))
-        self.integral = np.where(saturated, self.integral, self.integral + error * g.dt)
+        self.integral = np.where(saturated, self.integral, self.integral + error * self.dt)
         u = raw + g.ki * self.integral
         stop = (preview[:, 0] <= 0.0) & (target <= 0.0) & (self.v_filt < g.hold_speed)
         u = np.where(stop, np.minimum(u, g.hold_brake), u)

@@ -13,15 +13,15 @@ import numpy as np
 
 from actors.envs import VecStep
 from actors.vehicle.env import VehicleVectorEnv
-from actors.vehicle.pid import PIDController, PIDGains
+from actors.vehicle.pid import PIDController
 
 
 class ResidualPIDEnv:
     """``VehicleVectorEnv`` whose actions are corrections to its PID controller's command."""
 
-    def __init__(self, env: VehicleVectorEnv, residual_scale: float, gains: PIDGains | None = None) -> None:
+    def __init__(self, env: VehicleVectorEnv, residual_scale: float) -> None:
         self.env, self.residual_scale = env, residual_scale
-        self.pid = PIDController(env.num_envs, gains or PIDGains(dt=env.config.dt))
+        self.pid = PIDController(env.num_envs, env.config.pid, env.config.dt)
         self.obs = np.zeros((env.num_envs, env.observation_dim), np.float32)
 
     def __getattr__(self, name: str):  # num_envs, dimensions, bounds, true_params, config ...

@@ -96,8 +96,13 @@ def test_the_report_pairs_the_policy_with_pid_on_the_same_vehicles(tmp_path, cap
     assert episodes["pid"] == {"return": list(pid.episode_returns), "abs_speed_error": list(pid.episode_errors)}
     assert episodes["sac"] == {"return": list(sac.episode_returns), "abs_speed_error": list(sac.episode_errors)}
     assert len(episodes["sac"]["return"]) == 4 and episodes["sac"]["return"] != episodes["pid"]["return"]
+    summary = json.loads((out / "summary.json").read_text())["policies"]
+    assert summary["sac"]["mean_return"] == sac.mean_return == pytest.approx(sum(sac.episode_returns) / 4, rel=1e-12)
+    assert summary["pid"]["mean_abs_speed_error"] == pid.mean_abs_speed_error
+    assert summary["sac"]["mean_abs_action_change"] == sac.mean_abs_action_change == 0.0  # a constant action
+    assert (summary["sac"]["episodes"], summary["pid"]["episodes"]) == (4, 4)
     assert sorted(p.name for p in out.iterdir()) == [
-        "episodes.json", "error_distribution.png", "per_vehicle.png", "report.md", "speed_traces.png"]
+        "episodes.json", "error_distribution.png", "per_vehicle.png", "report.md", "speed_traces.png", "summary.json"]
     assert "![speed_traces](speed_traces.png)" in (out / "report.md").read_text()
 
 

@@ -67,3 +67,27 @@ def test_where_the_driver_connects(monkeypatch, address, running, expected):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     config = build(Config, {"cluster": {"address": address, "num_actors": 8}}, "test.yaml")
     assert placement.connect(config) is True and calls == [expected]  # 8 actors + the learner: 9 logical CPUs
+
+
+@pytest.mark.parametrize(
+    ("device", "fraction", "gpus", "expected"),
+    [
+        ("auto", 1.0, 1.0, {"num_cpus": 1, "num_gpus": 1.0}),
+        ("auto", 0.25, 1.0, {"num_cpus": 1, "num_gpus": 0.25}),  # four learners share the GPU
+        ("auto", 0.25, 0.0, {"num_cpus": 1}),  # no GPU in the cluster: the CPU
+        ("cpu", 0.25, 1.0, {"num_cpus": 1}),
+    ],
+)
+def test_the_learner_asks_for_its_share_of_a_gpu(monkeypatch, device, fraction, gpus, expected):
+    monkeypatch.setattr(placement.ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": gpus})
+    config = build(Config, {"learner": {"device": device}, "cluster": {"learner_gpu_fraction": fraction}}, "test")
+    assert placement.learner_options(config) == expected
+
+
+def test_a_gpu_fraction_outside_0_1_is_a_config_error():
+    from cluster.config import ClusterConfig
+    from tests.config_errors import error_of
+
+    for value, message in ((0.0, "must be > 0.0 (got 0.0)"), (1.5, "must be <= 1.0 (got 1.5)")):
+        err = error_of(ClusterConfig, learner_gpu_fraction=value)
+        assert (err.key, err.message) == ("learner_gpu_fraction", message)

@@ -80,6 +80,8 @@ def test_the_driver_starts_one_rollout_actor_per_configured_actor(tmp_path: Path
     assert driver.needs() == "the job needs 4 CPUs (3 rollout actors + the learner)"
     driver.learner.options = {"num_cpus": 1, "num_gpus": 1}
     assert driver.needs() == "the job needs 4 CPUs and 1 GPU (3 rollout actors + the learner)"
+    driver.learner.options = {"num_cpus": 1, "num_gpus": 0.25}
+    assert driver.needs() == "the job needs 4 CPUs and 0.25 GPU (3 rollout actors + the learner)"
 
 
 def test_the_budget_is_handed_out_in_whole_fragments_rounded_up(tmp_path: Path, rollout) -> None:

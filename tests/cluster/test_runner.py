@@ -43,15 +43,18 @@ def test_rates_count_this_process_only(tmp_path):
     assert "mean_updates/s=204.8 wall_s=10; final checkpoint runs/x/checkpoints/step_000052048" in line
     summary = record.write(0)
     assert (summary["updates_this_run"], summary["env_steps_this_run"]) == (2048, 2048)
-    assert json.loads((tmp_path / "final_stats.json").read_text())["return_curve"] == [[52048, -120.0]]
+    assert json.loads((tmp_path / "final_stats.json").read_text())["return_curve"] == [[52048, -120.0, 10.0]]
 
 
-def test_the_return_curve_keeps_one_point_per_env_step(tmp_path):
-    record = RunRecord(tmp_path, progress(0, 0))
-    for _ in range(3):  # the Ray driver reports the same progress on every tick
+def test_the_return_curve_keeps_one_point_per_env_step_with_its_wall_time(tmp_path):
+    now = [50.0]
+    record = RunRecord(tmp_path, progress(0, 0), clock=lambda: now[0])
+    for tick in range(3):  # the Ray driver reports the same progress on every tick
+        now[0] = 51.0 + tick
         record.update(progress(100, 10, -5.0))
+    now[0] = 62.5
     record.update(progress(200, 20, -4.0))
-    assert record.history == [(100, -5.0), (200, -4.0)]
+    assert record.history == [(100, -5.0, 1.0), (200, -4.0, 12.5)]
 
 
 def test_an_error_that_ends_a_run_is_recorded_with_its_exit_code(tmp_path):

@@ -134,3 +134,19 @@ def test_the_learner_trains_in_the_graph_and_its_guard_finds_a_poisoned_block_on
     assert poisoned.stats.nonfinite_loss == 1  # the first bad update counted once, not five times
     learner.restore(snapshot)
     assert learner.parameters_finite() and learner.updates_done == 5 and learner.blocks.captures == 1
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("precision", ["high", "bf16"])
+def test_lower_precision_graphs_equal_their_eager_steps_on_cuda(precision):
+    config = dataclasses.replace(CONFIG, matmul_precision=precision)
+    eager, graphed, blocks = pair(config)
+    eager_replay, graphed_replay = replays()
+    before = networks(eager)
+    for _ in range(3):
+        a, _ = eager.update_block(eager_replay, 4)
+        b, _ = blocks.update_block(graphed_replay, 4)
+        assert torch.allclose(b, a, rtol=1e-3, atol=1e-4), (a, b)
+    assert_same_run(eager, graphed, before)
+    assert blocks.captures == 1

@@ -165,3 +165,25 @@ def test_a_state_round_trip_continues_identically():
     other.load_state_dict(sac.state_dict())
     assert torch.equal(sac.update(random_batch(seed=9)), other.update(random_batch(seed=9)))
     assert torch.equal(params(sac.critic), params(other.critic)) and other.updates_done == 4
+
+
+def test_bf16_matmuls_track_the_fp32_update_and_keep_fp32_state():
+    exact, bf16 = make_sac(), make_sac(matmul_precision="bf16")
+    before = params(exact.critic)
+    assert torch.equal(before, params(bf16.critic))  # the same initial networks
+    for seed in range(10):
+        batch = random_batch(seed=seed)
+        a, b = named(exact.update(batch)), named(bf16.update(batch))
+        assert b.q_loss == pytest.approx(a.q_loss, rel=0.05) and b.policy_loss == pytest.approx(a.policy_loss, rel=0.05)
+    change = params(exact.critic) - before
+    drift = (params(bf16.critic) - before) - change
+    assert drift.norm() / change.norm() < 0.25  # ten Adam steps (early, nearly sign steps): 15 % measured
+    assert {t.dtype for t in bf16.state_tensors()} == {torch.float32}  # weights, targets, moments stay fp32
+    assert not torch.equal(params(bf16.critic), params(exact.critic))  # bf16 really ran
+
+
+def test_high_precision_is_fp32_off_cuda():
+    exact, high = make_sac(), make_sac(matmul_precision="high")
+    batch = random_batch(seed=4)
+    assert torch.equal(exact.update(batch), high.update(batch))
+    assert torch.equal(params(exact.actor), params(high.actor))

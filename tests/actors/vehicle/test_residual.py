@@ -6,7 +6,7 @@ import numpy as np
 
 from actors.vehicle.config import VehicleConfig
 from actors.vehicle.env import VehicleVectorEnv
-from actors.vehicle.pid import PIDController, PIDGains
+from actors.vehicle.pid import PIDController
 from actors.vehicle.residual import ResidualPIDEnv
 
 SHORT = VehicleConfig(episode_steps=40)
@@ -14,7 +14,7 @@ SHORT = VehicleConfig(episode_steps=40)
 
 def test_a_zero_correction_is_the_pid_itself_across_new_vehicles():
     residual = ResidualPIDEnv(VehicleVectorEnv(3, SHORT, seed=9), residual_scale=0.5)
-    direct, pid = VehicleVectorEnv(3, SHORT, seed=9), PIDController(3, PIDGains(dt=SHORT.dt))
+    direct, pid = VehicleVectorEnv(3, SHORT, seed=9), PIDController(3, SHORT.pid, SHORT.dt)
     obs_r, obs_d = residual.reset(9), direct.reset(9)
     assert np.array_equal(obs_r, obs_d)
     for t in range(100):  # two new vehicles per env on the way (episodes of 40 steps)
@@ -30,8 +30,39 @@ def test_a_zero_correction_is_the_pid_itself_across_new_vehicles():
 def test_a_correction_moves_the_command_by_scale_times_a_within_the_limits():
     env = ResidualPIDEnv(VehicleVectorEnv(3, SHORT, seed=4), residual_scale=0.5)
     obs = env.reset(4)
-    u_pid = PIDController(3, PIDGains(dt=SHORT.dt))(obs)[:, 0]
+    u_pid = PIDController(3, SHORT.pid, SHORT.dt)(obs)[:, 0]
     correction = np.array([[0.4], [-1.0], [1.0]])
     step = env.step(correction)
-    assert step.dynamics_samples[:, 0].tolist() == np.clip(u_pid + 0.5 * correction[:, 0], -1.0, 1.0).tolist()
+    applied = np.clip(u_pid + 0.5 * correction[:, 0], -1.0, 1.0)
+    assert step.dynamics_samples[:, 0].tolist() == applied.tolist() == step.applied_action[:, 0].tolist()
     assert (env.observation_dim, env.action_low.tolist(), env.true_params.mass.shape) == (34, [-1.0], (3,))
+
+
+def test_comfort_figures_measure_the_command_applied_not_the_correction():
+    from actors.vehicle.evaluation import evaluate_policy
+
+    residual = ResidualPIDEnv(VehicleVectorEnv(3, SHORT, seed=9), residual_scale=0.5)
+    zero = evaluate_policy(residual, lambda obs: np.zeros((3, 1)), 3, seed=9)
+    pid = PIDController(3, SHORT.pid, SHORT.dt)
+
+    class PIDPolicy:
+        def __call__(self, obs):
+            return pid(obs)
+
+        def reset(self, ids):
+            pid.reset(ids)
+
+    direct = evaluate_policy(VehicleVectorEnv(3, SHORT, seed=9), PIDPolicy(), 3, seed=9)
+    assert zero.mean_abs_action_change == direct.mean_abs_action_change > 0.003  # not 0: the PID's command moves
+    assert (zero.episode_returns, zero.mean_abs_jerk) == (direct.episode_returns, direct.mean_abs_jerk)
+
+
+def test_the_pid_under_the_correction_has_the_configured_gains():
+    from actors.vehicle.config import PIDGains
+
+    config = VehicleConfig(episode_steps=40, pid=PIDGains(kp=0.6, ki=0.0, lookahead=1))
+    residual = ResidualPIDEnv(VehicleVectorEnv(2, config, seed=3), residual_scale=0.5)
+    obs = residual.reset(3)
+    expected = PIDController(2, PIDGains(kp=0.6, ki=0.0, lookahead=1), config.dt)(obs)[:, 0]
+    assert not np.allclose(expected, PIDController(2, SHORT.pid, SHORT.dt)(obs)[:, 0])  # the gains matter here
+    assert residual.step(np.zeros((2, 1))).applied_action[:, 0].tolist() == np.clip(expected, -1, 1).tolist()

@@ -1,0 +1,71 @@
+"""The context study's bookkeeping: segments across resumes, paired gains, the floors, the curve band."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.context_study import aggregate, curve_band, finished, floors, paired_gain, record_segment, run_row
+
+
+def row(arm: str, seed: int, error: float, ret: float) -> dict:
+    figures = {"mean_abs_speed_error": error, "mean_return": ret, "mean_abs_jerk": 0.5, "mean_abs_action_change": 0.01}
+    return {"arm": arm, "seed": seed, "env_steps": 1000, "mean_updates_per_second": 200.0, "eval": figures}
+
+
+ROWS = [row("none", 0, 0.30, -1300.0), row("none", 1, 0.20, -1100.0),
+        row("oracle", 0, 0.24, -1150.0), row("oracle", 1, 0.18, -1000.0),
+        row("pooled", 0, 0.27, -1250.0), row("pooled", 1, 0.19, -1050.0)]  # fmt: skip
+PID = {"mean_abs_speed_error": 0.22, "mean_return": -1200.0}
+
+
+def test_the_gain_is_the_relative_error_reduction_paired_by_seed():
+    gain = paired_gain(ROWS, "oracle")  # seed 0: 0.06 / 0.30 = 20 %; seed 1: 0.02 / 0.20 = 10 %
+    assert gain["mean"] == pytest.approx(0.15) and gain["n"] == 2
+    assert gain["std"] == pytest.approx(0.0707107, rel=1e-5)  # sample std of 0.2 and 0.1
+    assert paired_gain(ROWS, "none") is None
+
+
+def test_the_floors_name_the_best_arm_against_pid_and_the_maps_share_of_the_oracle_gain():
+    measured = floors(aggregate(ROWS, ["none", "oracle", "pooled"]), PID)
+    assert measured["best_arm"] == "oracle"  # mean return -1075
+    assert measured["best_return_gain_vs_pid"] == pytest.approx((-1075.0 + 1200.0) / 1200.0)
+    assert measured["best_error_vs_pid"] == pytest.approx(0.21 - 0.22)
+    assert measured["oracle_gain"] == pytest.approx(0.15)
+    # pooled: seed 0 0.03 / 0.30 = 10 %, seed 1 0.01 / 0.20 = 5 %: 7.5 % of 15 % is half
+    assert measured["pooled_share_of_oracle_gain"] == pytest.approx(0.5)
+
+
+def test_a_failed_run_is_counted_and_left_out_of_the_means():
+    rows = ROWS[:2] + [{"arm": "oracle", "seed": 0, "error": "cluster.evaluate exit 2: no checkpoint"}]
+    table = aggregate(rows, ["none", "oracle"])
+    assert table["oracle"]["failed"] == 1 and table["oracle"]["mean_return"]["n"] == 0
+    assert table["none"]["mean_return"] == {"mean": -1200.0, "std": pytest.approx(141.42136, rel=1e-6), "n": 2}
+
+
+def test_segments_of_a_resumed_run_add_up_to_its_rate_and_curve(tmp_path):
+    run_dir = tmp_path / "runs" / "none-seed0"
+    run_dir.mkdir(parents=True)
+    for env_steps, updates, wall, curve in ((600, 150, 10.0, [[400, -9.0]]), (1000, 100, 40.0, [[800, -5.0]])):
+        final = {"exit_code": 0, "env_steps": env_steps, "updates": 250, "wall_seconds": wall,
+                 "updates_this_run": updates, "return_curve": curve, "counters": {"rollbacks": 0}}  # fmt: skip
+        (run_dir / "final_stats.json").write_text(json.dumps(final))
+        record_segment(run_dir, 0)
+    assert finished(run_dir, 1000) and not finished(run_dir, 1001)
+
+    class Args:
+        work = tmp_path
+
+    built = run_row(Args, "none", 0, {"sac": {"mean_return": -1.0}, "pid": {"mean_return": -2.0}})
+    assert built["mean_updates_per_second"] == pytest.approx(250 / 50.0)  # both segments' updates over their wall
+    assert built["curve"] == [[400, -9.0], [800, -5.0]] and built["segments"] == 2
+    assert (built["eval"], built["pid"]) == ({"mean_return": -1.0}, {"mean_return": -2.0})
+
+
+def test_the_curve_band_reads_each_run_at_common_env_steps():
+    runs = [{"curve": [[0, -10.0], [100, -4.0]]}, {"curve": [[0, -6.0], [100, -2.0], [200, 0.0]]}]
+    band = curve_band(runs, points=3)  # marks 0, 50, 100 (the shorter run ends at 100)
+    assert band["x"] == [0.0, 50.0, 100.0]
+    assert band["y"] == [-8.0, -8.0, -3.0]  # the last value at or before each mark
+    assert band["hi"][2] - band["y"][2] == pytest.approx(1.4142136, rel=1e-6)
