@@ -1,7 +1,8 @@
 """The context study on the real service: every (arm, seed) trains through ``python -m cluster.train`` on a running
 Ray cluster and is scored by ``python -m cluster.evaluate --checkpoint`` on held-out vehicles, beside the PID.
 
-    python bench/context_study.py --address HOST:PORT --work DIR [--arms none oracle pooled] [--seeds 0 1 2]
+    python bench/context_study.py --address HOST:PORT --work DIR [--config configs/vehicle_agile.yaml]
+        [--arms none oracle pooled] [--seeds 0 1 2]
         [--steps 1000000] [--hparams tuned] [--set KEY=VALUE ...] [--gpu-fraction 0.1] [--max-wall 1200]
         [--eval-episodes 32] [--name context_study] [--out bench/results]
     python bench/context_study.py --render bench/results/context_study.json   # markdown and PNG again from the JSON

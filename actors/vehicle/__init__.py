@@ -1,5 +1,10 @@
 """The randomized electric-vehicle speed-tracking environment (the default dmsac job).
 
+Two tasks ship: ``configs/vehicle.yaml`` (the spec's defaults) and ``configs/vehicle_agile.yaml``, the same
+vehicles with references that use 90 % of each vehicle's capability and tracking weighted 10x, with the PID
+retuned for it. The second exists because the first does not reward knowing the vehicle: its return is mostly
+comfort and energy cost (``bench/task_headroom.py``; README "Does the context pay?").
+
 Importing this package registers the single-vehicle gymnasium environment
 ``dmsac/Vehicle-v0``.
 """

@@ -116,7 +116,7 @@ def test_help_config_prints_every_key_with_type_default_and_description():
     assert lines["env.vehicle.randomization.mass"].startswith("env.vehicle.randomization.mass (tuple, default [1500.0, 6000.0])")
 
 
-@pytest.mark.parametrize("name", ["pendulum.yaml", "smoke.yaml", "vehicle.yaml"])
+@pytest.mark.parametrize("name", ["pendulum.yaml", "smoke.yaml", "vehicle.yaml", "vehicle_agile.yaml"])
 def test_shipped_configs_load_and_round_trip(name, tmp_path):
     config = load_config(ROOT / "configs" / name)
     resolved = tmp_path / "resolved.yaml"
