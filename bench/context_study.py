@@ -37,10 +37,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import ROOT, command_line, fmt, machine, machine_line, write_report  # noqa: E402
-from bench.context_benefit import ARMS, CNN_CHECKPOINT, EVAL_SEED, HPARAMS, arm_overrides, mean_std, pm  # noqa: E402
+from bench.context_benefit import (  # noqa: E402
+    ARMS,
+    CNN_CHECKPOINT,
+    EVAL_METRICS,
+    EVAL_SEED,
+    HPARAMS,
+    arm_overrides,
+    mean_std,
+    pm,
+)
 from bench.plots import save_panels  # noqa: E402
 
-EVAL_METRICS = ("mean_abs_speed_error", "mean_return", "mean_abs_jerk", "mean_abs_action_change")
 PROGRESS = re.compile(r"env_steps=(\d+) updates=(\d+) updates/s=([\d.]+)")
 STOP_GRACE_S = 180.0
 """Seconds a run has to checkpoint and exit after the study's Ctrl-C before it is interrupted a second time."""

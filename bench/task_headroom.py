@@ -37,8 +37,8 @@ from actors.vehicle.env import VehicleVectorEnv  # noqa: E402
 from actors.vehicle.pid import PIDController  # noqa: E402
 from bench.common import ROOT, command_line, fmt, machine, machine_line, write_report  # noqa: E402
 from cluster.config import config_from  # noqa: E402
+from cluster.evaluate import HELD_OUT_SEED  # noqa: E402
 
-HELD_OUT_SEED = 7_770_001  # cluster.evaluate.HELD_OUT_SEED
 GRAVITY = 9.81
 MAP_U = np.linspace(-1.0, 1.0, 81)
 MAP_V = np.linspace(0.0, 50.0, 101)
@@ -74,9 +74,6 @@ class PIDDriver:
     def __call__(self, obs: np.ndarray, env: VehicleVectorEnv) -> np.ndarray:
         return self.pid(obs)
 
-    def vehicle_changed(self, ids: np.ndarray, env: VehicleVectorEnv) -> None:
-        self.pid.reset(ids)
-
 
 class OracleDriver:
     """Feedback in m/s² per m/s, feed-forward and gain from the true map ``a(u, v)`` of each vehicle."""
@@ -90,10 +87,6 @@ class OracleDriver:
         self.maps = env.true_dynamics_map(MAP_U, MAP_V)
         self.integral, self.v_filt, self.fresh = np.zeros(n), np.zeros(n), np.ones(n, dtype=bool)
         self.dt = env.config.dt
-
-    def vehicle_changed(self, ids: np.ndarray, env: VehicleVectorEnv) -> None:
-        self.maps[ids] = env.true_dynamics_map(MAP_U, MAP_V)[ids]
-        self.integral[ids], self.fresh[ids] = 0.0, True
 
     def __call__(self, obs: np.ndarray, env: VehicleVectorEnv) -> np.ndarray:
         obs = obs.astype(np.float64)
