@@ -44,6 +44,11 @@ from bench.common import command_line, machine, machine_line, write_report  # no
 SETTINGS = {"lr": 3e-4, "gamma": 0.99, "tau": 0.005, "batch": 256, "buffer": 100_000, "warmup": 1000, "net": [256, 256]}
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a run's process: Ray on loopback, no usage stats."""
+    return {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
 def first_at_target(curve: list[list[float]], target: float) -> tuple[int | None, float | None]:
     """Env step and training seconds at which the running return first reaches ``target``
     (``curve``: ``[step, return, seconds]`` points)."""
@@ -56,7 +61,7 @@ def run_dmsac(seed: int, steps: int, extra: list[str]) -> dict:
                 "metrics.port=0", "cluster.node_ip_address=127.0.0.1", *extra]  # fmt: skip
         command = [sys.executable, "-m", "cluster.train", "--config", "configs/pendulum.yaml"]
         command += [arg for s in sets for arg in ("--set", s)]
-        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+        env = child_env()
         start = time.perf_counter()
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
         wall = time.perf_counter() - start
@@ -72,7 +77,7 @@ def run_worker(system: str, seed: int, steps: int, max_train_s: float) -> dict:
     """``system``'s worker in its own process; its last stdout line is the run's JSON."""
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", system, str(seed), "--steps", str(steps),
                "--max-train-s", str(max_train_s)]  # fmt: skip
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = child_env()
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=max_train_s + 1800)
     wall = time.perf_counter() - start
