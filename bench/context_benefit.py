@@ -62,7 +62,7 @@ from bench.inprocess import hyperparameters, plumbing_overrides  # noqa: E402
 from bench.plots import save_panels  # noqa: E402
 
 CNN_CHECKPOINT = ROOT / "configs" / "encoders" / "cnn_encoder.pt"
-ARMS = ("none", "oracle", "pooled", "cnn")
+ARMS = ("none", "oracle", "pooled", "cnn", "history")
 HPARAMS = {"seed": [], "tuned": ["learner.lr=3e-4"]}
 """``--hparams`` name → overrides on top of ``configs/vehicle.yaml``."""
 EVAL_SEED = 7_770_001  # cluster.evaluate.HELD_OUT_SEED
@@ -74,7 +74,7 @@ CURVE_KEYS = ("env_steps", "updates", "wall_s", "reward_per_step", "q_mean", "q_
 
 
 def arm_overrides(arm: str, cnn_checkpoint: Path) -> list[str]:
-    if arm in ("none", "oracle"):
+    if arm in ("none", "oracle", "history"):
         return [f"context.mode={arm}"]
     sets = ["context.mode=dynamics_map", f"context.encoder={arm}"]
     return sets + ([f"context.encoder_checkpoint={cnn_checkpoint}"] if arm == "cnn" else [])

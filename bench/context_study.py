@@ -49,7 +49,7 @@ from bench.context_benefit import (  # noqa: E402
 )
 from bench.plots import save_panels  # noqa: E402
 
-PROGRESS = re.compile(r"env_steps=(\d+) updates=(\d+) updates/s=([\d.]+)")
+RUN_PROGRESS = re.compile(r"(?:run (\d+): )?(?:done: )?env_steps=(\d+) updates=(\d+) updates/s=([\d.]+)")
 STOP_GRACE_S = 180.0
 """Seconds a run has to checkpoint and exit after the study's Ctrl-C before it is interrupted a second time."""
 
@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="config override for every run (repeatable); reported")  # fmt: skip
     parser.add_argument("--gpu-fraction", type=float, default=0.1, help="each learner's share of a GPU")
     parser.add_argument("--max-wall", type=float, default=1200.0, help="seconds of training in this call")
+    parser.add_argument("--one-job", action="store_true",
+                        help="every run in one local cluster.train job (train.parallel_runs): one learner process, one "
+                             "CUDA graph replay updating every run; --address is not needed")  # fmt: skip
     parser.add_argument("--score-now", action="store_true", help="score the runs where they are, done or not")
     parser.add_argument("--no-score", action="store_true", help="train only")
     parser.add_argument("--eval-episodes", type=int, default=32)
@@ -76,8 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--log-every", type=float, default=60.0, help="seconds between the study's progress lines")
     args = parser.parse_args(argv)
-    if not args.render and not (args.address and args.work):
-        parser.error("--address and --work are needed (or --render JSON)")
+    if not args.render and not ((args.address or args.one_job) and args.work):
+        parser.error("--address and --work are needed (--work alone with --one-job; or --render JSON)")
     return args
 
 
@@ -94,6 +97,15 @@ def run_overrides(args: argparse.Namespace, arm: str, seed: int, run_dir: Path) 
               f"cluster.address={args.address}", f"cluster.learner_gpu_fraction={args.gpu_fraction}",
               "metrics.port=0", "metrics.tensorboard=false"]  # fmt: skip
     return HPARAMS[args.hparams] + arm_overrides(arm, CNN_CHECKPOINT) + args.overrides + placed
+
+
+def one_job_overrides(args: argparse.Namespace, runs: list[tuple[str, int]], job_dir: Path) -> list[str]:
+    """The ``--one-job`` job: what every run shares, and per run its arm and seed (``train.run_overrides``)."""
+    per_run = [arm_overrides(arm, CNN_CHECKPOINT) + [f"train.seed={seed}"] for arm, seed in runs]
+    placed = [f"train.run_dir={job_dir}", f"train.total_env_steps={args.steps}", "cluster.mode=local",
+              f"train.parallel_runs={len(runs)}", f"train.run_overrides={json.dumps(per_run)}", "metrics.port=0",
+              "metrics.tensorboard=false"]  # fmt: skip
+    return HPARAMS[args.hparams] + args.overrides + placed
 
 
 def read_json(path: Path) -> dict | list | None:
@@ -120,32 +132,36 @@ def record_segment(run_dir: Path, exit_code: int) -> None:
     (run_dir / "segments.json").write_text(json.dumps(segments) + "\n")
 
 
-def last_progress(log: Path) -> tuple[int, int, float] | None:
-    """``(env_steps, updates, updates/s)`` of the run's latest progress line."""
-    try:
-        with log.open("rb") as handle:
-            handle.seek(max(0, log.stat().st_size - 8192))
-            tail = handle.read().decode(errors="replace")
-    except OSError:
-        return None
-    found = PROGRESS.findall(tail)
-    return (int(found[-1][0]), int(found[-1][1]), float(found[-1][2])) if found else None
+def launch(args: argparse.Namespace, name: str, run_dir: Path, overrides: list[str]) -> tuple[subprocess.Popen, Path]:
+    """``python -m cluster.train --resume auto`` in the background, its output appended to ``run_dir/train.log``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "cluster.train", "--config", args.config, "--resume", "auto"]
+    command += [x for o in overrides for x in ("--set", o)]
+    log = (run_dir / "train.log").open("a")
+    return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), run_dir
 
 
 def train_all(args: argparse.Namespace, runs: list[tuple[str, int]]) -> None:
-    """Start (or resume) every unfinished run at once; stop them at ``--max-wall``; record each segment."""
+    """Start (or resume) every unfinished run at once; stop them at ``--max-wall``; record each segment.
+
+    ``--one-job``: one job trains every run (``<work>/job/runs/<k>``, linked as ``<work>/runs/<arm>-seed<seed>``)."""
     deadline = time.monotonic() + args.max_wall
     procs: dict[str, tuple[subprocess.Popen, Path]] = {}
-    for arm, seed in runs:
-        run_dir = (args.work / "runs" / run_name(arm, seed)).resolve()
-        if finished(run_dir, args.steps):
-            continue
-        run_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "cluster.train", "--config", args.config, "--resume", "auto"]
-        command += [x for o in run_overrides(args, arm, seed, run_dir) for x in ("--set", o)]
-        log = (run_dir / "train.log").open("a")
-        procs[run_name(arm, seed)] = (subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), run_dir)
-    print(f"{len(procs)} runs training (of {len(runs)}), until {args.max_wall:.0f} s at most", flush=True)
+    dirs = {run_name(*run): (args.work / "runs" / run_name(*run)).absolute() for run in runs}
+    todo = [run for run in runs if not finished(dirs[run_name(*run)], args.steps)]
+    if args.one_job and todo:
+        job_dir = (args.work / "job").absolute()
+        for k, run in enumerate(runs):  # the job resumes every run; the finished ones only checkpoint again
+            dirs[run_name(*run)].parent.mkdir(parents=True, exist_ok=True)
+            if not dirs[run_name(*run)].is_symlink():
+                dirs[run_name(*run)].symlink_to(job_dir / "runs" / str(k), target_is_directory=True)
+        procs["job"] = launch(args, "job", job_dir, one_job_overrides(args, runs, job_dir))
+    elif todo:
+        for arm, seed in todo:
+            name = run_name(arm, seed)
+            procs[name] = launch(args, name, dirs[name], run_overrides(args, arm, seed, dirs[name]))
+    print(f"{len(todo)} runs training (of {len(runs)}{', one job' if args.one_job else ''}), until "
+          f"{args.max_wall:.0f} s at most", flush=True)  # fmt: skip
     stop_sent: float | None = None
     next_line = time.monotonic() + args.log_every
     while any(p.poll() is None for p, _ in procs.values()):
@@ -165,13 +181,30 @@ def train_all(args: argparse.Namespace, runs: list[tuple[str, int]]) -> None:
         if now >= next_line:
             next_line = now + args.log_every
             for name, (proc, run_dir) in procs.items():
-                seen = last_progress(run_dir / "train.log")
                 state = "running" if proc.poll() is None else f"exit {proc.returncode}"
-                figures = f"env_steps={seen[0]:,} updates={seen[1]:,} updates/s={seen[2]:.0f}" if seen else "starting"
-                print(f"  {name}: {state} {figures}", flush=True)
-    for name, (proc, run_dir) in procs.items():
-        record_segment(run_dir, proc.returncode)
-        print(f"  {name}: exit {proc.returncode}", flush=True)
+                for label, seen in last_progress_by_run(run_dir / "train.log", name).items():
+                    figures = f"env_steps={seen[0]:,} updates={seen[1]:,} updates/s={seen[2]:.0f}" if seen else "starting"
+                    print(f"  {label}: {state} {figures}", flush=True)
+    codes = {name: proc.returncode for name, (proc, _) in procs.items()}
+    for arm, seed in todo:
+        name = run_name(arm, seed)
+        code = codes["job" if args.one_job else name]
+        record_segment(dirs[name], code)
+        print(f"  {name}: exit {code}", flush=True)
+
+
+def last_progress_by_run(log: Path, name: str) -> dict[str, tuple[int, int, float] | None]:
+    """A job's latest progress line per run (``run k:`` prefixes of a ``parallel_runs`` job), else its own."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 65536))
+            tail = handle.read().decode(errors="replace")
+    except OSError:
+        return {name: None}
+    runs = {}
+    for run, steps, updates, rate in RUN_PROGRESS.findall(tail):
+        runs[f"{name} run {run}" if run else name] = (int(steps), int(updates), float(rate))
+    return runs or {name: None}
 
 
 # -- scoring ------------------------------------------------------------------------------------------
@@ -249,7 +282,7 @@ def floors(table: dict, pid: dict) -> dict:
     oracle = (scored.get("oracle") or {}).get("speed_error_gain_vs_none")
     if oracle:
         out["oracle_gain"] = oracle["mean"]
-        for arm in ("pooled", "cnn"):
+        for arm in ("pooled", "cnn", "history"):
             gain = (scored.get(arm) or {}).get("speed_error_gain_vs_none")
             if gain and oracle["mean"] > 0:
                 out[f"{arm}_share_of_oracle_gain"] = gain["mean"] / oracle["mean"]
@@ -263,8 +296,11 @@ def markdown(report: dict) -> str:
     pid, table, f = report["pid"], report["aggregate"], report["floors"]
     lines = [f"# Context study on the service: {', '.join(report['arms'])} x seeds {report['seeds']}", "",
              f"{machine_line(report['machine'])}.  ", f"Command: `{report['command']}`", "",
-             f"Each run: `python -m cluster.train --config {Path(report['config']).name} --resume auto` with "
-             + ", ".join(f"`{o}`" for o in report["run_overrides"]) + "; then `python -m cluster.evaluate --checkpoint "
+             ("All runs in one job (one learner process): " if report.get("one_job") else "Each run: ")
+             + f"`python -m cluster.train --config {Path(report['config']).name} --resume auto` with "
+             + ", ".join(f"`{o}`" for o in report["run_overrides"])
+             + (" and per run its arm and seed in `train.run_overrides`" if report.get("one_job") else "")
+             + "; then `python -m cluster.evaluate --checkpoint "
              f"RUN_DIR --episodes {report['eval_episodes']} --seed {report['eval_seed']} --baseline pid`.", "",
              "| arm | runs | env steps | learner updates/s | abs speed error (m/s) | return / episode | gain vs none "
              "(paired) | abs jerk (m/s^3) | abs action change |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -284,7 +320,7 @@ def markdown(report: dict) -> str:
                      f"PID (floor +10 %), abs speed error {f['best_error_vs_pid']:+.3f} m/s against PID (floor <= 0)"
                      + (f"; oracle gain {100 * f['oracle_gain']:.1f} % (floor 10 %)" if "oracle_gain" in f else "")
                      + "".join(f"; {arm} recovers {100 * f[f'{arm}_share_of_oracle_gain']:.0f} % of it (floor 50 %)"
-                               for arm in ("pooled", "cnn") if f"{arm}_share_of_oracle_gain" in f) + ".")  # fmt: skip
+                               for arm in ("pooled", "cnn", "history") if f"{arm}_share_of_oracle_gain" in f) + ".")  # fmt: skip
     lines += ["", "Runs:", "", "| arm | seed | env steps | updates | segments | train s | learner updates/s | NaN blocks "
               "| rollbacks | abs speed error | return |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in report["runs"]:
@@ -363,8 +399,10 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": args.name, "command": command_line(), "machine": machine(), "config": args.config,
         "hparams": args.hparams, "overrides": args.overrides, "arms": args.arms, "seeds": args.seeds,
         "steps": args.steps, "gpu_fraction": args.gpu_fraction, "eval_episodes": args.eval_episodes,
-        "eval_seed": args.eval_seed, "run_overrides": [o for o in run_overrides(args, "none", 0, Path("RUN_DIR"))
-                                                      if not o.startswith(("context.", "train.seed"))],
+        "eval_seed": args.eval_seed, "one_job": args.one_job, "run_overrides": [
+            o for o in (one_job_overrides(args, runs, Path("JOB_DIR")) if args.one_job else
+                        run_overrides(args, "none", 0, Path("RUN_DIR")))
+            if not o.startswith(("context.", "train.seed", "train.run_overrides"))],
         "pid": ok[0]["pid"], "aggregate": table, "floors": floors(table, ok[0]["pid"]), "runs": rows,
         "wall_s": time.time() - started,
     }  # fmt: skip

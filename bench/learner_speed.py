@@ -17,6 +17,9 @@ targets, a batch sampled on the GPU from a replay of 1M transitions
 - ``graphed_compiled``: ``graphed`` with the step's maths through ``torch.compile`` before capture (``fast_path: auto``);
 - ``compiled_high``, ``compiled_bf16``: ``graphed_compiled`` with ``learner.matmul_precision: high`` (TF32) or
   ``bf16`` (bfloat16 autocast of the forward passes); for large batches (``--batches 4096 16384``).
+- ``parallel_4``, ``parallel_8``: ``train.parallel_runs`` — 4 or 8 independent SACs (seeds 0..K-1, each with its
+  own replay sampler over the same stored rows) in ``graphed_compiled`` form, one graph replay updating all of them
+  (``learner.parallel.JointTrainer``); their rate counts every run's updates (floor: 8 runs >= 5x ``graphed_compiled``).
 
 Before the single SAC (December 2026) the graphed variants ran a second SAC class
 (``GraphedSAC``) of the same maths; ``graphed_batch`` (a graph per given batch,
@@ -176,6 +179,23 @@ def sac_block(blocks: SAC | GraphedBlocks, replay: ReplayBuffer) -> None:
     vector.tolist()
 
 
+def parallel_blocks(runs: int, cfg: LearnerConfig, device: torch.device, replay: ReplayBuffer) -> Callable[[], None]:
+    """``runs`` SACs updated by one graph replay; each samples the shared rows with its own generator."""
+    sacs = [SAC(OBS + CONTEXT, ACTION, cfg, device, seed=k) for k in range(runs)]
+    replays = []
+    for k in range(runs):
+        view = ReplayBuffer(1, OBS, CONTEXT, ACTION, device, seed=k)
+        view.storage, view.size, view.capacity = replay.storage, replay.size, replay.capacity
+        replays.append(view)
+    blocks = GraphedBlocks(sacs, compile_math=True)
+
+    def run() -> None:
+        results = blocks.update_blocks(replays, BLOCK)
+        torch.stack([vector for vector, _ in results]).tolist()  # one host read, as JointTrainer's blocks
+
+    return run
+
+
 def make_runners(
     name: str, device: torch.device, batch: int, replay: ReplayBuffer, capacity: int
 ) -> Callable[[], None]:
@@ -183,6 +203,8 @@ def make_runners(
     in_dim, cfg = OBS + CONTEXT, learner_config(batch, precision)
     if name == "eager_loop":
         return EagerLoop(device, batch, capacity).block
+    if name.startswith("parallel_"):
+        return parallel_blocks(int(name.removeprefix("parallel_")), cfg, device, replay)
     sac = SAC(in_dim, ACTION, cfg, device, seed=0, guard=name != "graphed_noguard")
     compiled = name == "graphed_compiled" or name.startswith("compiled_")
     blocks = sac if name == "dmsac_eager" else GraphedBlocks(sac, compile_math=compiled)
@@ -217,7 +239,8 @@ def bench_batch(batch: int, variants: list[str], args: argparse.Namespace, devic
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.repeats):
         for name, run in runners.items():
-            rates[name].append(blocks[name] * BLOCK / timed(run, blocks[name]))
+            runs = int(name.removeprefix("parallel_")) if name.startswith("parallel_") else 1
+            rates[name].append(runs * blocks[name] * BLOCK / timed(run, blocks[name]))
     del runners
     torch.cuda.empty_cache()
     return {"rates": rates, "errors": errors}
@@ -228,6 +251,9 @@ def summarize(batch: int, raw: dict) -> dict:
     base = rows.get("eager_loop", {}).get("median")
     for row in rows.values():
         row["x_eager_loop"] = row["median"] / base if base else None
+    one = rows.get("graphed_compiled", {}).get("median")
+    for name, row in rows.items():
+        row["x_one_run"] = row["median"] / one if one and name.startswith("parallel_") else None
     on, off = rows.get("graphed", {}).get("median"), rows.get("graphed_noguard", {}).get("median")
     guard = 100.0 * (off - on) / off if on and off else None
     return {
@@ -267,13 +293,21 @@ def markdown(report: dict) -> str:
             )
         for name, error in result["errors"].items():
             lines.append(f"| {result['batch']} | {name} | failed: {error[:120]} | | |")
+    parallel = [(r["batch"], n, row) for r in report["results"] for n, row in r["variants"].items() if row.get("x_one_run")]
+    if parallel:
+        lines += ["", "| batch | runs in one graph | updates/s, all runs | per run | x one run (graphed_compiled) |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for batch, name, row in parallel:
+            runs = int(name.removeprefix("parallel_"))
+            lines.append(f"| {batch} | {runs} | {row['median']:,.0f} | {row['median'] / runs:,.0f} | {row['x_one_run']:.2f} |")
     lines += ["", "| batch | guard overhead (graphed vs graphed_noguard) |", "|---|---|"]
     for result in report["results"]:
         g = result["guard_overhead_pct"]
         lines.append(f"| {result['batch']} | {'-' if g is None else f'{g:+.1f} %'} |")
     lines += [
         "",
-        f"Targets: >= {TARGET_FLOOR:.0f}x eager_loop at batch 256 (aim {TARGET_AIM:.0f}x); guard overhead <= {GUARD_LIMIT:.0f} %.",
+        f"Targets: >= {TARGET_FLOOR:.0f}x eager_loop at batch 256 (aim {TARGET_AIM:.0f}x); guard overhead <= {GUARD_LIMIT:.0f} %; "
+        "8 runs in one graph >= 5x one run.",
         "",
     ]
     return "\n".join(lines)
@@ -281,7 +315,7 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     variants_all = ["eager_loop", "dmsac_eager", "graphed", "graphed_noguard", "graphed_compiled", "compiled_high",
-                    "compiled_bf16"]  # fmt: skip
+                    "compiled_bf16", "parallel_4", "parallel_8"]  # fmt: skip
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--variants", nargs="+", default=variants_all, choices=variants_all)

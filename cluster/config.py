@@ -60,6 +60,15 @@ class TrainConfig:
     """Seconds between progress lines."""
     episode_window: int = Field(10, ge=1)
     """Finished episodes averaged into the reported recent return."""
+    parallel_runs: int = Field(1, ge=1, le=64)
+    """Independent runs this job trains at once in one learner process (seed studies, small sweeps): run ``k`` has
+    its own rollout workers, replay, guard, checkpoints and metrics port, lives in ``<run_dir>/runs/<k>`` (a run
+    directory of its own: ``cluster.evaluate`` and ``--resume`` work on it), seeds from ``seed + k``, and its updates
+    share the device with the others (on CUDA, one graph replay updates them all). ``cluster.mode: local`` only."""
+    run_overrides: tuple[tuple[str, ...], ...] = ()
+    """Per run, ``KEY=VALUE`` overrides on top of this config (``parallel_runs`` lists, or none): a grid of learning
+    rates, reward scales, context modes. Keys of the job as a whole (``cluster.*``, ``metrics.*``, ``train.run_dir``,
+    ``learner.device``, ``checkpoint.dir``) are the same for every run."""
 
 
 @config_section
@@ -123,6 +132,16 @@ class Config:
             raise ConfigValueError(
                 "replay.capacity", f"must hold at least one batch (learner.batch_size={self.learner.batch_size})"
             )
+        runs = self.train.parallel_runs
+        if self.train.run_overrides and len(self.train.run_overrides) != runs:
+            raise ConfigValueError(
+                "train.run_overrides", f"lists {len(self.train.run_overrides)} runs, train.parallel_runs is {runs}"
+            )
+        if runs > 1 and self.cluster.mode != "local":
+            raise ConfigValueError(
+                "train.parallel_runs", "runs several runs in one learner with cluster.mode: local; cluster.mode: ray "
+                "trains one run per job (share a GPU between jobs with cluster.learner_gpu_fraction)",
+            )  # fmt: skip
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -198,6 +217,40 @@ def config_help(cls: type = Config, prefix: str = "") -> list[str]:
     return lines
 
 
+JOB_KEYS = ("cluster.", "metrics.", "train.run_dir", "train.parallel_runs", "train.run_overrides",
+            "train.log_every_seconds", "learner.device", "checkpoint.dir")  # fmt: skip
+"""Keys of a ``parallel_runs`` job as a whole: no run overrides them."""
+
+
+def run_configs(config: Config, source: str = "config") -> list[Config]:
+    """The configs of a job's runs: the job's own for ``parallel_runs: 1``; else run ``k``'s, a whole single-run
+    config (``<run_dir>/runs/<k>``, seed ``seed + k``, its own metrics port and checkpoint directory, then
+    ``run_overrides[k]``). Errors name the run's override."""
+    train = config.train
+    if train.parallel_runs == 1:
+        return [config]
+    configs = []
+    for k in range(train.parallel_runs):
+        data = to_plain(config)
+        data["train"].update(parallel_runs=1, run_overrides=[], run_dir=str(run_dir_of(config, k)), seed=train.seed + k)
+        if config.metrics.port:
+            data["metrics"]["port"] = config.metrics.port + k
+        if config.checkpoint.dir:
+            data["checkpoint"]["dir"] = str(Path(config.checkpoint.dir) / "runs" / str(k))
+        overrides = train.run_overrides[k] if train.run_overrides else ()
+        for assignment in overrides:
+            key = assignment.split("=", 1)[0].strip()
+            if key.startswith(JOB_KEYS) or f"{key}." in JOB_KEYS:
+                raise ConfigError(source, f"train.run_overrides[{k}]", f"{key} is the job's, the same for every run")
+        configs.append(config_from(data, f"{source}, train.run_overrides[{k}]", overrides))
+    return configs
+
+
+def run_dir_of(config: Config, k: int) -> Path:
+    """Where run ``k`` of a ``parallel_runs`` job lives."""
+    return Path(config.train.run_dir) / "runs" / str(k)
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping with ``yaml.safe_load``; problems become ``ConfigError``."""
     try:
@@ -250,4 +303,5 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(json.dumps(to_plain(config), sort_keys=True).encode()).hexdigest()
 
 
-__all__ = ["Config", "ConfigError", "build", "config_from", "config_help", "load_config", "config_to_yaml", "config_hash"]
+__all__ = ["Config", "ConfigError", "build", "config_from", "config_help", "load_config", "config_to_yaml", "config_hash",
+           "run_configs"]  # fmt: skip

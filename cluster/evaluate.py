@@ -105,6 +105,10 @@ def trained_checkpoint(spec: str) -> Path:
     found = last_good_under(path)
     if found is not None:
         return found
+    runs = sorted(path.glob("runs/*/config.yaml"))
+    if runs:
+        raise CheckpointError(f"--checkpoint {spec}: a job of {len(runs)} parallel runs (train.parallel_runs); "
+                              f"evaluate one of them, e.g. --checkpoint {runs[0].parent}")  # fmt: skip
     verdict = verify_dir(path)
     if not verdict.ok:
         raise CheckpointError(f"--checkpoint {spec}: {verdict.reason}")

@@ -53,6 +53,10 @@ def make_context_provider(config: Config, env: VectorEnv) -> ContextProvider:
         if not hasattr(env, "true_params"):
             raise ValueError("context.mode oracle reads the true vehicle parameters: it needs env.kind vehicle")
         return OracleContext(env, config.env.vehicle.randomization)
+    if context.mode == "history":
+        from actors.context.history import HistoryContext
+
+        return HistoryContext(env.num_envs, context)
     from cluster.context_factory import make_dynamics_map_context
 
     return make_dynamics_map_context(config, env)
@@ -103,9 +107,9 @@ def probe_dimensions(config: Config) -> Dimensions:
         env.step((env.action_low + env.action_high) / 2 * np.ones((1, env.action_dim), np.float32))
     except Exception as err:
         raise ConfigValueError(key, f"reset or step of one environment failed: {type(err).__name__}: {err}") from None
-    if config.context.mode == "dynamics_map" and not getattr(env, "reports_samples", True):
+    if config.context.mode in ("dynamics_map", "history") and not getattr(env, "reports_samples", True):
         raise ConfigValueError(
-            "env.id", f"{config.env.id}: context.mode dynamics_map needs info['dynamics_samples'] from step() (an array "
+            "env.id", f"{config.env.id}: context.mode {config.context.mode} needs info['dynamics_samples'] from step() (an array "
             "[k, 4] of u, v, a, theta: README, 'Your own environment'); this environment returned none"
         )  # fmt: skip
     return Dimensions(env.observation_dim, provider.context_dim, env.action_dim)

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from cluster.config import Config, ConfigError, config_help, load_config, with_overrides
+from cluster.config import Config, ConfigError, config_help, load_config, run_configs, with_overrides
 from cluster.factory import probe_dimensions
 from cluster.runner import exit_code_for
 from learner.checkpoint import Checkpointer, checkpoint_root
@@ -69,10 +69,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_environment(config: Config, args: argparse.Namespace) -> None:
     """Build, reset and step one environment before anything starts: a bad ``env.id`` is a config error (exit 2)."""
-    try:
-        probe_dimensions(config)
-    except ConfigValueError as err:
-        raise ConfigError(with_overrides(args.config, args.overrides), err.key, err.message) from None
+    source = with_overrides(args.config, args.overrides)
+    for k, run_config in enumerate(run_configs(config, source)):
+        try:
+            probe_dimensions(run_config)
+        except ConfigValueError as err:
+            where = f"{source}, train.run_overrides[{k}]" if config.train.run_overrides else source
+            raise ConfigError(where, err.key, err.message) from None
 
 
 def resolve_resume_spec(config: Config, spec: str | None) -> str | None:
@@ -82,6 +85,11 @@ def resolve_resume_spec(config: Config, spec: str | None) -> str | None:
     """
     if spec is None:
         return None
+    if config.train.parallel_runs > 1:
+        if spec != "auto":
+            raise ConfigError("--resume", spec, "train.parallel_runs > 1: each run resumes from its own last good "
+                              "checkpoint with --resume auto (or resume one run alone: its runs/<k>/config.yaml)")  # fmt: skip
+        return "auto"
     checkpointer = Checkpointer(checkpoint_root(config.checkpoint, config.train.run_dir), config.checkpoint.keep_last)
     if spec == "auto" and not checkpointer.entries():
         return "auto"

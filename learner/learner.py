@@ -103,9 +103,7 @@ class Learner:
     def update_block(self, count: int) -> BlockResult:
         """Run ``count`` updates; the host reads the accumulated statistics once, at the end."""
         vector, indices = self.blocks.update_block(self.replay, count)  # on CUDA: sampling and updates in the graph
-        values = vector.tolist()  # one host sync
-        bad_index = int(values[-1])
-        return BlockResult(UpdateStats.from_vector(values[:-1], count), bad_index if bad_index >= 0 else None, indices)
+        return block_result(vector, indices, count)
 
     def replay_updates(self, indices: torch.Tensor) -> None:
         """Re-run updates on recorded batch indices (after a restore: reproduces the block's good prefix)."""
@@ -168,6 +166,13 @@ class Learner:
     @property
     def updates_done(self) -> int:
         return self.sac.updates_done
+
+
+def block_result(vector: torch.Tensor, indices: torch.Tensor, count: int) -> BlockResult:
+    """``SAC.update_block``'s device result as a ``BlockResult`` (the one host sync of a block)."""
+    values = vector.tolist()
+    bad_index = int(values[-1])
+    return BlockResult(UpdateStats.from_vector(values[:-1], count), bad_index if bad_index >= 0 else None, indices)
 
 
 def flatten(array: np.ndarray) -> np.ndarray:

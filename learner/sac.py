@@ -200,16 +200,18 @@ class SAC:
         """``count`` updates on batches sampled on the device (``run_step``: one ``sampled_step``, a CUDA-graph
         replay of it, say); no host sync. Returns the block's statistics ‖ the index of the first flagged
         update (-1: none), and the replay rows ``[count, batch]`` each update used."""
+        return update_blocks([self], [replay], count, run_step)[0]
+
+    def begin_block(self, replay: ReplayBuffer, count: int) -> None:
+        """Ready the block buffers for ``count`` updates on ``replay`` (as it is now)."""
         if len(replay) == 0:
             raise ValueError("update_block needs a non-empty replay buffer")
         if count > self.rows.shape[0]:
             self.allocate_block(count)
         self.replay_size.fill_(len(replay))
         self.counter.zero_()
-        step = run_step or (lambda: self.sampled_step(replay))
-        for _ in range(count):
-            step()
-            self.updates_done += 1  # the update number a grad_hook sees
+
+    def end_block(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         return summarize_block(self.rows[:count], self.keep), self.indices[:count].clone()
 
     # -- rates ----------------------------------------------------------------------------------
@@ -270,3 +272,20 @@ class SAC:
         self.set_rates(state["reward_scale"], state["learning_rate"])
         self.noise.set_state(state["noise_rng"])
         self.updates_done = int(state["updates_done"])
+
+
+def update_blocks(
+    sacs: list[SAC], replays: list[ReplayBuffer], count: int, run_step: Callable[[], None] | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` updates of every agent on its own replay, in lockstep (``run_step``: one ``sampled_step`` of each,
+    one CUDA-graph replay of all of them, say). Agents share nothing, so each one's updates are those it would make
+    alone. Per agent: ``SAC.update_block``'s statistics ‖ first flagged update, and replay rows."""
+    for sac, replay in zip(sacs, replays, strict=True):
+        sac.begin_block(replay, count)
+    pairs = list(zip(sacs, replays, strict=True))
+    step = run_step or (lambda: [sac.sampled_step(replay) for sac, replay in pairs])
+    for _ in range(count):
+        step()
+        for sac in sacs:
+            sac.updates_done += 1  # the update number a grad_hook sees
+    return [sac.end_block(count) for sac in sacs]

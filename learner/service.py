@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from learner.checkpoint import Checkpointer, NonFiniteCheckpointError
-from learner.learner import Learner
+from learner.learner import BlockResult, Learner
 from learner.metrics import MetricsExporter, mean_return
 from learner.safety import Safety
 from learner.tensorboard import ScalarLog
@@ -111,7 +111,7 @@ class LearnerService:
         self.returns: deque[float] = deque(maxlen=episode_window)
         self.episodes = 0
         self.last_stats: UpdateStats | None = None
-        self._step_blocks: list[UpdateStats] = []  # the last train() call's, for its StepReport
+        self._step_blocks: list[UpdateStats] = []  # the blocks of the running step, for its StepReport
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.rejected = dict.fromkeys(REJECTED_TRANSITION_REASONS, 0)
         self.fallbacks = dict.fromkeys(CONTEXT_FALLBACK_REASONS, 0)
@@ -130,9 +130,17 @@ class LearnerService:
 
         After ``request_stop`` a step only ingests: the fragment is kept, no update runs.
         """
-        accepted = self.ingest(fragment) > 0
-        self._step_blocks = []
+        accepted = self.begin_step(fragment)
         weights = None if self.stopping else self.train()
+        return self.end_step(weights, accepted)
+
+    def begin_step(self, fragment: Fragment) -> bool:
+        """A step's first half (``JointTrainer`` trains between the halves): ingest; whether it was stored."""
+        self._step_blocks = []
+        return self.ingest(fragment) > 0
+
+    def end_step(self, weights: VersionedWeights | None, accepted: bool) -> StepReport:
+        """A step's second half: checkpoint when due; the report (with the blocks trained since ``begin_step``)."""
         if self.checkpoint_due() and not self.stopping:
             self.checkpoint()
         return StepReport(weights, self.progress(), accepted, tuple(self._step_blocks))
@@ -174,25 +182,34 @@ class LearnerService:
 
         A stop request is honoured between blocks: the block running when it came is finished, no other starts.
         """
-        learner, done_here = self.learner, 0
-        self._step_blocks = []
+        done_here = 0
         while not self.stopping:
-            due = self.schedule.updates_due(learner.env_steps, learner.updates_done, len(learner.replay))
+            due = self.updates_due()
             if max_updates is not None:
                 due = min(due, max_updates - done_here)
             if due <= 0:
                 break
             count = min(due, self.schedule.block_updates)
-            snapshot = learner.snapshot()
-            result = learner.update_block(count)
+            snapshot = self.learner.snapshot()
+            self.after_block(self.learner.update_block(count), snapshot)
             done_here += count
-            self.record(result.stats)
-            if result.first_bad_index is not None:
-                last_good = self.checkpointer.latest_good() if self.checkpointer else None
-                self.safety.recover(result, snapshot, learner, self.write_emergency, last_good)
-                self.metrics.rollback()
-                self.publish_in_force()
-        if learner.updates_done - self._updates_at_broadcast >= self.schedule.broadcast_every:
+        return self.broadcast_if_due()
+
+    def updates_due(self) -> int:
+        learner = self.learner
+        return self.schedule.updates_due(learner.env_steps, learner.updates_done, len(learner.replay))
+
+    def after_block(self, result: BlockResult, snapshot: dict) -> None:
+        """Record a block's statistics; a non-finite one is recovered from (``snapshot``: the state before it)."""
+        self.record(result.stats)
+        if result.first_bad_index is not None:
+            last_good = self.checkpointer.latest_good() if self.checkpointer else None
+            self.safety.recover(result, snapshot, self.learner, self.write_emergency, last_good)
+            self.metrics.rollback()
+            self.publish_in_force()
+
+    def broadcast_if_due(self) -> VersionedWeights | None:
+        if self.learner.updates_done - self._updates_at_broadcast >= self.schedule.broadcast_every:
             return self.broadcast()
         return None
 

@@ -13,9 +13,13 @@ from learner.types import ConfigValueError, config_section
 class ContextConfig:
     """What the policy and critics see besides the observation: a per-environment dynamics-map context."""
 
-    mode: Literal["none", "dynamics_map", "oracle"] = "none"
+    mode: Literal["none", "dynamics_map", "oracle", "history"] = "none"
     """``none``: observation only; ``dynamics_map``: an encoded map a(u, v) built from the env's samples;
-    ``oracle`` (vehicle env, a study arm): the vehicle's true parameters, normalized (17 values, not ``context_dim``)."""
+    ``oracle`` (vehicle env, a study arm): the vehicle's true parameters, normalized (17 values, not ``context_dim``);
+    ``history`` (a study arm): the last ``history_steps`` samples (u, v, a, theta), normalized (4 values each)."""
+    history_steps: int = Field(8, ge=1, le=256)
+    """``history`` mode: dynamics samples per environment the context holds, newest first (zeros where the episode
+    has fewer; the context has 4 x this many values, not ``context_dim``)."""
     encoder: Literal["pooled", "cnn"] = "pooled"
     """``pooled``: average-pooled map and confidence, fixed projection (no training); ``cnn``: pretrained, frozen."""
     context_dim: int = Field(32, ge=1)

@@ -69,3 +69,31 @@ def test_the_curve_band_reads_each_run_at_common_env_steps():
     assert band["x"] == [0.0, 50.0, 100.0]
     assert band["y"] == [-8.0, -8.0, -3.0]  # the last value at or before each mark
     assert band["hi"][2] - band["y"][2] == pytest.approx(1.4142136, rel=1e-6)
+
+
+def test_one_job_runs_every_arm_and_seed_as_a_parallel_run(tmp_path):
+    from bench.context_study import one_job_overrides, parse_args
+    from cluster.config import load_config, run_configs
+    from tests.conftest import ROOT
+
+    args = parse_args(["--one-job", "--work", str(tmp_path), "--steps", "5000", "--set", "env.vehicle.action=residual_pid"])
+    runs = [("none", 0), ("oracle", 0), ("none", 1)]
+    config = load_config(ROOT / "configs" / "vehicle_agile.yaml", one_job_overrides(args, runs, tmp_path / "job"))
+    assert (config.cluster.mode, config.train.parallel_runs, config.train.total_env_steps) == ("local", 3, 5000)
+    configs = run_configs(config)
+    assert [(c.context.mode, c.train.seed) for c in configs] == [("none", 0), ("oracle", 0), ("none", 1)]
+    assert {(c.learner.lr, c.env.vehicle.action) for c in configs} == {(3e-4, "residual_pid")}
+    assert configs[2].train.run_dir == str(tmp_path / "job" / "runs" / "2")
+
+
+def test_progress_lines_are_read_per_run_of_a_job(tmp_path):
+    from bench.context_study import last_progress_by_run
+
+    log = tmp_path / "train.log"
+    log.write_text("x INFO dmsac: run 0: env_steps=100 updates=5 updates/s=3.0 utd=0.1\n"
+                   "x INFO dmsac: run 1: env_steps=200 updates=7 updates/s=4.5 utd=0.1\n"
+                   "x INFO dmsac: run 0: env_steps=300 updates=9 updates/s=6.0 utd=0.1\n")  # fmt: skip
+    assert last_progress_by_run(log, "job") == {"job run 0": (300, 9, 6.0), "job run 1": (200, 7, 4.5)}
+    log.write_text("x INFO dmsac: done: env_steps=50 updates=2 updates/s=0.0 utd=0.1\n")
+    assert last_progress_by_run(log, "none-seed0") == {"none-seed0": (50, 2, 0.0)}
+    assert last_progress_by_run(tmp_path / "missing.log", "a") == {"a": None}

@@ -76,6 +76,34 @@ def test_graphed_blocks_equal_eager_blocks_on_cuda(compile_math):
 
 @pytest.mark.gpu
 @gpu
+def test_one_graph_for_several_runs_equals_each_run_eager_on_cuda():
+    """``train.parallel_runs``: three runs (two seeds, two widths) captured as branches of one graph; each run's
+    blocks equal its own eager blocks, and a rollback of one run leaves the graph and the others alone."""
+    cuda = torch.device("cuda")
+    configs = [CONFIG, CONFIG, dataclasses.replace(CONFIG, hidden_sizes=(64, 64), lr=3e-4)]
+    make = lambda: [SAC(DIMS.policy_in, DIMS.action_dim, c, cuda, seed=11 + k) for k, c in enumerate(configs)]  # noqa: E731
+    eager, graphed = make(), make()
+    eager_replays, graphed_replays = ([replays()[0] for _ in configs] for _ in range(2))
+    blocks = GraphedBlocks(graphed)
+    before = [networks(sac) for sac in eager]
+    for _ in range(3):
+        results = blocks.update_blocks(graphed_replays, 4)
+        for sac, replay, (b, ib) in zip(eager, eager_replays, results, strict=True):
+            a, ia = sac.update_block(replay, 4)
+            assert torch.equal(ia, ib) and torch.allclose(b, a, rtol=1e-4, atol=1e-5), (a, b)
+    for e, g, b in zip(eager, graphed, before, strict=True):
+        assert_same_run(e, g, b)
+    snapshot = graphed[1].device_snapshot()
+    others = [networks(sac) for sac in (graphed[0], graphed[2])]
+    blocks.update_blocks(graphed_replays, 4)
+    graphed[1].restore_device_snapshot(snapshot)  # run 1 rolls back in place; runs 0 and 2 keep their block
+    assert torch.equal(networks(graphed[1]), torch.cat([t.reshape(-1).float().cpu() for t in snapshot["tensors"]]))
+    assert all(not torch.equal(networks(s), o) for s, o in zip((graphed[0], graphed[2]), others, strict=True))
+    assert blocks.captures == 1 and [sac.updates_done for sac in graphed] == [16, 12, 16]
+
+
+@pytest.mark.gpu
+@gpu
 def test_rates_replay_growth_and_restore_need_no_recapture_on_cuda():
     eager, graphed, blocks = pair()
     eager_replay, graphed_replay = replays(size=40)

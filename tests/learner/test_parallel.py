@@ -1,0 +1,106 @@
+"""Several runs trained by one learner (``train.parallel_runs``): each run's updates, statistics, rollbacks and
+weights are exactly those it makes alone."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from learner.parallel import JointTrainer
+from learner.safety import RollbackToLastGood, Safety, SafetyConfig
+from learner.service import LearnerService, Schedule
+from tests.learner.helpers import make_fragment, make_learner, with_config
+from tests.learner.test_safety import one_shot_nan_at
+
+SAFETY = SafetyConfig(reward_scale_factor=1.0, lr_factor=1.0)
+SCHEDULE = Schedule(warmup_steps=0, update_to_data=1.0, block_updates=5, broadcast_every=5, batch_size=8)
+RUNS = [(0, with_config(lr=1e-3)), (1, with_config(lr=3e-4)), (2, with_config(lr=1e-3, reward_scale=0.1))]
+"""(seed, learner config) of three runs: different seeds, a learning rate and a reward scale of a small grid."""
+
+
+def make_services(schedules: list[Schedule] | None = None) -> list[LearnerService]:
+    schedules = schedules or [SCHEDULE] * len(RUNS)
+    return [
+        LearnerService(make_learner(config, seed=seed), schedule, safety=Safety(SAFETY, RollbackToLastGood(SAFETY), ""))
+        for (seed, config), schedule in zip(RUNS, schedules, strict=True)
+    ]
+
+
+def state(service: LearnerService) -> torch.Tensor:
+    """Networks, targets, optimizer moments and log alpha, flat."""
+    return torch.cat([t.detach().reshape(-1) for t in service.learner.sac.state_tensors()])
+
+
+def train(services: list[LearnerService], joint: bool, rounds: int = 4) -> list[list]:
+    """Every run ingests its own fragments (a different stream per run); the weights each round published, by run."""
+    trainer = JointTrainer(services) if joint else None
+    published: list[list] = [[] for _ in services]
+    for seq in range(1, rounds + 1):
+        for k, service in enumerate(services):
+            service.ingest(make_fragment(steps=3 + seq, envs=2, seq=seq, seed=100 * k + seq))
+        weights = trainer.train() if trainer else [service.train() for service in services]
+        for k, w in enumerate(weights):
+            published[k].append(None if w is None else (w.version, w.checksum))
+    return published
+
+
+def assert_same_runs(joint: list[LearnerService], alone: list[LearnerService], same_blocks: bool = True) -> None:
+    for together, by_itself in zip(joint, alone, strict=True):
+        assert together.learner.updates_done == by_itself.learner.updates_done
+        assert torch.equal(state(together), state(by_itself))
+        if same_blocks:  # the same updates cut into the same blocks: the same block statistics
+            assert together.last_stats == by_itself.last_stats
+        assert together.safety.counts == by_itself.safety.counts
+
+
+def test_runs_trained_together_make_exactly_the_updates_they_make_alone():
+    joint, alone = make_services(), make_services()
+    published = train(joint, joint=True)
+    assert published == train(alone, joint=False)
+    assert_same_runs(joint, alone)
+    # 8 + 10 + 12 + 14 transitions at UTD 1: 44 updates each, a broadcast each round (gated, checksummed)
+    assert [s.learner.updates_done for s in joint] == [44, 44, 44]
+    assert [w[0] for w in published[0] if w] == [1, 2, 3, 4]
+    assert len({state(s).sum().item() for s in joint}) == 3  # three different runs, not one run three times
+
+
+def test_a_run_that_owes_more_updates_finishes_them_alone():
+    """Run 1 at UTD 2: the lockstep blocks cover what every run owes; run 1's extra updates run by themselves."""
+    schedules = [SCHEDULE, dataclasses.replace(SCHEDULE, update_to_data=2.0), SCHEDULE]
+    joint, alone = make_services(schedules), make_services(schedules)
+    assert train(joint, joint=True) == train(alone, joint=False)
+    assert_same_runs(joint, alone, same_blocks=False)  # round 1: run 1 owes 16, 5 + 3 with the others, 5 + 3 alone
+    assert [s.learner.updates_done for s in joint] == [44, 88, 44]
+
+
+def test_a_non_finite_update_rolls_back_only_its_own_run():
+    joint, alone = make_services(), make_services()
+    for services in (joint, alone):
+        services[1].learner.sac.grad_hook = one_shot_nan_at(7)
+    train(joint, joint=True)
+    train(alone, joint=False)
+    assert_same_runs(joint, alone)
+    assert [s.safety.counts["rollbacks"] for s in joint] == [0, 1, 0]
+    assert [s.safety.counts["nan_blocks"] for s in joint] == [0, 1, 0]
+    assert all(torch.isfinite(state(s)).all() for s in joint)
+
+
+def test_a_stop_request_ends_the_lockstep_blocks():
+    services = make_services()
+    for k, service in enumerate(services):
+        service.ingest(make_fragment(steps=8, envs=2, seq=1, seed=k))
+    services[0].request_stop()
+    JointTrainer(services).train()
+    assert services[0].learner.updates_done == 0
+    assert [s.learner.updates_done for s in services[1:]] == [16, 16]  # the others train alone what they owe
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_single_run_needs_no_partner(count):
+    services = make_services()[:count]
+    for k, service in enumerate(services):
+        service.ingest(make_fragment(steps=4, envs=2, seq=1, seed=k))
+    JointTrainer(services).train()
+    assert [s.learner.updates_done for s in services] == [8] * count
