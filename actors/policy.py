@@ -10,9 +10,11 @@ from learner.types import VersionedWeights
 
 
 class PolicyCopy:
-    """Runs the learner's policy on a batch of ``[obs ‖ context]`` rows, on the CPU."""
+    """Runs the learner's policy on a batch of ``[obs ‖ context]`` rows, on the CPU: their first ``in_dim`` values
+    (a context part for the critic only comes last: ``context.privileged_critic``)."""
 
     def __init__(self, in_dim: int, action_dim: int, hidden_sizes: tuple[int, ...], seed: int) -> None:
+        self.in_dim = in_dim
         self.network = Actor(in_dim, action_dim, hidden_sizes)
         self.network.requires_grad_(False)
         self.generator = torch.Generator().manual_seed(seed)
@@ -27,7 +29,8 @@ class PolicyCopy:
 
     def act(self, obs: np.ndarray, context: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions in ``[-1, 1]``, shape ``[n, action_dim]``."""
-        x = torch.from_numpy(np.concatenate([obs, context], axis=-1).astype(np.float32, copy=False))
+        rows = np.concatenate([obs, context], axis=-1)[:, : self.in_dim]
+        x = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
         with torch.inference_mode():
             action = self.network.deterministic(x) if deterministic else self.network.sample(x, self.generator)[0]
         return action.numpy()

@@ -62,7 +62,7 @@ from bench.inprocess import hyperparameters, plumbing_overrides  # noqa: E402
 from bench.plots import save_panels  # noqa: E402
 
 CNN_CHECKPOINT = ROOT / "configs" / "encoders" / "cnn_encoder.pt"
-ARMS = ("none", "oracle", "pooled", "cnn", "history")
+ARMS = ("none", "oracle", "pooled", "cnn", "history", "privileged")
 HPARAMS = {"seed": [], "tuned": ["learner.lr=3e-4"]}
 """``--hparams`` name → overrides on top of ``configs/vehicle.yaml``."""
 EVAL_SEED = 7_770_001  # cluster.evaluate.HELD_OUT_SEED
@@ -76,6 +76,8 @@ CURVE_KEYS = ("env_steps", "updates", "wall_s", "reward_per_step", "q_mean", "q_
 def arm_overrides(arm: str, cnn_checkpoint: Path) -> list[str]:
     if arm in ("none", "oracle", "history"):
         return [f"context.mode={arm}"]
+    if arm == "privileged":  # the pooled map for the policy, the true parameters for the critics too
+        return ["context.mode=dynamics_map", "context.encoder=pooled", "context.privileged_critic=true"]
     sets = ["context.mode=dynamics_map", f"context.encoder={arm}"]
     return sets + ([f"context.encoder_checkpoint={cnn_checkpoint}"] if arm == "cnn" else [])
 
@@ -83,7 +85,7 @@ def arm_overrides(arm: str, cnn_checkpoint: Path) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "vehicle.yaml"))
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--arms", nargs="+", default=["none", "oracle", "pooled", "cnn"], choices=ARMS)
     parser.add_argument("--hparams", default="seed", choices=sorted(HPARAMS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=60_000, help="environment steps per run")

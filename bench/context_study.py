@@ -15,8 +15,10 @@ every run has its budget (or with ``--score-now``) each is scored, in parallel, 
 ``<name>.json`` (``arms``, ``pid``, ``aggregate[arm][metric] = {mean, std, n}``, ``floors``, ``runs`` with their
 curves and learner rates), ``<name>.md`` and ``<name>.png``.
 
-Arms are those of ``bench/context_benefit.py`` (``none``, ``oracle``, ``pooled``, ``cnn``); ``--set
-env.vehicle.action=residual_pid`` makes every arm a residual policy on the PID (the PID column stays the PID alone).
+Arms are those of ``bench/context_benefit.py`` (``none``, ``oracle``, ``pooled``, ``cnn``, ``history``: the last
+samples as the context, ``privileged``: the pooled map for the policy and the true parameters for the critics too);
+``--set env.vehicle.action=residual_pid`` makes every arm a residual policy on the PID (the PID column stays the PID
+alone).
 Gain is the reduction of the held-out mean abs speed error against the ``none`` arm, paired by seed.
 """
 
@@ -50,6 +52,8 @@ from bench.context_benefit import (  # noqa: E402
 from bench.plots import save_panels  # noqa: E402
 
 RUN_PROGRESS = re.compile(r"(?:run (\d+): )?(?:done: )?env_steps=(\d+) updates=(\d+) updates/s=([\d.]+)")
+SHARE_ARMS = ("pooled", "cnn", "history", "privileged")
+"""Arms whose share of the oracle's gain the floors report (the issue's floor: the map's, ``pooled``)."""
 STOP_GRACE_S = 180.0
 """Seconds a run has to checkpoint and exit after the study's Ctrl-C before it is interrupted a second time."""
 
@@ -282,7 +286,7 @@ def floors(table: dict, pid: dict) -> dict:
     oracle = (scored.get("oracle") or {}).get("speed_error_gain_vs_none")
     if oracle:
         out["oracle_gain"] = oracle["mean"]
-        for arm in ("pooled", "cnn", "history"):
+        for arm in SHARE_ARMS:
             gain = (scored.get(arm) or {}).get("speed_error_gain_vs_none")
             if gain and oracle["mean"] > 0:
                 out[f"{arm}_share_of_oracle_gain"] = gain["mean"] / oracle["mean"]
@@ -320,7 +324,7 @@ def markdown(report: dict) -> str:
                      f"PID (floor +10 %), abs speed error {f['best_error_vs_pid']:+.3f} m/s against PID (floor <= 0)"
                      + (f"; oracle gain {100 * f['oracle_gain']:.1f} % (floor 10 %)" if "oracle_gain" in f else "")
                      + "".join(f"; {arm} recovers {100 * f[f'{arm}_share_of_oracle_gain']:.0f} % of it (floor 50 %)"
-                               for arm in ("pooled", "cnn", "history") if f"{arm}_share_of_oracle_gain" in f) + ".")  # fmt: skip
+                               for arm in SHARE_ARMS if f"{arm}_share_of_oracle_gain" in f) + ".")  # fmt: skip
     lines += ["", "Runs:", "", "| arm | seed | env steps | updates | segments | train s | learner updates/s | NaN blocks "
               "| rollbacks | abs speed error | return |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in report["runs"]:

@@ -31,6 +31,7 @@ from pathlib import Path  # noqa: E402
 import ray  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from actors.context.base import policy_context_dim  # noqa: E402
 from actors.worker import RolloutWorker  # noqa: E402
 from bench.common import command_line, machine, machine_line, write_report  # noqa: E402
 from cluster.config import Config, load_config  # noqa: E402
@@ -67,7 +68,7 @@ def bench_worker(config: Config, actor_id: int = 0) -> RolloutWorker:
     seed = actor_seed(config, actor_id, 0)
     env = make_env(config, seed)
     provider = DynamicsMapContext(env.num_envs, config.context, PooledEncoder(config.context))
-    in_dim = env.observation_dim + provider.context_dim
+    in_dim = env.observation_dim + policy_context_dim(provider)
     policy = PolicyCopy(in_dim, env.action_dim, config.learner.hidden_sizes, seed)
     return RolloutWorker(env, provider, policy, actor_id=actor_id, seed=seed)
 

@@ -134,13 +134,15 @@ def check_held_out(config: Config, seed: int) -> None:
 def evaluate_trained(config: Config, actor: dict, episodes: int, seed: int, num_envs: int | None = None,
                      trace_envs: int = 0) -> EvalReport:  # fmt: skip
     """The deterministic policy on ``episodes`` environments of env seed ``seed``, its context built as in training."""
+    from actors.context.base import policy_context_dim
     from actors.policy import PolicyCopy
     from cluster.factory import make_context_provider
     from learner.types import VersionedWeights
 
     env = make_eval_env(config, num_envs or min(episodes, 64), seed)
     provider = make_context_provider(config, env)
-    policy = PolicyCopy(env.observation_dim + provider.context_dim, env.action_dim, config.learner.hidden_sizes, seed)
+    in_dim = env.observation_dim + policy_context_dim(provider)
+    policy = PolicyCopy(in_dim, env.action_dim, config.learner.hidden_sizes, seed)
     try:
         policy.load(VersionedWeights(1, actor, ""))
     except RuntimeError as err:  # tensor names or shapes the config's networks do not have

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from actors.context.base import ContextProvider, NoContext
+from actors.context.base import ContextProvider, NoContext, policy_context_dim
 from actors.envs import VectorEnv
 from actors.gym_env import GymVectorEnv
 from actors.policy import PolicyCopy
@@ -44,6 +44,19 @@ def make_env(config: Config, seed: int) -> VectorEnv:
 
 
 def make_context_provider(config: Config, env: VectorEnv) -> ContextProvider:
+    provider = make_policy_context(config, env)
+    if not config.context.privileged_critic:
+        return provider
+    from actors.context.privileged import PrivilegedCriticContext
+    from actors.vehicle.oracle import OracleContext
+
+    if not hasattr(env, "true_params"):
+        raise ValueError("context.privileged_critic reads the true vehicle parameters: it needs env.kind vehicle")
+    return PrivilegedCriticContext(provider, OracleContext(env, config.env.vehicle.randomization))
+
+
+def make_policy_context(config: Config, env: VectorEnv) -> ContextProvider:
+    """The context of ``context.mode`` (what the policy sees)."""
     context = getattr(config, "context", None)
     if context is None or context.mode == "none":
         return NoContext(env.num_envs)
@@ -80,7 +93,7 @@ def make_worker(config: Config, actor_id: int = 0, seed_stream: int = 0) -> Roll
     seed = actor_seed(config, actor_id, seed_stream)
     env = make_env(config, seed)
     provider = make_context_provider(config, env)
-    policy = PolicyCopy(env.observation_dim + provider.context_dim, env.action_dim, config.learner.hidden_sizes, seed)
+    policy = PolicyCopy(env.observation_dim + policy_context_dim(provider), env.action_dim, config.learner.hidden_sizes, seed)
     return RolloutWorker(env, provider, policy, actor_id=actor_id, incarnation=new_incarnation(), seed=seed)
 
 
@@ -112,7 +125,7 @@ def probe_dimensions(config: Config) -> Dimensions:
             "env.id", f"{config.env.id}: context.mode {config.context.mode} needs info['dynamics_samples'] from step() (an array "
             "[k, 4] of u, v, a, theta: README, 'Your own environment'); this environment returned none"
         )  # fmt: skip
-    return Dimensions(env.observation_dim, provider.context_dim, env.action_dim)
+    return Dimensions(env.observation_dim, provider.context_dim, env.action_dim, policy_context_dim(provider))
 
 
 def make_learner(config: Config, dims: Dimensions) -> Learner:

@@ -34,9 +34,15 @@ class Dimensions:
     obs_dim: int
     context_dim: int
     action_dim: int
+    policy_context_dim: int | None = None
+    """The leading context values the policy sees (None: all); the critics see all ``context_dim``."""
 
     @property
     def policy_in(self) -> int:
+        return self.obs_dim + (self.context_dim if self.policy_context_dim is None else self.policy_context_dim)
+
+    @property
+    def critic_in(self) -> int:
         return self.obs_dim + self.context_dim
 
 
@@ -66,7 +72,7 @@ class Learner:
         self.dims = dims
         self.config = config
         self.device = device
-        self.sac = SAC(dims.policy_in, dims.action_dim, config, device, seed)
+        self.sac = SAC(dims.policy_in, dims.action_dim, config, device, seed, critic_in=dims.critic_in)
         # On CUDA each update of a block is one CUDA-graph replay (``learner.fast_path``); elsewhere eager.
         fast = device.type == "cuda" and config.fast_path != "off"
         self.blocks = GraphedBlocks(self.sac, compile_math=config.fast_path == "auto") if fast else self.sac

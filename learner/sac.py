@@ -96,12 +96,16 @@ class SAC:
     """Networks, targets, optimizers and temperature of one learner, on one device, and its update."""
 
     def __init__(
-        self, in_dim: int, action_dim: int, config: LearnerConfig, device: torch.device, seed: int, guard: bool = True
-    ) -> None:
+        self, in_dim: int, action_dim: int, config: LearnerConfig, device: torch.device, seed: int, guard: bool = True,
+        critic_in: int | None = None,
+    ) -> None:  # fmt: skip
+        """``in_dim``: the policy's input, the leading values of ``[obs ‖ context]``; ``critic_in`` (default the
+        same): the critics' input, all of it (a context part for the critics only comes last)."""
         torch.manual_seed(seed)
         self.config, self.device, self.guard, self.action_dim = config, device, guard, action_dim
+        self.policy_in = in_dim
         self.actor = Actor(in_dim, action_dim, config.hidden_sizes).to(device)
-        self.critic = TwinCritic(in_dim, action_dim, config.hidden_sizes).to(device)
+        self.critic = TwinCritic(critic_in or in_dim, action_dim, config.hidden_sizes).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.lr = torch.tensor(config.lr, dtype=torch.float32, device=device)
         """The one learning rate of policy, critics and temperature: a device tensor every optimizer holds."""
@@ -140,7 +144,7 @@ class SAC:
         alpha = self.temperature.alpha()
         noise = torch.randn((2 * size, self.action_dim), generator=self.noise, device=self.device)
         with self.autocast():
-            policy_out = self.actor.net(torch.cat([next_in, obs_in])).float()
+            policy_out = self.actor.net(torch.cat([next_in, obs_in])[:, : self.policy_in]).float()
         actions, log_probs = m["policy_head"](policy_out, noise)
         with torch.no_grad(), self.autocast():
             next_q = self.critic_target(next_in, actions[:size]).float()

@@ -34,6 +34,11 @@ class ContextProvider(Protocol):
         ...
 
 
+def policy_context_dim(provider: ContextProvider) -> int:
+    """The leading context values the policy sees (all of them, unless a part is for the critic only)."""
+    return getattr(provider, "policy_context_dim", provider.context_dim)
+
+
 class NoContext:
     """``context.mode: none``: the policy sees the observation alone."""
 

@@ -17,6 +17,9 @@ class ContextConfig:
     """``none``: observation only; ``dynamics_map``: an encoded map a(u, v) built from the env's samples;
     ``oracle`` (vehicle env, a study arm): the vehicle's true parameters, normalized (17 values, not ``context_dim``);
     ``history`` (a study arm): the last ``history_steps`` samples (u, v, a, theta), normalized (4 values each)."""
+    privileged_critic: bool = False
+    """Vehicle env, a study arm: the critics also see each vehicle's true parameters (the oracle context, appended
+    after this mode's context), the policy does not (asymmetric actor-critic: privileged information for training)."""
     history_steps: int = Field(8, ge=1, le=256)
     """``history`` mode: dynamics samples per environment the context holds, newest first (zeros where the episode
     has fewer; the context has 4 x this many values, not ``context_dim``)."""

@@ -77,11 +77,12 @@ def test_one_job_runs_every_arm_and_seed_as_a_parallel_run(tmp_path):
     from tests.conftest import ROOT
 
     args = parse_args(["--one-job", "--work", str(tmp_path), "--steps", "5000", "--set", "env.vehicle.action=residual_pid"])
-    runs = [("none", 0), ("oracle", 0), ("none", 1)]
+    runs = [("none", 0), ("oracle", 0), ("history", 1), ("privileged", 1)]
     config = load_config(ROOT / "configs" / "vehicle_agile.yaml", one_job_overrides(args, runs, tmp_path / "job"))
-    assert (config.cluster.mode, config.train.parallel_runs, config.train.total_env_steps) == ("local", 3, 5000)
+    assert (config.cluster.mode, config.train.parallel_runs, config.train.total_env_steps) == ("local", 4, 5000)
     configs = run_configs(config)
-    assert [(c.context.mode, c.train.seed) for c in configs] == [("none", 0), ("oracle", 0), ("none", 1)]
+    assert [(c.context.mode, c.context.privileged_critic, c.train.seed) for c in configs] == [
+        ("none", False, 0), ("oracle", False, 0), ("history", False, 1), ("dynamics_map", True, 1)]
     assert {(c.learner.lr, c.env.vehicle.action) for c in configs} == {(3e-4, "residual_pid")}
     assert configs[2].train.run_dir == str(tmp_path / "job" / "runs" / "2")
 

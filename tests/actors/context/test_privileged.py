@@ -1,0 +1,80 @@
+"""Privileged information for the critic only (``context.privileged_critic``): the critics see the vehicle's true
+parameters after the policy's context; the policy, wherever it runs, sees only its own part."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from actors.context.base import policy_context_dim
+from actors.context.privileged import PrivilegedCriticContext
+from actors.policy import PolicyCopy
+from cluster.evaluate import evaluate_trained
+from cluster.factory import make_context_provider, make_env, make_learner, make_worker, probe_dimensions
+from cluster.local import run_local
+from learner.checkpoint import Checkpointer
+from tests.cluster.test_vehicle_context import vehicle_config
+
+
+class Fixed:
+    """A provider of fixed rows that counts one fallback per call."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows, self.context_dim, self.calls = rows, rows.shape[1], []
+
+    def reset(self, env_ids):
+        self.calls.append(("reset", list(env_ids)))
+
+    def observe(self, samples, present=None):
+        self.calls.append(("observe", samples.shape))
+
+    def context(self):
+        return self.rows.copy()
+
+    def take_fallback_counts(self):
+        return {"nan": 1}
+
+
+def test_the_context_is_the_policy_part_then_the_critic_part():
+    policy_part, critic_part = Fixed(np.ones((2, 3), np.float32)), Fixed(np.full((2, 2), 5.0, np.float32))
+    both = PrivilegedCriticContext(policy_part, critic_part)
+    assert (both.context_dim, policy_context_dim(both), policy_context_dim(policy_part)) == (5, 3, 3)
+    assert both.context().tolist() == [[1, 1, 1, 5, 5]] * 2
+    both.observe(np.zeros((2, 4)))
+    both.reset(np.array([1]))
+    assert policy_part.calls == critic_part.calls == [("observe", (2, 4)), ("reset", [1])]
+    assert both.take_fallback_counts() == {"nan": 2}
+
+
+def test_the_critics_see_the_true_parameters_and_the_policy_never_does(tmp_path):
+    config = vehicle_config(tmp_path, "context.privileged_critic=true")
+    dims = probe_dimensions(config)
+    assert (dims.context_dim, dims.policy_context_dim) == (32 + 17, 32)
+    learner = make_learner(config, dims)
+    assert learner.sac.actor.net[0].in_features == dims.obs_dim + 32
+    assert learner.sac.critic.weights[0].shape[-1] == dims.obs_dim + 32 + 17 + dims.action_dim
+    # the oracle part is each vehicle's normalized parameters, in [-1, 1]
+    env = make_env(config, seed=3)
+    provider = make_context_provider(config, env)
+    provider.reset(np.arange(env.num_envs))
+    oracle = provider.context()[:, 32:]
+    assert oracle.shape == (4, 17) and np.abs(oracle).max() <= 1.0 and np.abs(oracle).max() > 0.1
+    # the policy's actions do not change when only the critic's part does
+    policy = PolicyCopy(dims.obs_dim + 32, dims.action_dim, (16,), seed=0)
+    obs, context = np.ones((4, dims.obs_dim), np.float32), provider.context()
+    changed = context.copy()
+    changed[:, 32:] += 1.0
+    np.testing.assert_array_equal(policy.act(obs, context, True), policy.act(obs, changed, True))
+    assert make_worker(config).policy.in_dim == dims.obs_dim + 32
+
+
+def test_a_short_run_with_a_privileged_critic_trains_and_its_policy_evaluates(tmp_path):
+    config = vehicle_config(tmp_path, "context.privileged_critic=true")
+    summary = run_local(config)
+    assert (summary["env_steps"], summary["updates"]) == (640, 440)
+    assert summary["counters"]["nan_blocks"] == 0
+    state = Checkpointer(tmp_path / "checkpoints", 2).load(tmp_path / "checkpoints" / "step_000000640").state
+    actor = state["learner"]["sac"]["actor"]
+    assert actor["net.0.weight"].shape[1] == probe_dimensions(config).obs_dim + 32
+    report = evaluate_trained(config, actor, episodes=2, seed=7_770_001)
+    assert np.isfinite(report.mean_return) and torch.isfinite(state["learner"]["sac"]["critic"]["weights.0"]).all()
