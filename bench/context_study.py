@@ -104,12 +104,17 @@ def run_overrides(args: argparse.Namespace, arm: str, seed: int, run_dir: Path) 
 
 
 def one_job_overrides(args: argparse.Namespace, runs: list[tuple[str, int]], job_dir: Path) -> list[str]:
-    """The ``--one-job`` job: what every run shares, and per run its arm and seed (``train.run_overrides``)."""
+    """The ``--one-job`` job: what every run shares, and per run its arm and seed (``train.run_overrides``). A run's
+    one worker steps as many environments as the config's rollout actors do together (the same data stream)."""
+    from cluster.config import load_config
+
+    shared = HPARAMS[args.hparams] + args.overrides
+    config = load_config(args.config, shared)
     per_run = [arm_overrides(arm, CNN_CHECKPOINT) + [f"train.seed={seed}"] for arm, seed in runs]
-    placed = [f"train.run_dir={job_dir}", f"train.total_env_steps={args.steps}", "cluster.mode=local",
-              f"train.parallel_runs={len(runs)}", f"train.run_overrides={json.dumps(per_run)}", "metrics.port=0",
-              "metrics.tensorboard=false"]  # fmt: skip
-    return HPARAMS[args.hparams] + args.overrides + placed
+    placed = [f"env.num_envs={config.cluster.num_actors * config.env.num_envs}", f"train.run_dir={job_dir}",
+              f"train.total_env_steps={args.steps}", "cluster.mode=local", f"train.parallel_runs={len(runs)}",
+              f"train.run_overrides={json.dumps(per_run)}", "metrics.port=0", "metrics.tensorboard=false"]  # fmt: skip
+    return shared + placed
 
 
 def read_json(path: Path) -> dict | list | None:

@@ -83,7 +83,7 @@ def test_one_job_runs_every_arm_and_seed_as_a_parallel_run(tmp_path):
     configs = run_configs(config)
     assert [(c.context.mode, c.context.privileged_critic, c.train.seed) for c in configs] == [
         ("none", False, 0), ("oracle", False, 0), ("history", False, 1), ("dynamics_map", True, 1)]
-    assert {(c.learner.lr, c.env.vehicle.action) for c in configs} == {(3e-4, "residual_pid")}
+    assert {(c.learner.lr, c.env.vehicle.action, c.env.num_envs) for c in configs} == {(3e-4, "residual_pid", 32)}
     assert configs[2].train.run_dir == str(tmp_path / "job" / "runs" / "2")
 
 
