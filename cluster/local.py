@@ -43,9 +43,8 @@ def rounds(
     """Every run with budget left collects a fragment and ingests it; the runs train what is due, together; each
     run's new weights go to its worker. One list per round (None for a run whose budget is spent), until every
     budget is spent or ``stop()``. Errors of a service (``NonFiniteStop``) end the loop where they happen."""
-    trainer = JointTrainer(services)
+    trainer, budgets = JointTrainer(services), [c.train.total_env_steps for c in configs]
     while not stop():
-        budgets = [c.train.total_env_steps for c in configs]
         live = [k for k, service in enumerate(services) if service.learner.env_steps < budgets[k]]
         if not live:
             return

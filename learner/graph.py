@@ -30,8 +30,8 @@ def compiled_math() -> dict[str, Callable]:
 
 
 class GraphedBlocks:
-    """``update_blocks`` of one or more agents, each update of all of them one replay of one CUDA graph (captured on
-    first use). Several agents' steps are captured on a stream each: independent branches of the graph, which the GPU
+    """``update_blocks`` of one or more SACs (runs), each update of all of them one replay of one CUDA graph (captured
+    on first use). Several runs' steps are captured on a stream each: independent branches of the graph, which the GPU
     runs side by side (``train.parallel_runs``)."""
 
     def __init__(self, sacs: SAC | list[SAC], compile_math: bool = False) -> None:
@@ -47,7 +47,7 @@ class GraphedBlocks:
         """Graph captures so far (a learning-rate, reward-scale or replay-size change must not add one)."""
 
     def update_block(self, replay: ReplayBuffer, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One agent's block (``SAC.update_block``'s result)."""
+        """One run's block (``SAC.update_block``'s result)."""
         return self.update_blocks([replay], count)[0]
 
     def update_blocks(self, replays: list[ReplayBuffer], count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -63,7 +63,7 @@ class GraphedBlocks:
         return update_blocks(sacs, replays, count, run_step=self.graph.replay)
 
     def capture(self, replays: list[ReplayBuffer]) -> None:
-        """Warm up on a side stream, capture one ``sampled_step`` of every agent, then put every state tensor and RNG
+        """Warm up on a side stream, capture one ``sampled_step`` of every run, then put every state tensor and RNG
         back."""
         pairs = list(zip(self.sacs, replays, strict=True))
         generators = [g for sac, replay in pairs for g in (sac.noise, replay.generator)]
@@ -86,7 +86,7 @@ class GraphedBlocks:
         with torch.cuda.graph(graph):
             if len(pairs) == 1:
                 pairs[0][0].sampled_step(pairs[0][1])
-            else:  # a branch per agent: forked from the capture stream and joined back into it
+            else:  # a branch per run: forked from the capture stream and joined back into it
                 capturing = torch.cuda.current_stream(self.device)
                 branches = [torch.cuda.Stream(device=self.device) for _ in pairs]
                 for (sac, replay), branch in zip(pairs, branches, strict=True):

@@ -281,9 +281,9 @@ class SAC:
 def update_blocks(
     sacs: list[SAC], replays: list[ReplayBuffer], count: int, run_step: Callable[[], None] | None = None
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``count`` updates of every agent on its own replay, in lockstep (``run_step``: one ``sampled_step`` of each,
-    one CUDA-graph replay of all of them, say). Agents share nothing, so each one's updates are those it would make
-    alone. Per agent: ``SAC.update_block``'s statistics ‖ first flagged update, and replay rows."""
+    """``count`` updates of every SAC (run) on its own replay, in lockstep (``run_step``: one ``sampled_step`` of each,
+    one CUDA-graph replay of all of them, say). Runs share nothing, so each one's updates are those it would make
+    alone. Per run: ``SAC.update_block``'s statistics ‖ first flagged update, and replay rows."""
     for sac, replay in zip(sacs, replays, strict=True):
         sac.begin_block(replay, count)
     pairs = list(zip(sacs, replays, strict=True))
