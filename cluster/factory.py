@@ -125,7 +125,9 @@ def probe_dimensions(config: Config) -> Dimensions:
             "env.id", f"{config.env.id}: context.mode {config.context.mode} needs info['dynamics_samples'] from step() (an array "
             "[k, 4] of u, v, a, theta: README, 'Your own environment'); this environment returned none"
         )  # fmt: skip
-    return Dimensions(env.observation_dim, provider.context_dim, env.action_dim, policy_context_dim(provider))
+    policy_part = policy_context_dim(provider)  # None: the policy sees the whole context
+    return Dimensions(env.observation_dim, provider.context_dim, env.action_dim,
+                      None if policy_part == provider.context_dim else policy_part)  # fmt: skip
 
 
 def make_learner(config: Config, dims: Dimensions) -> Learner:
