@@ -1,0 +1,183 @@
+"""The learner's update rate inside the real Ray job against the same learner alone, side by side in one call.
+
+    python bench/in_job_rate.py [--config configs/vehicle.yaml] [--actors 8] [--steps 400000] [--seconds 2]
+        [--repeats 5] [--set KEY=VALUE ...] [--out bench/results]
+
+1. **Alone**: the job's own learner (``cluster.factory.make_learner``: its networks, batch, block size, device and
+   ``learner.fast_path``) on a replay of random transitions of the job's shapes, one ``Learner.update_block`` after
+   another (each with its one host read), ``--repeats`` rounds of about ``--seconds``: the median rate.
+2. **In the job**: ``python -m cluster.train --config CONFIG`` with ``cluster.num_actors=--actors`` and
+   ``train.total_env_steps=--steps`` on Ray (a local instance, or ``--set cluster.address=...``); its progress lines
+   give (time, updates) pairs, and the steady rate is the slope from the line where 20 % of the final updates are done
+   to the last line before the end (leaving out start-up, warm-up and graph capture).
+
+The ratio is the speed issue's in-job floor (>= 95 %). The job must be learner-bound for the ratio to mean
+anything: with ``update_to_data`` 1 and 8 actors the vehicle job collects far more steps than the learner trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import ROOT, command_line, machine, machine_line, write_report  # noqa: E402
+from cluster.config import load_config  # noqa: E402
+from cluster.factory import make_learner, probe_dimensions  # noqa: E402
+from learner.replay import FIELDS  # noqa: E402
+
+LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ dmsac: env_steps=(\d+) updates=(\d+) ")
+STEADY_FROM = 0.2
+"""The steady window starts at the progress line where this share of the final updates is done."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "vehicle.yaml"))
+    parser.add_argument("--actors", type=int, default=8, help="cluster.num_actors of the job")
+    parser.add_argument("--steps", type=int, default=400_000, help="train.total_env_steps of the job")
+    parser.add_argument("--seconds", type=float, default=2.0, help="seconds per timed round of the learner alone")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--capacity", type=int, default=200_000, help="replay rows of the learner alone")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for both (repeatable), e.g. learner.device=cpu")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--name", default="in_job_rate")
+    return parser.parse_args(argv)
+
+
+def job_overrides(args: argparse.Namespace, run_dir: Path) -> list[str]:
+    return [*args.overrides, "cluster.mode=ray", f"cluster.num_actors={args.actors}",
+            f"train.total_env_steps={args.steps}", f"train.run_dir={run_dir}", "train.log_every_seconds=2",
+            "metrics.port=0", "metrics.tensorboard=false", "checkpoint.save_replay=false"]  # fmt: skip
+
+
+# -- the learner alone ---------------------------------------------------------------------------
+
+
+def alone(args: argparse.Namespace, overrides: list[str]) -> dict:
+    config = load_config(args.config, overrides)
+    dims = probe_dimensions(config)
+    learner = make_learner(config, dims)
+    generator = torch.Generator(device=learner.device).manual_seed(0)
+    shapes = {"obs": (dims.obs_dim,), "context": (dims.context_dim,), "action": (dims.action_dim,), "reward": (),
+              "next_obs": (dims.obs_dim,), "next_context": (dims.context_dim,), "terminated": ()}  # fmt: skip
+    rows = min(args.capacity, config.replay.capacity)
+    batch = {name: torch.randn((rows, *shapes[name]), generator=generator, device=learner.device) for name in FIELDS}
+    batch["action"] = batch["action"].tanh()
+    batch["terminated"] = (batch["terminated"] > 2.0).float()
+    learner.replay.add(batch)
+    block = config.learner.block_updates
+    sync = torch.cuda.synchronize if learner.device.type == "cuda" else (lambda: None)
+    for _ in range(3):  # warm-up: capture, compile, cuBLAS handles
+        learner.update_block(block)
+    sync()
+    started = time.perf_counter()
+    learner.update_block(block)
+    sync()
+    blocks = max(1, round(args.seconds / (time.perf_counter() - started)))
+    rates = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        for _ in range(blocks):
+            learner.update_block(block)  # reads the block's statistics: synchronous, as in the job
+        sync()
+        rates.append(blocks * block / (time.perf_counter() - started))
+    return {"device": str(learner.device), "block_updates": block, "batch": config.learner.batch_size,
+            "fast_path": config.learner.fast_path, "rates": rates, "median": statistics.median(rates)}  # fmt: skip
+
+
+# -- the learner in the job ----------------------------------------------------------------------
+
+
+def progress_points(log: str) -> list[tuple[float, int, int]]:
+    """``(seconds, env_steps, updates)`` of every progress line of the driver's log (not the done line)."""
+    points = []
+    for line in log.splitlines():
+        found = LINE.match(line)
+        if found:
+            when = datetime.datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            points.append((when, int(found.group(2)), int(found.group(3))))
+    return points
+
+
+def steady_rate(points: list[tuple[float, int, int]]) -> dict | None:
+    """Updates per second from the line with ``STEADY_FROM`` of the final updates done to the last line."""
+    if len(points) < 2:
+        return None
+    final = points[-1][2]
+    first = next(p for p in points if p[2] >= STEADY_FROM * final)
+    last = points[-1]
+    if last[0] <= first[0]:
+        return None
+    return {"from_updates": first[2], "to_updates": last[2], "seconds": last[0] - first[0],
+            "rate": (last[2] - first[2]) / (last[0] - first[0])}  # fmt: skip
+
+
+def in_job(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(prefix="in_job_rate_") as work:
+        run_dir = Path(work) / "run"
+        command = [sys.executable, "-m", "cluster.train", "--config", args.config]
+        command += [x for o in job_overrides(args, run_dir) for x in ("--set", o)]
+        print(f"job: {' '.join(command)}", flush=True)
+        started = time.monotonic()
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        wall = time.monotonic() - started
+        final = json.loads((run_dir / "final_stats.json").read_text()) if (run_dir / "final_stats.json").exists() else {}
+    if done.returncode != 0:
+        raise SystemExit(f"the job ended with exit {done.returncode}:\n{done.stderr[-3000:]}")
+    points = progress_points(done.stderr)
+    return {"exit_code": done.returncode, "wall_s": wall, "env_steps": final.get("env_steps"),
+            "updates": final.get("updates"), "mean_updates_per_second": final.get("mean_updates_per_second_this_run"),
+            "steady": steady_rate(points), "progress_lines": len(points)}  # fmt: skip
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def markdown(report: dict) -> str:
+    a, j = report["alone"], report["job"]
+    steady = j["steady"] or {}
+    ratio = report.get("ratio")
+    return "\n".join([
+        "# The learner inside the real job against the learner alone", "",
+        f"{machine_line(report['machine'])}.  ", f"Command: `{report['command']}`", "",
+        "| | updates/s | detail |", "|---|---|---|",
+        f"| alone ({a['device']}, batch {a['batch']}, blocks of {a['block_updates']}, fast_path {a['fast_path']}) | "
+        f"{a['median']:,.0f} | median of {len(a['rates'])} rounds, {min(a['rates']):,.0f}..{max(a['rates']):,.0f} |",
+        f"| in the job, steady ({report['actors']} actors) | {steady.get('rate', float('nan')):,.0f} | updates "
+        f"{steady.get('from_updates', 0):,}..{steady.get('to_updates', 0):,} over {steady.get('seconds', 0):.0f} s |",
+        f"| in the job, whole run | {j['mean_updates_per_second'] or 0:,.0f} | {j['updates'] or 0:,} updates, "
+        f"{j['env_steps'] or 0:,} env steps, {j['wall_s']:.0f} s with start-up |",
+        "", f"In the job / alone: **{100 * ratio:.1f} %** (floor 95 %)." if ratio else "", "",
+    ])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = {"benchmark": args.name, "machine": machine(), "command": command_line(), "config": args.config,
+              "actors": args.actors, "steps": args.steps, "overrides": args.overrides}  # fmt: skip
+    print("the learner alone ...", flush=True)
+    report["alone"] = alone(args, [*args.overrides, f"cluster.num_actors={args.actors}"])
+    print(f"  {report['alone']['median']:,.0f} updates/s; the job ...", flush=True)
+    report["job"] = in_job(args)
+    steady = report["job"]["steady"]
+    report["ratio"] = steady["rate"] / report["alone"]["median"] if steady else None
+    text = markdown(report)
+    write_report(args.out, args.name, report, text)
+    print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""The in-job rate bench's reading of a job: its progress lines, the steady window, the learner alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.in_job_rate import alone, job_overrides, parse_args, progress_points, steady_rate
+from tests.conftest import ROOT
+
+LOG = """2026-12-01 20:00:00,000 INFO dmsac: learner on cuda:0 (127.0.0.1 pid 7); 8 rollout actors x 16 envs
+2026-12-01 20:00:02,000 INFO dmsac: env_steps=20000 updates=0 updates/s=0.0 utd=0.00 recent_return=n/a
+2026-12-01 20:00:10,000 INFO dmsac: env_steps=30000 updates=10000 updates/s=900.0 utd=0.50 recent_return=n/a
+2026-12-01 20:00:12,500 INFO dmsac: env_steps=35000 updates=14000 updates/s=1600.0 utd=0.55 recent_return=-9
+(LearnerActor pid=7) 2026-12-01 20:00:13,000 INFO dmsac: env_steps=1 updates=1 updates/s=1 (not the driver's)
+2026-12-01 20:00:17,500 INFO dmsac: env_steps=45000 updates=22000 updates/s=1600.0 utd=0.62 recent_return=-8
+2026-12-01 20:00:18,000 INFO dmsac: done: env_steps=50000 updates=23000 updates/s=0.0 mean_updates/s=1000.0
+"""
+
+
+def test_the_steady_rate_is_the_slope_after_a_fifth_of_the_updates():
+    points = progress_points(LOG)
+    assert [(p[1], p[2]) for p in points] == [(20000, 0), (30000, 10000), (35000, 14000), (45000, 22000)]
+    assert points[3][0] - points[1][0] == pytest.approx(7.5)
+    steady = steady_rate(points)  # 20 % of 22 000 = 4 400: from the 10 000 line, 12 000 updates in 7.5 s
+    assert steady == {"from_updates": 10000, "to_updates": 22000, "seconds": pytest.approx(7.5), "rate": pytest.approx(1600.0)}
+    assert steady_rate(points[:1]) is None
+
+
+def test_the_learner_alone_is_the_jobs_own_learner_timed_block_by_block(tmp_path):
+    config = str(ROOT / "configs" / "smoke.yaml")
+    args = parse_args(["--config", config, "--seconds", "0.05", "--repeats", "2", "--capacity", "500",
+                       "--set", "learner.device=cpu"])  # fmt: skip
+    measured = alone(args, [*args.overrides, "cluster.num_actors=2"])
+    assert (measured["device"], measured["batch"], measured["block_updates"]) == ("cpu", 64, 10)
+    assert len(measured["rates"]) == 2 and all(rate > 0 for rate in measured["rates"])
+    sets = job_overrides(args, tmp_path)
+    assert sets[:1] == ["learner.device=cpu"] and "cluster.num_actors=8" in sets and "cluster.mode=ray" in sets
