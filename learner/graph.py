@@ -64,10 +64,21 @@ class GraphedBlocks:
 
     def capture(self, replays: list[ReplayBuffer]) -> None:
         """Warm up on a side stream, capture one ``sampled_step`` of every run, then put every state tensor and RNG
-        back."""
+        back (also when the capture fails: the runs are as they were)."""
         pairs = list(zip(self.sacs, replays, strict=True))
         generators = [g for sac, replay in pairs for g in (sac.noise, replay.generator)]
         saved, generator_states = [sac.device_snapshot() for sac in self.sacs], [g.get_state() for g in generators]
+        try:
+            graph = self._capture(pairs, generators, saved)
+        finally:
+            for sac, snapshot in zip(self.sacs, saved, strict=True):
+                sac.restore_device_snapshot(snapshot)
+            for generator, state in zip(generators, generator_states, strict=True):
+                generator.set_state(state)
+        self.graph, self.bound = graph, [(replay, sac.rows) for sac, replay in pairs]
+        self.captures += 1
+
+    def _capture(self, pairs: list[tuple[SAC, ReplayBuffer]], generators: list, saved: list[dict]) -> torch.cuda.CUDAGraph:
         main = torch.cuda.current_stream(self.device)
         side = torch.cuda.Stream(device=self.device)
         side.wait_stream(main)
@@ -79,7 +90,7 @@ class GraphedBlocks:
         graph = torch.cuda.CUDAGraph()
         for generator in generators:
             graph.register_generator_state(generator)
-        for sac in self.sacs:
+        for sac, _ in pairs:
             for optimizer in sac.optimizers():
                 optimizer.zero_grad(set_to_none=True)  # gradients are allocated inside the graph's pool
             sac.counter.zero_()
@@ -95,12 +106,7 @@ class GraphedBlocks:
                         sac.sampled_step(replay)
                 for branch in branches:
                     capturing.wait_stream(branch)
-        for sac, snapshot in zip(self.sacs, saved, strict=True):
-            sac.restore_device_snapshot(snapshot)
-        for generator, state in zip(generators, generator_states, strict=True):
-            generator.set_state(state)
-        self.graph, self.bound = graph, [(replay, sac.rows) for sac, replay in pairs]
-        self.captures += 1
+        return graph
 
     def _warm_up(self, sac: SAC, replay: ReplayBuffer, saved: dict) -> None:
         """A few eager steps (they build the compiled kernels); if the compiled maths fail, capture the plain ones."""

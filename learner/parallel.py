@@ -3,17 +3,21 @@
 Each run is a whole ``LearnerService`` (its own SAC, replay, guard and rollback, checkpoints and metrics); what they
 share is the device and, on CUDA, one graph per update: a replay advances every run that has updates due, each on
 a branch of its own. At batch 256 an update is bound by kernel launches and latency, not arithmetic, so side-by-side
-branches cost little more than one. Runs share no tensor and no generator: each one's updates are those it would
-make alone (tested).
+branches should cost little more than one (``bench/learner_speed.py``, variants ``parallel_*``). Runs share no tensor
+and no generator: each one's updates are those it would make alone (tested).
 """
 
 from __future__ import annotations
 
+import logging
+
 from learner.graph import GraphedBlocks
-from learner.learner import block_result
+from learner.learner import Learner, block_result
 from learner.sac import update_blocks
 from learner.service import LearnerService
 from learner.types import VersionedWeights
+
+log = logging.getLogger(__name__)
 
 
 class JointTrainer:
@@ -25,6 +29,8 @@ class JointTrainer:
         first = services[0].learner
         self.graphed = first.device.type == "cuda" and first.config.fast_path != "off"
         self.compile_math = first.config.fast_path == "auto"
+        self.joint = True
+        """False once a joint capture failed: from then on each run replays its own graph."""
         self.graphs: dict[tuple[int, ...], GraphedBlocks] = {}
         """A graph per set of runs trained together (the set changes only when a run's budget or schedule does)."""
 
@@ -43,14 +49,25 @@ class JointTrainer:
             count = min(min(dues[k] for k in together), *(services[k].schedule.block_updates for k in together))
             learners = [services[k].learner for k in together]
             snapshots = [learner.snapshot() for learner in learners]
-            replays = [learner.replay for learner in learners]
-            if self.graphed:
-                results = self.graph_for(together).update_blocks(replays, count)
-            else:
-                results = update_blocks([learner.sac for learner in learners], replays, count)
+            results = self.blocks(together, learners, count)
             for k, (vector, indices), snapshot in zip(together, results, snapshots, strict=True):
                 services[k].after_block(block_result(vector, indices, count), snapshot)
         return [service.train() for service in services]
+
+    def blocks(self, together: tuple[int, ...], learners: list[Learner], count: int) -> list:
+        """``count`` updates of each run in ``together``: one graph for all on CUDA (each run its own graph, one
+        after another, if this GPU or driver refuses the joint capture), eager elsewhere."""
+        replays = [learner.replay for learner in learners]
+        if not self.graphed:
+            return update_blocks([learner.sac for learner in learners], replays, count)
+        if self.joint:
+            try:
+                return self.graph_for(together).update_blocks(replays, count)
+            except Exception as error:  # noqa: BLE001 - any capture failure: the runs still train, alone
+                self.joint = False  # a failed capture puts every run back as it was
+                log.warning("one CUDA graph for %d runs failed (%s: %s); each run replays its own graph instead",
+                            len(together), type(error).__name__, error)  # fmt: skip
+        return [learner.blocks.update_block(learner.replay, count) for learner in learners]
 
     def graph_for(self, together: tuple[int, ...]) -> GraphedBlocks:
         if together not in self.graphs:

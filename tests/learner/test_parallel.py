@@ -104,3 +104,19 @@ def test_a_single_run_needs_no_partner(count):
         service.ingest(make_fragment(steps=4, envs=2, seq=1, seed=k))
     JointTrainer(services).train()
     assert [s.learner.updates_done for s in services] == [8] * count
+
+
+def test_a_joint_graph_that_cannot_be_captured_leaves_each_run_its_own(caplog):
+    """On the CPU no graph can be captured: a trainer told to use one falls back to each run's own blocks."""
+    joint, alone = make_services(), make_services()
+    trainer = JointTrainer(joint)
+    trainer.graphed = True  # as on CUDA
+    for k, service in enumerate(joint):
+        service.ingest(make_fragment(steps=4, envs=2, seq=1, seed=k))
+    with caplog.at_level("WARNING", logger="learner.parallel"):
+        trainer.train()
+    assert not trainer.joint and "one CUDA graph for 3 runs failed (ValueError" in caplog.text
+    for k, service in enumerate(alone):
+        service.ingest(make_fragment(steps=4, envs=2, seq=1, seed=k))
+        service.train()
+    assert_same_runs(joint, alone)
