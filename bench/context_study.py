@@ -20,6 +20,9 @@ samples as the context, ``privileged``: the pooled map for the policy and the tr
 ``--set env.vehicle.action=residual_pid`` makes every arm a residual policy on the PID (the PID column stays the PID
 alone).
 Gain is the reduction of the held-out mean abs speed error against the ``none`` arm, paired by seed.
+
+``--one-job``: every run in one ``cluster.train`` job instead (``train.parallel_runs``, each run's arm and seed in
+``train.run_overrides``): one learner process for all of them, on the ``--address`` cluster or, without one, local.
 """
 
 from __future__ import annotations
@@ -73,8 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gpu-fraction", type=float, default=0.1, help="each learner's share of a GPU")
     parser.add_argument("--max-wall", type=float, default=1200.0, help="seconds of training in this call")
     parser.add_argument("--one-job", action="store_true",
-                        help="every run in one local cluster.train job (train.parallel_runs): one learner process, one "
-                             "CUDA graph replay updating every run; --address is not needed")  # fmt: skip
+                        help="every run in one cluster.train job (train.parallel_runs): one learner process, one CUDA "
+                             "graph replay updating every run; on the --address cluster, else in one local process")  # fmt: skip
     parser.add_argument("--score-now", action="store_true", help="score the runs where they are, done or not")
     parser.add_argument("--no-score", action="store_true", help="train only")
     parser.add_argument("--eval-episodes", type=int, default=32)
@@ -104,17 +107,19 @@ def run_overrides(args: argparse.Namespace, arm: str, seed: int, run_dir: Path) 
 
 
 def one_job_overrides(args: argparse.Namespace, runs: list[tuple[str, int]], job_dir: Path) -> list[str]:
-    """The ``--one-job`` job: what every run shares, and per run its arm and seed (``train.run_overrides``). A run's
-    one worker steps as many environments as the config's rollout actors do together (the same data stream)."""
+    """The ``--one-job`` job: what every run shares, and per run its arm and seed (``train.run_overrides``). On the
+    Ray cluster of ``--address`` each run has the config's rollout actors; without one, the job runs in one local
+    process and a run's one worker steps as many environments as those actors do together (the same data stream)."""
     from cluster.config import load_config
 
     shared = HPARAMS[args.hparams] + args.overrides
     config = load_config(args.config, shared)
     per_run = [arm_overrides(arm, CNN_CHECKPOINT) + [f"train.seed={seed}"] for arm, seed in runs]
-    placed = [f"env.num_envs={config.cluster.num_actors * config.env.num_envs}", f"train.run_dir={job_dir}",
-              f"train.total_env_steps={args.steps}", "cluster.mode=local", f"train.parallel_runs={len(runs)}",
+    where = (["cluster.mode=ray", f"cluster.address={args.address}"] if args.address else
+             ["cluster.mode=local", f"env.num_envs={config.cluster.num_actors * config.env.num_envs}"])  # fmt: skip
+    placed = [f"train.run_dir={job_dir}", f"train.total_env_steps={args.steps}", f"train.parallel_runs={len(runs)}",
               f"train.run_overrides={json.dumps(per_run)}", "metrics.port=0", "metrics.tensorboard=false"]  # fmt: skip
-    return shared + placed
+    return shared + where + placed
 
 
 def read_json(path: Path) -> dict | list | None:

@@ -64,7 +64,8 @@ class TrainConfig:
     """Independent runs this job trains at once in one learner process (seed studies, small sweeps): run ``k`` has
     its own rollout workers, replay, guard, checkpoints and metrics port, lives in ``<run_dir>/runs/<k>`` (a run
     directory of its own: ``cluster.evaluate`` and ``--resume`` work on it), seeds from ``seed + k``, and its updates
-    share the device with the others (on CUDA, one graph replay updates them all). ``cluster.mode: local`` only."""
+    share the device with the others (on CUDA, one graph replay updates them all). On Ray each run has
+    ``cluster.num_actors`` rollout actors of its own and one learner actor trains them all."""
     run_overrides: tuple[tuple[str, ...], ...] = ()
     """Per run, ``KEY=VALUE`` overrides on top of this config (``parallel_runs`` lists, or none): a grid of learning
     rates, reward scales, context modes. Keys of the job as a whole (``cluster.*``, ``metrics.*``, ``train.run_dir``,
@@ -137,11 +138,6 @@ class Config:
             raise ConfigValueError(
                 "train.run_overrides", f"lists {len(self.train.run_overrides)} runs, train.parallel_runs is {runs}"
             )
-        if runs > 1 and self.cluster.mode != "local":
-            raise ConfigValueError(
-                "train.parallel_runs", "runs several runs in one learner with cluster.mode: local; cluster.mode: ray "
-                "trains one run per job (share a GPU between jobs with cluster.learner_gpu_fraction)",
-            )  # fmt: skip
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

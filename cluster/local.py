@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from actors.worker import RolloutWorker
 from cluster.config import Config, run_configs
 from cluster.factory import make_learner_service, make_worker
-from cluster.runner import RunRecord, Stopper, format_progress, log, prepare_run_dir, recorded, write_summary
+from cluster.runner import (
+    RunRecord,
+    Stopper,
+    format_progress,
+    log,
+    prepare_run_dir,
+    recorded,
+    run_label,
+    write_summary,
+)
 from learner.parallel import JointTrainer
 from learner.safety import NonFiniteStop
 from learner.service import LearnerService, StepReport
@@ -149,10 +158,6 @@ def run_local(config: Config, resume: str | None = None, grad_hook=None, stopper
 
 def describe(job_dir, runs: int) -> str:
     return f"run dir {job_dir}" if runs == 1 else f"{runs} runs in {job_dir}/runs/<k>"
-
-
-def run_label(k: int, runs: int) -> str:
-    return f"run {k}: " if runs > 1 else ""
 
 
 __all__ = ["run_local", "rounds", "steps", "start_worker", "Step", "NonFiniteStop"]

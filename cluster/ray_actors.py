@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import ray
 import torch
 
-from cluster.config import Config
+from cluster.config import Config, run_configs
 from cluster.factory import make_learner_service, make_worker
+from learner.parallel import JointTrainer, time_to_train
 from learner.service import Progress, StepReport
 from learner.types import Fragment, VersionedWeights
 
@@ -84,25 +85,42 @@ class RolloutActor:
 
 @ray.remote(concurrency_groups={"control": 1})
 class LearnerActor:
-    """The learner service on its device (the GPU when it was given one); serves the metrics.
+    """The learner services of the job's runs (one, or ``train.parallel_runs``) on one device (the GPU when it was
+    given one); serves their metrics.
 
     Its steps run one at a time; ``request_stop`` runs in a concurrency group of its own,
-    so a stop reaches the service while a step is still training.
+    so a stop reaches the services while a step is still training. Several runs train in lockstep blocks
+    (``learner.parallel.JointTrainer``): a run's step ingests and trains once every run still collecting owes
+    updates, or one owes more than two fragments' worth (a slow fleet does not hold the others back long);
+    the weights a run earns in another run's step go out with its own next step.
     """
 
     def __init__(
-        self, config: Config, resume: str | None, hooks: TestHooks, restarts: int = 0, weights_floor: int = 0,
-        require_checkpoint: bool = False,
+        self, config: Config, resume: str | None, hooks: TestHooks, restarts: int = 0,
+        weights_floor: int | list[int] = 0, require_checkpoint: bool | list[bool] = False,
     ) -> None:  # fmt: skip
-        """``restarts``: learners of this run that died before this one; ``weights_floor``: the newest version the
-        actors hold (this learner's first is newer); ``require_checkpoint``: a replacement, which must find one."""
+        """``restarts``: learners of this job that died before this one; ``weights_floor``: the newest version the
+        actors of each run hold (this learner's first is newer); ``require_checkpoint``: a replacement, which must
+        find one (of each run that had one)."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        # The scrape target names this node: on a multi-node cluster the learner is not on the head.
-        self.service = make_learner_service(
-            config, resume, node_ip=ray.util.get_node_ip_address(), require_checkpoint=require_checkpoint
-        )
-        if restarts or weights_floor:
-            self.service.continue_after_restart(restarts, weights_floor)
+        configs = run_configs(config)
+        requires = require_checkpoint if isinstance(require_checkpoint, list) else [require_checkpoint] * len(configs)
+        # The scrape targets name this node: on a multi-node cluster the learner is not on the head.
+        node_ip = ray.util.get_node_ip_address()
+        self.services = [
+            make_learner_service(c, resume, node_ip=node_ip, require_checkpoint=require)
+            for c, require in zip(configs, requires, strict=True)
+        ]
+        self.service = self.services[0]  # the test hooks act on the first run
+        self.budgets = [c.train.total_env_steps for c in configs]
+        self.patience = [2 * c.rollout.steps_per_fragment * c.env.num_envs * c.train.update_to_data for c in configs]
+        self.trainer = JointTrainer(self.services)
+        self.earned: dict[int, VersionedWeights] = {}
+        """Weights a run earned in another run's step, for its own next report."""
+        floors = weights_floor if isinstance(weights_floor, list) else [weights_floor] * len(configs)
+        if restarts or any(floors):
+            for service, floor in zip(self.services, floors, strict=True):
+                service.continue_after_restart(restarts, floor)
         elif hooks.crash_writing_checkpoint_from_step >= 0:
             self.service.checkpointer.fault_hook = crash_in_checkpoint(self.service, hooks.crash_writing_checkpoint_from_step)
         if hooks.nan_grad_at_update >= 0:
@@ -123,27 +141,41 @@ class LearnerActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def initial_weights(self) -> VersionedWeights | None:
-        """The learner's policy (fresh or resumed) as the first version the actors load."""
-        return self.service.broadcast()
+    def initial_weights(self) -> list[VersionedWeights | None]:
+        """Each run's policy (fresh or resumed) as the first version its actors load."""
+        return [service.broadcast() for service in self.services]
 
-    def step(self, fragment: Fragment) -> StepReport:
-        return self.service.step(fragment)
+    def step(self, fragment: Fragment, run: int = 0) -> StepReport:
+        """Ingest run ``run``'s fragment, train when it is time, report (checkpointing when due)."""
+        service = self.services[run]
+        accepted = service.begin_step(fragment)
+        if not service.stopping and self.time_to_train():
+            for k, weights in enumerate(self.trainer.train()):
+                if weights is not None:
+                    self.earned[k] = weights
+        return service.end_step(self.earned.pop(run, None), accepted)
+
+    def time_to_train(self) -> bool:
+        owed = [service.updates_due() for service in self.services]
+        collecting = [service.learner.env_steps < budget for service, budget in zip(self.services, self.budgets, strict=True)]
+        return time_to_train(owed, collecting, self.patience)
 
     @ray.method(concurrency_group="control")
     def request_stop(self) -> None:
         """No further block of updates: the step in progress finishes its block, queued steps only ingest."""
-        self.service.request_stop()
+        for service in self.services:
+            service.request_stop()
 
-    def report_fleet(self, alive: int, new_restarts: int) -> None:
-        self.service.report_fleet(alive, new_restarts)
+    def report_fleet(self, alive: int, new_restarts: int, run: int = 0) -> None:
+        self.services[run].report_fleet(alive, new_restarts)
 
-    def checkpoint(self, announce: bool = True) -> str | None:
-        path = self.service.checkpoint(announce)
-        return str(path) if path else None
+    def checkpoint(self, announce: bool = True) -> list[str | None]:
+        """A checkpoint of every run (its path, or None where refused)."""
+        paths = [service.checkpoint(announce) for service in self.services]
+        return [str(path) if path else None for path in paths]
 
-    def progress(self) -> Progress:
-        return self.service.progress()
+    def progress(self) -> list[Progress]:
+        return [service.progress() for service in self.services]
 
 
 def crash_in_checkpoint(service, from_step: int):

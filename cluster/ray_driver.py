@@ -7,6 +7,9 @@ to another actor when it is gone for good), and every fragment handed out is
 ingested. So the learner ingests exactly the budget rounded up to whole
 fragments (README, "The step budget"). A learner that dies is replaced inside
 the job by ``LearnerHandle`` (``cluster/learner_handle.py``).
+
+A job of several runs (``train.parallel_runs``) has a ``RayDriver`` per run, each
+with its own rollout actors, budget and record, and one learner for all of them.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
-from cluster.config import Config
+from cluster.config import Config, run_configs
 from cluster.learner_handle import LearnerHandle
 from cluster.placement import SchedulingWatch, connect, resource_shape, rollout_options
 from cluster.ray_actors import FragmentHeader, RolloutActor, TestHooks
@@ -30,18 +33,27 @@ from cluster.runner import (
     exit_code_for,
     format_progress,
     prepare_run_dir,
+    run_label,
     write_summary,
 )
+from learner.checkpoint import Checkpointer, checkpoint_root
 from learner.checkpoint_io import read_manifest
 
 log = logging.getLogger("dmsac")
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
 
 
-def resumed_step(resume: str | None) -> int:
-    """The env step a resume starts from (0 for a fresh start): the actors' seed stream."""
-    if resume is None or resume == "auto":  # the driver resolved every existing checkpoint to a path
+def resumed_step(resume: str | None, config: Config | None = None) -> int:
+    """The env step a resume starts from (0 for a fresh start): the actors' seed stream. ``auto``: the run's last
+    good checkpoint (a single run's driver resolved an existing one to its path already)."""
+    if resume is None:
         return 0
+    if resume == "auto":
+        if config is None:
+            return 0
+        root = checkpoint_root(config.checkpoint, config.train.run_dir)
+        good = Checkpointer(root, config.checkpoint.keep_last).latest_good()
+        return int(read_manifest(good)["step"]) if good else 0
     return int(read_manifest(Path(resume))["step"])
 
 
@@ -67,14 +79,18 @@ class Fleet:
 
 
 class RayDriver:
-    """Routes fragments from actors to the learner and weights from the learner to actors."""
+    """Routes one run's fragments from its actors to the learner and the run's weights from the learner to them."""
 
-    def __init__(self, config: Config, resume: str | None, hooks: TestHooks | None, stopper: Stopper) -> None:
-        self.config = config
+    def __init__(
+        self, config: Config, resume: str | None, hooks: TestHooks | None, stopper: Stopper,
+        learner: LearnerHandle | None = None, run: int = 0, runs: int = 1,
+    ) -> None:  # fmt: skip
+        """``config``: the run's; ``learner``: the job's (default: a new one); ``run`` of ``runs`` in the job."""
+        self.config, self.run, self.runs = config, run, runs
         self.stopper = stopper
-        self.learner = LearnerHandle(config, resume, hooks, stopper)
+        self.learner = learner or LearnerHandle(config, resume, hooks, stopper)
         self.rollout_options = rollout_options(config)
-        stream = resumed_step(resume)
+        stream = resumed_step(resume, config)
         count = config.cluster.num_actors
         self.fleet = Fleet(
             [RolloutActor.options(**self.rollout_options).remote(config, i, stream) for i in range(count)],
@@ -99,19 +115,20 @@ class RayDriver:
     # -- start-up ----------------------------------------------------------------------------
     def start(self, run_dir: Path) -> None:
         """Wait for the learner's first weights (watching for actors no node can host); start the record."""
-        awaited = {"the learner": resource_shape(self.learner.options)}
-        awaited.update({f"rollout actor {i}": resource_shape(self.rollout_options) for i in range(len(self.fleet.actors))})
-        self.record = RunRecord(run_dir, self.learner.wait_ready(self.watch, awaited, self.needs()))
-        self.learner.started(self.record)
-        # A resumed run continues its budget: the handed-out count starts at the steps already ingested.
+        start_runs([self], [run_dir])
+
+    def begin(self, run_dir: Path, progress) -> None:
+        """The run's record from the learner's first progress; its budget goes on from the steps already ingested."""
+        self.record = RunRecord(run_dir, progress)
         self.env_steps_handed_out = self.env_steps_received = self.record.start.env_steps
-        self.learner.report_fleet(len(self.fleet.actors), 0)
+        self.learner.report_fleet(len(self.fleet.actors), 0, self.run)
 
     def needs(self) -> str:
-        cpus = self.config.cluster.num_actors + 1
+        actors = self.config.cluster.num_actors * self.runs
         gpus = self.learner.options.get("num_gpus")
         gpu = f" and {gpus:g} GPU" if gpus else ""
-        return f"the job needs {cpus} CPUs{gpu} ({self.config.cluster.num_actors} rollout actors + the learner)"
+        runs = f" of {self.runs} runs" if self.runs > 1 else ""
+        return f"the job needs {actors + 1} CPUs{gpu} ({actors} rollout actors{runs} + the learner)"
 
     # -- fragments -----------------------------------------------------------------------------
     def take_fragment(self) -> bool:
@@ -128,9 +145,9 @@ class RayDriver:
         header, fragment = (
             self.fleet.actors[index]
             .rollout.options(num_returns=2)
-            .remote(self.config.rollout.steps_per_fragment, random_actions, self.learner.weights)
+            .remote(self.config.rollout.steps_per_fragment, random_actions, self.learner.weights[self.run])
         )
-        self.pending[header] = (index, fragment, self.learner.weights[0])
+        self.pending[header] = (index, fragment, self.learner.weights[self.run][0])
 
     def idle(self) -> list[int]:
         busy = {index for index, _, _ in self.pending.values()} | set(self.fleet.retry_at)
@@ -152,7 +169,7 @@ class RayDriver:
         self.restarting.discard(index)
         self.note_incarnation(index, header, version_sent)
         self.env_steps_received += header.env_steps
-        self.learner.step(fragment, header.env_steps)
+        self.learner.step(fragment, header.env_steps, self.run)
         if self.take_fragment():
             self.submit(index)
 
@@ -163,7 +180,7 @@ class RayDriver:
             return
         self.fleet.restarts[index] += 1
         self.fleet.restart_versions.append((version_sent, header.weights_version))
-        self.learner.report_fleet(self.fleet.alive_count, 1)
+        self.learner.report_fleet(self.fleet.alive_count, 1, self.run)
         log.warning(
             "rollout actor %d is back (restart %d of %d) with weights v%d",
             index, self.fleet.restarts[index], self.config.cluster.max_actor_restarts, header.weights_version,
@@ -191,14 +208,14 @@ class RayDriver:
             self.fleet.retry_at[index] = time.monotonic() + 1.0
         else:
             self.submit(index)
-        self.learner.report_fleet(self.fleet.alive_count, 0)
+        self.learner.report_fleet(self.fleet.alive_count, 0, self.run)
 
     def give_up(self, index: int) -> None:
         """Ray will not restart actor ``index``: its fragment goes back to the budget, for another actor."""
         self.fleet.alive[index] = False
         self.fleet.retry_at.pop(index, None)
         self.env_steps_handed_out -= self.fragment_steps
-        self.learner.report_fleet(self.fleet.alive_count, 0)
+        self.learner.report_fleet(self.fleet.alive_count, 0, self.run)
         log.error(
             "rollout actor %d is gone after %d restarts; %d actors remain",
             index, self.fleet.restarts[index], self.fleet.alive_count,
@@ -259,116 +276,172 @@ class RayDriver:
         }
 
     def summary_sections(self) -> dict:
-        return {"fleet": self.fleet_summary(), "learner": self.learner.summary()}
+        return {"fleet": self.fleet_summary(), "learner": self.learner.summary(self.run)}
 
 
 def run_ray(
     config: Config, resume: str | None = None, hooks: TestHooks | None = None, on_tick=None,
     stopper: Stopper | None = None,
 ) -> dict:  # fmt: skip
-    """Train on Ray until the step budget is spent or a stop is requested; returns the final summary.
+    """Train on Ray until every step budget is spent or a stop is requested; returns the final summary (with
+    ``train.parallel_runs``: ``{"exit_code", "runs": [each run's summary]}``, each run's also in its directory).
 
     Stopped by SIGTERM/Ctrl-C: the fragments in flight are stored, a final checkpoint written, and
     the summary returned as for a finished run. Otherwise the error that ends the run is raised (its
     exit code: ``runner.exit_code_for``) after ``final_stats.json`` recorded it: ``LearnerStartError``,
-    ``CapacityError`` (after a checkpoint), ``NonFiniteStop``, ``SecondSignal``.
+    ``CapacityError`` (after a checkpoint), ``NonFiniteStop``, ``SecondSignal``. ``on_tick`` gets the first
+    run's driver on every turn of the loop (tests and benchmarks that act on the job).
     """
-    run_dir = prepare_run_dir(config)
+    configs = run_configs(config)
+    job_dir = prepare_run_dir(config)
+    run_dirs = [prepare_run_dir(c) for c in configs] if len(configs) > 1 else [job_dir]
     stopper = stopper or Stopper()
-    driver: RayDriver | None = None
+    drivers: list[RayDriver] = []
     connected = False
     with stopper:
         try:
             connected = connect(config)
-            driver = RayDriver(config, resume, hooks, stopper)
+            learner = LearnerHandle(config, resume, hooks, stopper)
+            for run, run_config in enumerate(configs):
+                drivers.append(RayDriver(run_config, resume, hooks, stopper, learner, run, len(configs)))
             if on_tick is not None:  # also while a replacement learner is awaited
-                driver.learner.on_wait = lambda: on_tick(driver)
-            driver.start(run_dir)
+                learner.on_wait = lambda: on_tick(drivers[0])
+            start_runs(drivers, run_dirs)
+            per_run = f" per run, {len(configs)} runs in {job_dir}/runs/<k>" if len(configs) > 1 else f"; run dir {job_dir}"
             log.info(
-                "learner on %s (%s); %d rollout actors x %d envs; run dir %s",
-                driver.learner.call("device"), driver.learner.call("node"), config.cluster.num_actors,
-                config.env.num_envs, run_dir,
+                "learner on %s (%s); %d rollout actors x %d envs%s",
+                learner.call("device"), learner.call("node"), config.cluster.num_actors, config.env.num_envs, per_run,
             )  # fmt: skip
-            collect(driver, on_tick)
-            finish_in_flight(driver)
-            checkpoint = driver.learner.call("checkpoint", False)
-            return finish(driver, checkpoint)
+            collect(drivers, on_tick)
+            finish_in_flight(drivers)
+            checkpoints = learner.call("checkpoint", False)
+            return finish(drivers, checkpoints, job_dir)
         except BaseException as err:
             cause = err.cause if isinstance(err, RayTaskError) and err.cause is not None else err
             if exit_code_for(cause) != 1:
-                record_failure(driver, run_dir, cause)
+                record_failures(drivers, job_dir, run_dirs, cause)
                 raise cause from None
             raise
         finally:
-            if driver is not None:
+            for driver in drivers:
                 for actor in driver.fleet.actors:
                     ray.kill(actor, no_restart=True)
             if connected:  # now, not at interpreter exit: a local instance stops faster while we wait for it
                 ray.shutdown()
 
 
-def collect(driver: RayDriver, on_tick=None) -> None:
+def start_runs(drivers: list[RayDriver], run_dirs: list[Path]) -> None:
+    """Wait for the learner's first weights (watching for actors no node can host); start every run's record."""
+    first, learner = drivers[0], drivers[0].learner
+    awaited = {"the learner": resource_shape(learner.options)}
+    for driver in drivers:
+        named = f"run {driver.run} rollout actor" if driver.runs > 1 else "rollout actor"
+        shape = resource_shape(driver.rollout_options)
+        awaited.update({f"{named} {i}": shape for i in range(len(driver.fleet.actors))})
+    progress = learner.wait_ready(first.watch, awaited, first.needs())
+    for driver, run_dir, start_progress in zip(drivers, run_dirs, progress, strict=True):
+        driver.begin(run_dir, start_progress)
+    learner.started([driver.record for driver in drivers])
+
+
+def owners(drivers: list[RayDriver]) -> dict:
+    """Every pending header ref, with the driver of its run."""
+    return {ref: driver for driver in drivers for ref in driver.pending}
+
+
+def collect(drivers: list[RayDriver], on_tick=None) -> None:
     """The driver loop: route fragments as they come, keep the learner queue short, report progress."""
-    config = driver.config
-    driver.hand_out_idle()
+    first, learner = drivers[0], drivers[0].learner
+    config = first.config
+    for driver in drivers:
+        driver.hand_out_idle()
     last_log = time.monotonic()
-    while (driver.pending or driver.fleet.retry_at) and not driver.stopper.requested:
-        ready = ray.wait(list(driver.pending), num_returns=1, timeout=1.0)[0] if driver.pending else []
-        if not ready and not driver.pending:
+    while any(d.pending or d.fleet.retry_at for d in drivers) and not first.stopper.requested:
+        pending = owners(drivers)
+        ready = ray.wait(list(pending), num_returns=1, timeout=1.0)[0] if pending else []
+        if not ready and not pending:
             time.sleep(0.2)
         for ref in ready:
-            driver.on_header(ref)
-        driver.resubmit_due()
-        driver.learner.drain(keep=config.cluster.max_inflight_steps)
-        driver.watch_scheduling()
-        driver.check_fleet()
+            pending[ref].on_header(ref)
+        for driver in drivers:
+            driver.resubmit_due()
+        learner.drain(keep=config.cluster.max_inflight_steps * len(drivers))
+        for driver in drivers:
+            driver.watch_scheduling()
+            driver.check_fleet()
         if on_tick is not None:
-            on_tick(driver)
+            on_tick(first)
         if time.monotonic() - last_log >= config.train.log_every_seconds:
             last_log = time.monotonic()
-            alive = f"actors={driver.fleet.alive_count}/{len(driver.fleet.actors)}"
-            log.info(format_progress(driver.progress, alive))
+            for driver in drivers:
+                alive = f"actors={driver.fleet.alive_count}/{len(driver.fleet.actors)}"
+                log.info("%s%s", run_label(driver.run, driver.runs), format_progress(driver.progress, alive))
 
 
-def finish_in_flight(driver: RayDriver) -> None:
+def finish_in_flight(drivers: list[RayDriver]) -> None:
     """Every fragment being collected goes to the learner (ingested only, after a stop); then its queue drains.
 
     Calls waiting for an actor Ray is still restarting are cancelled: no fragment exists for them yet.
     """
-    driver.learner.forward_stop()
-    driver.fleet.retry_at.clear()
-    for ref, (index, _, _) in list(driver.pending.items()):
-        if index in driver.restarting:
-            ray.cancel(ref)
-            del driver.pending[ref]
-            driver.env_steps_handed_out -= driver.fragment_steps
-    while driver.pending:
-        for ref in ray.wait(list(driver.pending), num_returns=1, timeout=1.0)[0]:
-            driver.on_header(ref)
-    driver.learner.drain(keep=0)
-    driver.collect_health()
+    learner = drivers[0].learner
+    learner.forward_stop()
+    for driver in drivers:
+        driver.fleet.retry_at.clear()
+        for ref, (index, _, _) in list(driver.pending.items()):
+            if index in driver.restarting:
+                ray.cancel(ref)
+                del driver.pending[ref]
+                driver.env_steps_handed_out -= driver.fragment_steps
+    while pending := owners(drivers):
+        for ref in ray.wait(list(pending), num_returns=1, timeout=1.0)[0]:
+            pending[ref].on_header(ref)
+    learner.drain(keep=0)
+    for driver in drivers:
+        driver.collect_health()
 
 
-def finish(driver: RayDriver, checkpoint) -> dict:
-    driver.record.update(driver.learner.call("progress"))
-    driver.record.extra.update(driver.summary_sections())
-    log.info(driver.record.done_line(checkpoint))
-    return driver.record.write(0)
+def finish(drivers: list[RayDriver], checkpoints: list, job_dir: Path) -> dict:
+    progress = drivers[0].learner.call("progress")
+    summaries = []
+    for driver, latest, checkpoint in zip(drivers, progress, checkpoints, strict=True):
+        driver.record.update(latest)
+        driver.record.extra.update(driver.summary_sections())
+        log.info("%s%s", run_label(driver.run, driver.runs), driver.record.done_line(checkpoint))
+        summaries.append(driver.record.write(0))
+    if len(drivers) == 1:
+        return summaries[0]
+    summary = {"exit_code": 0, "exit_reason": "", "runs": summaries}
+    write_summary(job_dir, summary)
+    return summary
 
 
 def record_failure(driver: RayDriver | None, run_dir: Path, cause: BaseException) -> None:
     """``final_stats.json`` for a run that ends with an error; exit 3 checkpoints first (the learner is fine)."""
-    code, record = exit_code_for(cause), driver.record if driver is not None else None
-    if record is None:  # it ended before training started
-        write_summary(run_dir, {"exit_code": code, "exit_reason": str(cause)})
+    record_failures([driver] if driver is not None else [], run_dir, [run_dir], cause)
+
+
+def record_failures(drivers: list[RayDriver], job_dir: Path, run_dirs: list[Path], cause: BaseException) -> None:
+    """``record_failure`` for every run of the job (and the job's own ``final_stats.json`` when it has several)."""
+    code, reason = exit_code_for(cause), str(cause)
+    started = len(drivers) == len(run_dirs) and all(driver.record is not None for driver in drivers)
+    if not started:  # it ended before training started
+        for run_dir in dict.fromkeys([job_dir, *run_dirs]):
+            write_summary(run_dir, {"exit_code": code, "exit_reason": reason})
         return
-    if code in (3, 4) and driver.learner.ready:  # a second signal asks nothing more of the learner
+    learner = drivers[0].learner
+    if code in (3, 4) and learner.ready:  # a second signal asks nothing more of the learner
         try:
             if code == 3:
                 log.error("%s; writing a checkpoint before stopping", cause)
-                ray.get(driver.learner.actor.checkpoint.remote(), timeout=600)
-            record.update(ray.get(driver.learner.actor.progress.remote(), timeout=60))
-        except (RayActorError, ray.exceptions.GetTimeoutError) as err:  # the record keeps what the driver knew
+                ray.get(learner.actor.checkpoint.remote(), timeout=600)
+            progress = ray.get(learner.actor.progress.remote(), timeout=60)
+            for driver in drivers:
+                driver.record.update(progress[driver.run])
+        except (RayActorError, ray.exceptions.GetTimeoutError) as err:  # the records keep what the driver knew
             log.error("the learner could not add its final figures: %s", err)
-    record.extra.update(driver.summary_sections())
-    record.write(code, str(cause))
+    summaries = []
+    for driver in drivers:
+        driver.record.extra.update(driver.summary_sections())
+        summaries.append(driver.record.write(code, reason))
+    if len(drivers) > 1:
+        write_summary(job_dir, {"exit_code": code, "exit_reason": reason, "runs": summaries})

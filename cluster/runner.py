@@ -75,6 +75,11 @@ def format_progress(progress: Progress, extra: str = "") -> str:
     return f"{line}{warning_signs(progress.warnings)} {extra}".rstrip()
 
 
+def run_label(run: int, runs: int) -> str:
+    """How a progress line names its run in a job of several (``train.parallel_runs``)."""
+    return f"run {run}: " if runs > 1 else ""
+
+
 def warning_signs(holding: dict[str, tuple[float, float]]) -> str:
     """`` WARN |q_mean|=2.1e+07>1e+04 q_std=7e+06>5e+03`` for the signs holding now (empty when none)."""
     signs = [f"{'|q_mean|' if name == 'q_mean' else name}={value:.3g}>{limit:.3g}" for name, (value, limit) in holding.items()]

@@ -74,3 +74,11 @@ class JointTrainer:
             sacs = [self.services[k].learner.sac for k in together]
             self.graphs[together] = GraphedBlocks(sacs, compile_math=self.compile_math)
         return self.graphs[together]
+
+
+def time_to_train(owed: list[int], collecting: list[bool], patience: list[float]) -> bool:
+    """When runs whose fragments arrive one by one (on Ray) should train: once every run still collecting owes
+    updates (a lockstep block for all of them), or one owes more than its ``patience`` (a slow or lost fleet must
+    not hold the others back for long). A single run trains whenever it owes."""
+    waiting_for_none = all(due > 0 for due, more in zip(owed, collecting, strict=True) if more)
+    return waiting_for_none or any(due > limit for due, limit in zip(owed, patience, strict=True))

@@ -85,6 +85,10 @@ def test_one_job_runs_every_arm_and_seed_as_a_parallel_run(tmp_path):
         ("none", False, 0), ("oracle", False, 0), ("history", False, 1), ("dynamics_map", True, 1)]
     assert {(c.learner.lr, c.env.vehicle.action, c.env.num_envs) for c in configs} == {(3e-4, "residual_pid", 32)}
     assert configs[2].train.run_dir == str(tmp_path / "job" / "runs" / "2")
+    on_ray = parse_args(["--one-job", "--work", str(tmp_path), "--address", "127.0.0.1:6379"])
+    config = load_config(ROOT / "configs" / "vehicle_agile.yaml", one_job_overrides(on_ray, runs, tmp_path / "job"))
+    assert (config.cluster.mode, config.cluster.address, config.cluster.num_actors, config.env.num_envs) == (
+        "ray", "127.0.0.1:6379", 2, 16)  # each run with its own two actors of 16 environments
 
 
 def test_progress_lines_are_read_per_run_of_a_job(tmp_path):

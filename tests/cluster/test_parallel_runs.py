@@ -68,8 +68,6 @@ def test_run_overrides_are_checked_and_name_the_run(tmp_path):
         run_configs(job(tmp_path, "train.run_overrides=[[cluster.num_actors=3], []]"))
     with pytest.raises(ConfigError, match=r"train.run_overrides: lists 1 runs, train.parallel_runs is 2"):
         job(tmp_path, "train.run_overrides=[[]]")
-    with pytest.raises(ConfigError, match=r"train.parallel_runs: runs several runs in one learner with cluster.mode"):
-        job(tmp_path, "cluster.mode=ray")
     with pytest.raises(ConfigError, match=r"train.run_overrides\[1\].*learner.lr: "):
         run_configs(job(tmp_path, "train.run_overrides=[[], [learner.lr=-1]]"))
     configs = run_configs(job(tmp_path, "train.parallel_runs=3", "train.run_overrides=[]", "metrics.port=9500"))

@@ -29,17 +29,17 @@ class FakeLearner:
     def __init__(self, config, resume, hooks, stopper) -> None:
         self.actor = FakeActor(99, ())
         self.options = {"num_cpus": 1}
-        self.weights = (3, ["weights v3"])
+        self.weights = [(3, ["weights v3"])]
         self.steps: list[tuple] = []
         self.ready = False
 
-    def step(self, fragment, env_steps: int) -> None:
+    def step(self, fragment, env_steps: int, run: int = 0) -> None:
         self.steps.append((fragment, env_steps))
 
-    def report_fleet(self, alive: int, new_restarts: int) -> None:  # as LearnerHandle does: to its actor
+    def report_fleet(self, alive: int, new_restarts: int, run: int = 0) -> None:  # as LearnerHandle does: to its actor
         self.actor.report_fleet.remote(alive, new_restarts)
 
-    def summary(self) -> dict:
+    def summary(self, run: int = 0) -> dict:
         return {"restarts": 0, "env_steps_lost": 0, "events": []}
 
 
@@ -226,3 +226,20 @@ def test_a_run_that_fails_while_training_records_its_progress_and_fleet(tmp_path
     assert (written["exit_code"], written["exit_reason"]) == (2, "port taken")
     assert (written["env_steps"], written["updates"]) == (600, 200)
     assert written["fleet"]["alive"] == 2 and written["learner"] == {"restarts": 0, "env_steps_lost": 0, "events": []}
+
+
+def test_each_run_of_a_job_has_its_own_actors_and_budget_and_shares_the_learner(tmp_path: Path, rollout) -> None:
+    from cluster.config import run_configs
+
+    config = load_config(ROOT / "configs" / "smoke.yaml", [f"train.run_dir={tmp_path}", "train.parallel_runs=2"])
+    learner = FakeLearner(config, None, None, Stopper())
+    learner.weights = [(3, ["weights v3"]), (5, ["weights v5"])]
+    drivers = [RayDriver(c, None, None, Stopper(), learner, run, 2) for run, c in enumerate(run_configs(config))]
+    assert [(a.args[0].train.seed, a.args[1]) for a in rollout.started] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert drivers[1].needs() == "the job needs 5 CPUs (4 rollout actors of 2 runs + the learner)"
+    drivers[1].env_steps_handed_out = 250
+    drivers[1].submit(0)
+    assert rollout.started[2].calls[-1] == ("rollout", (25, False, (5, ["weights v5"])))  # run 1's weights
+    while drivers[0].take_fragment():
+        pass
+    assert (drivers[0].env_steps_handed_out, drivers[1].env_steps_handed_out) == (1200, 250)  # budgets apart

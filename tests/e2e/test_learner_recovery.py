@@ -71,7 +71,7 @@ def test_a_killed_learner_is_replaced_from_last_good_and_nothing_is_lost(two_nod
     def kill_learner(driver) -> None:
         progress = driver.progress
         if not killed and progress.last_checkpoint_step >= 500 and progress.env_steps >= 800:
-            killed.append(driver.learner.weights[0])
+            killed.append(driver.learner.weights[0][0])
             killed.append(json.loads(targets.read_text())[0]["targets"])
             os.kill(ray.get(driver.learner.actor.pid.remote()), signal.SIGKILL)
 
@@ -143,3 +143,24 @@ def test_a_learner_killed_inside_a_checkpoint_write_resumes_from_the_previous_on
     assert summary["counters"]["fragments_duplicate"] == 0
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp_")]  # cleaned up
     assert verifies(tmp_path)
+
+
+def test_a_job_of_two_runs_trains_both_with_one_learner_and_its_replacement_resumes_each(two_nodes, tmp_path):
+    """``train.parallel_runs: 2`` on Ray: one learner actor for both runs, a rollout actor each; the learner dies
+    inside run 0's checkpoint write of step 1000; the new one resumes each run from its own last good checkpoint and
+    gets the fragments each lacks."""
+    hooks = TestHooks(crash_writing_checkpoint_from_step=1000)
+    config = smoke(tmp_path, two_nodes, "train.parallel_runs=2", "cluster.num_actors=1", "train.total_env_steps=1500",
+                   "train.run_overrides=[[], [learner.lr=3e-4]]")  # fmt: skip
+    summary = run_ray(config, hooks=hooks)
+    assert summary["exit_code"] == 0 and json.loads((tmp_path / "final_stats.json").read_text()) == summary
+    runs = summary["runs"]
+    for k, run in enumerate(runs):
+        assert run["env_steps"] == run["replay_size"] == 1500  # nothing lost, nothing twice
+        assert run["counters"]["fragments_duplicate"] == 0 and run["counters"]["learner_restarts"] == 1
+        assert run["learner"]["restarts"] == 1 and run["learner"]["env_steps_lost"] == 0
+        assert run["fleet"]["alive"] == 1 and verifies(tmp_path / "runs" / str(k))
+    (event,) = runs[0]["learner"]["events"]
+    assert event["runs"][0]["resumed_from_step"] == 500  # run 0's write of step 1000 died before its rename
+    assert event["runs"][1]["resumed_from_step"] in (500, 1000)  # run 1 checkpoints on its own
+    assert load_config(tmp_path / "runs" / "1" / "config.yaml").learner.lr == 3e-4

@@ -104,7 +104,7 @@ class LiveCheck:
         if self.checked or progress is None or progress.last_checkpoint_step <= 0 or progress.episodes == 0:
             return
         # Ordered after every step already queued on the learner actor: the figures no longer move.
-        settled = ray.get(driver.learner.actor.progress.remote(), timeout=TIMEOUT)
+        settled = ray.get(driver.learner.actor.progress.remote(), timeout=TIMEOUT)[0]  # the one run's
         target = json.loads((self.run_dir / TARGETS_FILE_NAME).read_text())[0]["targets"][0]
         self.checked = {"progress": settled, "instance": target}
         self.check_series(settled, target)

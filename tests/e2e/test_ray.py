@@ -67,8 +67,8 @@ def test_killed_actor_restarts_with_current_weights_and_the_budget_is_exact(ray_
     killed: list[int] = []
 
     def kill_once(driver) -> None:
-        if not killed and driver.learner.weights[0] >= 3:
-            killed.append(driver.learner.weights[0])
+        if not killed and driver.learner.weights[0][0] >= 3:
+            killed.append(driver.learner.weights[0][0])
             ray.kill(driver.fleet.actors[0], no_restart=False)
 
     summary = run_ray(config, on_tick=kill_once)

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from learner.parallel import JointTrainer
+from learner.parallel import JointTrainer, time_to_train
 from learner.safety import RollbackToLastGood, Safety, SafetyConfig
 from learner.service import LearnerService, Schedule
 from tests.learner.helpers import make_fragment, make_learner, with_config
@@ -120,3 +120,13 @@ def test_a_joint_graph_that_cannot_be_captured_leaves_each_run_its_own(caplog):
         service.ingest(make_fragment(steps=4, envs=2, seq=1, seed=k))
         service.train()
     assert_same_runs(joint, alone)
+
+
+def test_runs_fed_one_fragment_at_a_time_train_once_all_of_them_owe():
+    patience = [100, 100, 100]
+    assert not time_to_train([40, 0, 0], [True] * 3, patience)  # the others' fragments are on their way
+    assert time_to_train([40, 40, 40], [True] * 3, patience)  # a lockstep block for all three
+    assert time_to_train([40, 0, 40], [True, False, True], patience)  # run 1 has its budget: nobody waits for it
+    assert time_to_train([101, 0, 0], [True] * 3, patience)  # run 0 waited long enough
+    assert not time_to_train([0, 0, 0], [True] * 3, patience) and time_to_train([5], [True], [100])
+    assert time_to_train([3, 0], [False, False], [100, 100])  # every budget spent: the last updates run
