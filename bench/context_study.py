@@ -113,10 +113,12 @@ def one_job_overrides(args: argparse.Namespace, runs: list[tuple[str, int]], job
     from cluster.config import load_config
 
     shared = HPARAMS[args.hparams] + args.overrides
-    config = load_config(args.config, shared)
     per_run = [arm_overrides(arm, CNN_CHECKPOINT) + [f"train.seed={seed}"] for arm, seed in runs]
-    where = (["cluster.mode=ray", f"cluster.address={args.address}"] if args.address else
-             ["cluster.mode=local", f"env.num_envs={config.cluster.num_actors * config.env.num_envs}"])  # fmt: skip
+    if args.address:
+        where = ["cluster.mode=ray", f"cluster.address={args.address}"]
+    else:
+        config = load_config(args.config, shared)
+        where = ["cluster.mode=local", f"env.num_envs={config.cluster.num_actors * config.env.num_envs}"]
     placed = [f"train.run_dir={job_dir}", f"train.total_env_steps={args.steps}", f"train.parallel_runs={len(runs)}",
               f"train.run_overrides={json.dumps(per_run)}", "metrics.port=0", "metrics.tensorboard=false"]  # fmt: skip
     return shared + where + placed

@@ -173,8 +173,7 @@ class LearnerHandle:
         run, progress = delivery.run, report.progress
         self.records[run].update(progress)
         last = self.restarts[-1] if self.restarts else {}
-        resumed_updates = last.get("resumed_updates", 0)
-        if last and "back_to_training_seconds" not in last and run == 0 and progress.updates > resumed_updates:
+        if last and "back_to_training_seconds" not in last and run == 0 and progress.updates > last["resumed_updates"]:
             last["back_to_training_seconds"] = round(time.monotonic() - self.detected_at[-1], 3)
         self.publish(report.weights, run)
         self.kept.append(Delivery(delivery.fragment, delivery.env_steps, progress.env_steps, run))
@@ -210,10 +209,8 @@ class LearnerHandle:
         # a run that had a checkpoint must find one: a node that cannot see the directory must not start it afresh
         require = [k.last_checkpoint_step > 0 or steps[0] > 0 for k, steps in zip(known, self.checkpoint_steps, strict=True)]
         floors = [version for version, _ in self.weights]
-        one = self.runs == 1
         self.actor = LearnerActor.options(**self.options).remote(
-            self.config, "auto", self.hooks, self.restarts_before + restarts, floors[0] if one else floors,
-            require[0] if one else require,
+            self.config, "auto", self.hooks, self.restarts_before + restarts, floors, require
         )  # fmt: skip
         self.stop_sent = False
         watch = SchedulingWatch(self.config.cluster.learner_restart_timeout_s, "cluster.learner_restart_timeout_s")

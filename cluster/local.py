@@ -129,7 +129,8 @@ def run_local(config: Config, resume: str | None = None, grad_hook=None, stopper
             stopper.on_request = lambda: [s.request_stop() for s in services]  # only sets flags: safe in a handler
             with stopper:
                 workers = [start_worker(c, s) for c, s in zip(configs, services, strict=True)]
-                log.info("local run on %s, %s", services[0].learner.device, describe(job_dir, len(configs)))
+                where = f"run dir {job_dir}" if len(configs) == 1 else f"{len(configs)} runs in {job_dir}/runs/<k>"
+                log.info("local run on %s, %s", services[0].learner.device, where)
                 last_log = time.monotonic()
                 for round_steps in rounds(configs, services, workers, lambda: stopper.requested):
                     for record, step in zip(records, round_steps, strict=True):
@@ -154,10 +155,6 @@ def run_local(config: Config, resume: str | None = None, grad_hook=None, stopper
     summary = {"exit_code": 0, "exit_reason": "", "runs": summaries}
     write_summary(job_dir, summary)
     return summary
-
-
-def describe(job_dir, runs: int) -> str:
-    return f"run dir {job_dir}" if runs == 1 else f"{runs} runs in {job_dir}/runs/<k>"
 
 
 __all__ = ["run_local", "rounds", "steps", "start_worker", "Step", "NonFiniteStop"]

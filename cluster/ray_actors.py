@@ -97,14 +97,14 @@ class LearnerActor:
 
     def __init__(
         self, config: Config, resume: str | None, hooks: TestHooks, restarts: int = 0,
-        weights_floor: int | list[int] = 0, require_checkpoint: bool | list[bool] = False,
+        weights_floor: list[int] | None = None, require_checkpoint: list[bool] | None = None,
     ) -> None:  # fmt: skip
-        """``restarts``: learners of this job that died before this one; ``weights_floor``: the newest version the
-        actors of each run hold (this learner's first is newer); ``require_checkpoint``: a replacement, which must
-        find one (of each run that had one)."""
+        """``restarts``: learners of this job that died before this one; per run, ``weights_floor``: the newest
+        version its actors hold (this learner's first is newer), ``require_checkpoint``: it had a checkpoint, which
+        this replacement must find."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         configs = run_configs(config)
-        requires = require_checkpoint if isinstance(require_checkpoint, list) else [require_checkpoint] * len(configs)
+        floors, requires = weights_floor or [0] * len(configs), require_checkpoint or [False] * len(configs)
         # The scrape targets name this node: on a multi-node cluster the learner is not on the head.
         node_ip = ray.util.get_node_ip_address()
         self.services = [
@@ -117,7 +117,6 @@ class LearnerActor:
         self.trainer = JointTrainer(self.services)
         self.earned: dict[int, VersionedWeights] = {}
         """Weights a run earned in another run's step, for its own next report."""
-        floors = weights_floor if isinstance(weights_floor, list) else [weights_floor] * len(configs)
         if restarts or any(floors):
             for service, floor in zip(self.services, floors, strict=True):
                 service.continue_after_restart(restarts, floor)

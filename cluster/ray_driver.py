@@ -43,14 +43,12 @@ log = logging.getLogger("dmsac")
 ACTOR_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
 
 
-def resumed_step(resume: str | None, config: Config | None = None) -> int:
+def resumed_step(resume: str | None, config: Config) -> int:
     """The env step a resume starts from (0 for a fresh start): the actors' seed stream. ``auto``: the run's last
     good checkpoint (a single run's driver resolved an existing one to its path already)."""
     if resume is None:
         return 0
     if resume == "auto":
-        if config is None:
-            return 0
         root = checkpoint_root(config.checkpoint, config.train.run_dir)
         good = Checkpointer(root, config.checkpoint.keep_last).latest_good()
         return int(read_manifest(good)["step"]) if good else 0
@@ -113,10 +111,6 @@ class RayDriver:
         return self.record.latest if self.record is not None else None
 
     # -- start-up ----------------------------------------------------------------------------
-    def start(self, run_dir: Path) -> None:
-        """Wait for the learner's first weights (watching for actors no node can host); start the record."""
-        start_runs([self], [run_dir])
-
     def begin(self, run_dir: Path, progress) -> None:
         """The run's record from the learner's first progress; its budget goes on from the steps already ingested."""
         self.record = RunRecord(run_dir, progress)
@@ -415,13 +409,9 @@ def finish(drivers: list[RayDriver], checkpoints: list, job_dir: Path) -> dict:
     return summary
 
 
-def record_failure(driver: RayDriver | None, run_dir: Path, cause: BaseException) -> None:
-    """``final_stats.json`` for a run that ends with an error; exit 3 checkpoints first (the learner is fine)."""
-    record_failures([driver] if driver is not None else [], run_dir, [run_dir], cause)
-
-
 def record_failures(drivers: list[RayDriver], job_dir: Path, run_dirs: list[Path], cause: BaseException) -> None:
-    """``record_failure`` for every run of the job (and the job's own ``final_stats.json`` when it has several)."""
+    """``final_stats.json`` of every run that ends with an error (and the job's own when it has several runs); exit 3
+    checkpoints first (the learner is fine)."""
     code, reason = exit_code_for(cause), str(cause)
     started = len(drivers) == len(run_dirs) and all(driver.record is not None for driver in drivers)
     if not started:  # it ended before training started

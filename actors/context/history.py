@@ -48,9 +48,9 @@ class HistoryContext:
         mask = np.ones(rows.shape[:2], bool) if present is None else np.asarray(present, bool).reshape(rows.shape[:2])
         for k in range(rows.shape[1]):
             sample = rows[:, k, :]
-            finite = np.isfinite(sample).all(axis=1)
-            self._counts["nan"] += int((mask[:, k] & np.isnan(sample).any(axis=1)).sum())
-            self._counts["inf"] += int((mask[:, k] & ~finite & ~np.isnan(sample).any(axis=1)).sum())
+            finite, nan = np.isfinite(sample).all(axis=1), np.isnan(sample).any(axis=1)
+            self._counts["nan"] += int((mask[:, k] & nan).sum())
+            self._counts["inf"] += int((mask[:, k] & ~finite & ~nan).sum())
             take = np.flatnonzero(mask[:, k] & finite)
             if take.size:
                 self._history[take, 1:] = self._history[take, :-1]

@@ -16,7 +16,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError
 from cluster import ray_driver
 from cluster.config import load_config
 from cluster.ray_actors import FragmentHeader
-from cluster.ray_driver import Fleet, RayDriver, record_failure, resumed_step
+from cluster.ray_driver import Fleet, RayDriver, record_failures, resumed_step
 from cluster.runner import CapacityError, LearnerStartError, RunRecord, Stopper
 from learner.checkpoint import Checkpointer
 from tests.cluster.ray_fakes import FakeActor, FakeActorClass, progress
@@ -63,8 +63,10 @@ def header(actor_id: int, incarnation: int, weights_version: int = 3) -> Fragmen
 
 
 def test_resumed_step_is_the_checkpoints_step_and_zero_for_a_fresh_start(tmp_path: Path) -> None:
-    path = Checkpointer(tmp_path, keep_last=2).save(20_000, {"w": torch.zeros(1)}, None, "hash", {})
-    assert (resumed_step(None), resumed_step("auto"), resumed_step(str(path))) == (0, 0, 20_000)
+    config = load_config(ROOT / "configs" / "smoke.yaml", [f"train.run_dir={tmp_path}"])
+    assert (resumed_step(None, config), resumed_step("auto", config)) == (0, 0)  # nothing to resume yet
+    path = Checkpointer(tmp_path / "checkpoints", keep_last=2).save(20_000, {"w": torch.zeros(1)}, None, "hash", {})
+    assert (resumed_step("auto", config), resumed_step(str(path), config)) == (20_000, 20_000)  # last good, or named
 
 
 def test_alive_count_leaves_out_actors_awaiting_a_restart() -> None:
@@ -212,7 +214,7 @@ def test_fleet_summary_reports_what_the_driver_knows(tmp_path: Path, rollout) ->
 
 
 def test_a_run_that_fails_before_training_records_only_the_exit_code(tmp_path: Path) -> None:
-    record_failure(None, tmp_path, CapacityError("no node for the learner"))
+    record_failures([], tmp_path, [tmp_path], CapacityError("no node for the learner"))
     written = json.loads((tmp_path / "final_stats.json").read_text())
     assert written == {"exit_code": 3, "exit_reason": "no node for the learner"}
 
@@ -221,7 +223,7 @@ def test_a_run_that_fails_while_training_records_its_progress_and_fleet(tmp_path
     driver = make_driver(tmp_path)
     driver.record = RunRecord(tmp_path, progress(0))
     driver.record.update(progress(600, updates=200))
-    record_failure(driver, tmp_path, LearnerStartError("port taken"))
+    record_failures([driver], tmp_path, [tmp_path], LearnerStartError("port taken"))
     written = json.loads((tmp_path / "final_stats.json").read_text())
     assert (written["exit_code"], written["exit_reason"]) == (2, "port taken")
     assert (written["env_steps"], written["updates"]) == (600, 200)
@@ -243,3 +245,20 @@ def test_each_run_of_a_job_has_its_own_actors_and_budget_and_shares_the_learner(
     while drivers[0].take_fragment():
         pass
     assert (drivers[0].env_steps_handed_out, drivers[1].env_steps_handed_out) == (1200, 250)  # budgets apart
+
+
+def test_a_job_of_two_runs_that_fails_records_each_run_and_the_job(tmp_path: Path, rollout) -> None:
+    from cluster.config import run_configs
+
+    config = load_config(ROOT / "configs" / "smoke.yaml", [f"train.run_dir={tmp_path}", "train.parallel_runs=2"])
+    learner = FakeLearner(config, None, None, Stopper())
+    drivers = [RayDriver(c, None, None, Stopper(), learner, run, 2) for run, c in enumerate(run_configs(config))]
+    run_dirs = [tmp_path / "runs" / str(k) for k in range(2)]
+    for driver, run_dir, steps in zip(drivers, run_dirs, (600, 650), strict=True):
+        run_dir.mkdir(parents=True)
+        driver.record = RunRecord(run_dir, progress(0))
+        driver.record.update(progress(steps, updates=steps // 3))
+    record_failures(drivers, tmp_path, run_dirs, CapacityError("every rollout actor has been gone"))
+    job = json.loads((tmp_path / "final_stats.json").read_text())
+    assert (job["exit_code"], [r["env_steps"] for r in job["runs"]]) == (3, [600, 650])
+    assert json.loads((run_dirs[1] / "final_stats.json").read_text())["updates"] == 216
