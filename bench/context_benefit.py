@@ -62,7 +62,9 @@ from bench.inprocess import hyperparameters, plumbing_overrides  # noqa: E402
 from bench.plots import save_panels  # noqa: E402
 
 CNN_CHECKPOINT = ROOT / "configs" / "encoders" / "cnn_encoder.pt"
-ARMS = ("none", "oracle", "pooled", "cnn", "history", "privileged")
+ARMS = ("none", "oracle", "pooled", "cnn", "history", "privileged", "direct")
+DIRECT_ARMS = ("direct",)
+"""Arms whose policy drives the vehicle itself (``env.vehicle.action=direct``) whatever the shared overrides say."""
 HPARAMS = {"seed": [], "tuned": ["learner.lr=3e-4"]}
 """``--hparams`` name → overrides on top of ``configs/vehicle.yaml``."""
 EVAL_SEED = 7_770_001  # cluster.evaluate.HELD_OUT_SEED
@@ -78,6 +80,8 @@ def arm_overrides(arm: str, cnn_checkpoint: Path) -> list[str]:
         return [f"context.mode={arm}"]
     if arm == "privileged":  # the pooled map for the policy, the true parameters for the critics too
         return ["context.mode=dynamics_map", "context.encoder=pooled", "context.privileged_critic=true"]
+    if arm == "direct":  # the pooled map, the policy's action is the command (the non-residual peer)
+        return ["context.mode=dynamics_map", "context.encoder=pooled", "env.vehicle.action=direct"]
     sets = ["context.mode=dynamics_map", f"context.encoder={arm}"]
     return sets + ([f"context.encoder_checkpoint={cnn_checkpoint}"] if arm == "cnn" else [])
 
@@ -326,7 +330,7 @@ def make_jobs(args: argparse.Namespace, deadline: float) -> list[dict]:
               "eval_episodes": args.eval_episodes, "eval_seed": args.eval_seed, "log_every": args.log_every}  # fmt: skip
     return [
         {**common, "arm": arm, "seed": seed,
-         "overrides": HPARAMS[args.hparams] + arm_overrides(arm, args.cnn_checkpoint.resolve()) + args.overrides}
+         "overrides": HPARAMS[args.hparams] + args.overrides + arm_overrides(arm, args.cnn_checkpoint.resolve())}
         for seed in args.seeds for arm in args.arms
     ]  # fmt: skip
 

@@ -16,9 +16,10 @@ every run has its budget (or with ``--score-now``) each is scored, in parallel, 
 curves and learner rates), ``<name>.md`` and ``<name>.png``.
 
 Arms are those of ``bench/context_benefit.py`` (``none``, ``oracle``, ``pooled``, ``cnn``, ``history``: the last
-samples as the context, ``privileged``: the pooled map for the policy and the true parameters for the critics too);
-``--set env.vehicle.action=residual_pid`` makes every arm a residual policy on the PID (the PID column stays the PID
-alone).
+samples as the context, ``privileged``: the pooled map for the policy and the true parameters for the critics too,
+``direct``: the pooled map with the policy's action as the command whatever ``--set`` says);
+``--set env.vehicle.action=residual_pid`` makes every other arm a residual policy on the PID (the PID column stays the
+PID alone). An arm's overrides come after ``--set``.
 Gain is the reduction of the held-out mean abs speed error against the ``none`` arm, paired by seed.
 
 ``--one-job``: every run in one ``cluster.train`` job instead (``train.parallel_runs``, each run's arm and seed in
@@ -45,6 +46,7 @@ from bench.common import ROOT, command_line, fmt, machine, machine_line, write_r
 from bench.context_benefit import (  # noqa: E402
     ARMS,
     CNN_CHECKPOINT,
+    DIRECT_ARMS,
     EVAL_METRICS,
     EVAL_SEED,
     HPARAMS,
@@ -99,11 +101,11 @@ def run_name(arm: str, seed: int) -> str:
 
 
 def run_overrides(args: argparse.Namespace, arm: str, seed: int, run_dir: Path) -> list[str]:
-    """Hyperparameters, the arm, the user's overrides, then where and how long the run goes."""
+    """Hyperparameters, the user's overrides, the arm, then where and how long the run goes."""
     placed = [f"train.run_dir={run_dir}", f"train.total_env_steps={args.steps}", f"train.seed={seed}",
               f"cluster.address={args.address}", f"cluster.learner_gpu_fraction={args.gpu_fraction}",
               "metrics.port=0", "metrics.tensorboard=false"]  # fmt: skip
-    return HPARAMS[args.hparams] + arm_overrides(arm, CNN_CHECKPOINT) + args.overrides + placed
+    return HPARAMS[args.hparams] + args.overrides + arm_overrides(arm, CNN_CHECKPOINT) + placed
 
 
 def one_job_overrides(args: argparse.Namespace, runs: list[tuple[str, int]], job_dir: Path) -> list[str]:
@@ -286,15 +288,24 @@ def aggregate(rows: list[dict], arms: list[str]) -> dict:
     return table
 
 
+def against_pid(prefix: str, scored: dict, pid: dict) -> dict:
+    """The best of ``scored`` by mean return: its name, return gain and speed-error difference against the PID."""
+    best = max(scored, key=lambda arm: scored[arm]["mean_return"]["mean"])
+    return {f"{prefix}_arm": best,
+            f"{prefix}_return_gain_vs_pid": (scored[best]["mean_return"]["mean"] - pid["mean_return"])
+            / abs(pid["mean_return"]),
+            f"{prefix}_error_vs_pid": scored[best]["mean_abs_speed_error"]["mean"] - pid["mean_abs_speed_error"]}  # fmt: skip
+
+
 def floors(table: dict, pid: dict) -> dict:
     """The issue's floors, measured: best arm against PID, the oracle's gain, the map's share of it."""
     scored = {arm: e for arm, e in table.items() if e["mean_return"]["n"]}
     if not scored:
         return {}
-    best = max(scored, key=lambda arm: scored[arm]["mean_return"]["mean"])
-    out = {"best_arm": best,
-           "best_return_gain_vs_pid": (scored[best]["mean_return"]["mean"] - pid["mean_return"]) / abs(pid["mean_return"]),
-           "best_error_vs_pid": scored[best]["mean_abs_speed_error"]["mean"] - pid["mean_abs_speed_error"]}  # fmt: skip
+    out = against_pid("best", scored, pid)
+    direct = {arm: e for arm, e in scored.items() if arm in DIRECT_ARMS}
+    if direct and len(direct) < len(scored):  # the non-residual arm beside the best (when the others are residual)
+        out |= against_pid("best_direct", direct, pid)
     oracle = (scored.get("oracle") or {}).get("speed_error_gain_vs_none")
     if oracle:
         out["oracle_gain"] = oracle["mean"]
@@ -336,7 +347,10 @@ def markdown(report: dict) -> str:
                      f"PID (floor +10 %), abs speed error {f['best_error_vs_pid']:+.3f} m/s against PID (floor <= 0)"
                      + (f"; oracle gain {100 * f['oracle_gain']:.1f} % (floor 10 %)" if "oracle_gain" in f else "")
                      + "".join(f"; {arm} recovers {100 * f[f'{arm}_share_of_oracle_gain']:.0f} % of it (floor 50 %)"
-                               for arm in SHARE_ARMS if f"{arm}_share_of_oracle_gain" in f) + ".")  # fmt: skip
+                               for arm in SHARE_ARMS if f"{arm}_share_of_oracle_gain" in f) + "."
+                     + (f" Best non-residual arm `{f['best_direct_arm']}`: return "
+                        f"{100 * f['best_direct_return_gain_vs_pid']:+.1f} % against PID, abs speed error "
+                        f"{f['best_direct_error_vs_pid']:+.3f} m/s." if "best_direct_arm" in f else ""))  # fmt: skip
     lines += ["", "Runs:", "", "| arm | seed | env steps | updates | segments | train s | learner updates/s | NaN blocks "
               "| rollbacks | abs speed error | return |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in report["runs"]:

@@ -37,6 +37,16 @@ def test_the_floors_name_the_best_arm_against_pid_and_the_maps_share_of_the_orac
     assert measured["pooled_share_of_oracle_gain"] == pytest.approx(0.5)
 
 
+def test_the_best_non_residual_arm_is_reported_beside_the_best_arm():
+    rows = ROWS + [row("direct", 0, 0.25, -1260.0), row("direct", 1, 0.23, -1140.0)]
+    measured = floors(aggregate(rows, ["none", "oracle", "pooled", "direct"]), PID)
+    assert measured["best_arm"] == "oracle"
+    assert measured["best_direct_arm"] == "direct"  # mean return -1200, error 0.24
+    assert measured["best_direct_return_gain_vs_pid"] == pytest.approx(0.0)
+    assert measured["best_direct_error_vs_pid"] == pytest.approx(0.24 - 0.22)
+    assert "best_direct_arm" not in floors(aggregate(ROWS, ["none", "oracle", "pooled"]), PID)
+
+
 def test_a_failed_run_is_counted_and_left_out_of_the_means():
     rows = ROWS[:2] + [{"arm": "oracle", "seed": 0, "error": "cluster.evaluate exit 2: no checkpoint"}]
     table = aggregate(rows, ["none", "oracle"])
@@ -77,13 +87,14 @@ def test_one_job_runs_every_arm_and_seed_as_a_parallel_run(tmp_path):
     from tests.conftest import ROOT
 
     args = parse_args(["--one-job", "--work", str(tmp_path), "--steps", "5000", "--set", "env.vehicle.action=residual_pid"])
-    runs = [("none", 0), ("oracle", 0), ("history", 1), ("privileged", 1)]
+    runs = [("none", 0), ("oracle", 0), ("history", 1), ("privileged", 1), ("direct", 2)]
     config = load_config(ROOT / "configs" / "vehicle_agile.yaml", one_job_overrides(args, runs, tmp_path / "job"))
-    assert (config.cluster.mode, config.train.parallel_runs, config.train.total_env_steps) == ("local", 4, 5000)
+    assert (config.cluster.mode, config.train.parallel_runs, config.train.total_env_steps) == ("local", 5, 5000)
     configs = run_configs(config)
-    assert [(c.context.mode, c.context.privileged_critic, c.train.seed) for c in configs] == [
-        ("none", False, 0), ("oracle", False, 0), ("history", False, 1), ("dynamics_map", True, 1)]
-    assert {(c.learner.lr, c.env.vehicle.action, c.env.num_envs) for c in configs} == {(3e-4, "residual_pid", 32)}
+    assert [(c.context.mode, c.context.privileged_critic, c.train.seed, c.env.vehicle.action) for c in configs] == [
+        ("none", False, 0, "residual_pid"), ("oracle", False, 0, "residual_pid"), ("history", False, 1, "residual_pid"),
+        ("dynamics_map", True, 1, "residual_pid"), ("dynamics_map", False, 2, "direct")]  # the arm wins over --set
+    assert {(c.learner.lr, c.env.num_envs) for c in configs} == {(3e-4, 32)}
     assert configs[2].train.run_dir == str(tmp_path / "job" / "runs" / "2")
     on_ray = parse_args(["--one-job", "--work", str(tmp_path), "--address", "127.0.0.1:6379"])
     config = load_config(ROOT / "configs" / "vehicle_agile.yaml", one_job_overrides(on_ray, runs, tmp_path / "job"))
