@@ -382,15 +382,34 @@ def curve_band(rows: list[dict], points: int = 40) -> dict:
             "hi": [m + s for m, s in zip(means, stds, strict=True)]}  # fmt: skip
 
 
+def settled(curve: dict, skip: float = 0.2) -> list[float]:
+    """A curve's means past its first ``skip`` of env steps (a diverging start would flatten every curve)."""
+    x = curve["x"]
+    return [y for xi, y in zip(x, curve["y"], strict=True) if xi >= x[0] + skip * (x[-1] - x[0])]
+
+
+def return_range(curves: list[dict], pid_return: float, reach: float = 4.0) -> tuple[tuple[float, float], list[str]]:
+    """The y range of the return panel: the PID line and the settled mean of every arm that stays above ``reach`` x
+    the PID's return, with a margin (bands may leave it); the arms below that are named (off the panel)."""
+    shown = [c for c in curves if c["x"] and min(settled(c)) >= reach * min(pid_return, -1.0)]
+    values = [pid_return] + [v for c in shown for v in settled(c)]
+    low, high = min(values), max(values)
+    margin = 0.05 * (high - low) or 1.0
+    return (low - margin, high + margin), [c["label"] for c in curves if c not in shown]
+
+
 def plot(report: dict, path: Path) -> Path | None:
     ok = [r for r in report["runs"] if "error" not in r]
     arms = [arm for arm in report["arms"] if any(r["arm"] == arm for r in ok)]
     curves = [{"label": arm, **curve_band([r for r in ok if r["arm"] == arm])} for arm in arms]
     points = [{"label": arm, "marker": True, "x": [i] * sum(r["arm"] == arm for r in ok),
                "y": [r["eval"]["mean_abs_speed_error"] for r in ok if r["arm"] == arm]} for i, arm in enumerate(arms)]  # fmt: skip
+    ylim, off_scale = return_range(curves, report["pid"]["mean_return"])
+    title = "training: recent return per episode (mean ± std over seeds)"
     panels = [
-        {"title": "training: recent return per episode (mean ± std over seeds)", "ylabel": "return", "xlabel":
-         "env steps", "yscale": "linear", "series": curves, "hlines": [(report["pid"]["mean_return"], "PID (held-out)")]},
+        {"title": title + (f"\n{', '.join(off_scale)}: below the panel, see the table" if off_scale else ""),
+         "ylabel": "return", "xlabel": "env steps", "yscale": "linear", "series": curves, "ylim": ylim,
+         "hlines": [(report["pid"]["mean_return"], "PID (held-out)")]},
         {"title": "held-out: mean abs speed error per seed", "ylabel": "m/s", "series": points, "xlabel": "arm",
          "xticks": list(enumerate(arms)), "hlines": [(report["pid"]["mean_abs_speed_error"], "PID")]},
     ]  # fmt: skip

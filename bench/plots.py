@@ -6,7 +6,8 @@ logs how to install it and the JSON and markdown results are written without a p
 A panel is a dict: ``title``, ``ylabel``, ``xlabel`` (optional), ``yscale``
 (``linear``, ``log`` or ``symlog``), ``series``: a list of dicts with ``label``,
 ``x``, ``y`` and optionally ``lo``/``hi`` (a shaded band) and ``marker``
-(points, no line); ``hlines``: ``[(y, label), ...]``; ``xticks``: ``[(x, label), ...]`` (optional).
+(points, no line); ``hlines``: ``[(y, label), ...]``; ``xticks``: ``[(x, label), ...]`` and ``ylim``: ``(low, high)``
+(optional).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def draw_panel(ax, panel: dict) -> None:
     for y, label in panel.get("hlines", []):
         ax.axhline(y, color="k", linestyle="--", linewidth=0.8, label=label)
     set_yscale(ax, panel.get("yscale", "linear"))
+    if panel.get("ylim"):
+        ax.set_ylim(*panel["ylim"])
     if panel.get("xticks"):
         ax.set_xticks([pos for pos, _ in panel["xticks"]], [label for _, label in panel["xticks"]])
     ax.set_title(panel["title"], fontsize=10)

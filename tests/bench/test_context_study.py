@@ -113,3 +113,14 @@ def test_progress_lines_are_read_per_run_of_a_job(tmp_path):
     log.write_text("x INFO dmsac: done: env_steps=50 updates=2 updates/s=0.0 utd=0.1\n")
     assert last_progress_by_run(log, "none-seed0") == {"none-seed0": (50, 2, 0.0)}
     assert last_progress_by_run(tmp_path / "missing.log", "a") == {"a": None}
+
+
+def test_the_return_panel_leaves_a_diverging_start_and_a_far_arm_off_its_range():
+    from bench.context_study import return_range
+
+    x = [0.0, 250.0, 500.0, 750.0, 1000.0]
+    good = {"label": "none", "x": x, "y": [-90000.0, -3000.0, -2500.0, -2200.0, -2000.0]}  # first 20 %: left out
+    far = {"label": "direct", "x": x, "y": [-90000.0, -40000.0, -30000.0, -20000.0, -15000.0]}  # below 4 x PID
+    (low, high), off = return_range([good, far], pid_return=-3062.0)
+    assert off == ["direct"]
+    assert low == pytest.approx(-3062.0 - 0.05 * 1062.0) and high == pytest.approx(-2000.0 + 0.05 * 1062.0)
