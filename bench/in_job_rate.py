@@ -6,10 +6,16 @@
 1. **Alone**: the job's own learner (``cluster.factory.make_learner``: its networks, batch, block size, device and
    ``learner.fast_path``) on a replay of random transitions of the job's shapes, one ``Learner.update_block`` after
    another (each with its one host read), ``--repeats`` rounds of about ``--seconds``: the median rate.
-2. **In the job**: ``python -m cluster.train --config CONFIG`` with ``cluster.num_actors=--actors`` and
+4. **In the job**: ``python -m cluster.train --config CONFIG`` with ``cluster.num_actors=--actors`` and
    ``train.total_env_steps=--steps`` on Ray (a local instance, or ``--set cluster.address=...``); its progress lines
    give (time, updates) pairs, and the steady rate is the slope from the line where 20 % of the final updates are done
    to the last line before the end (leaving out start-up, warm-up and graph capture).
+
+2. **The service alone**: the same learner inside its ``LearnerService`` (built as the job builds it: metrics
+   exporter, NaN guard and snapshot per block, weight gate), trained one fragment's updates at a time with the
+   broadcast after each, as the learner actor does per fragment: what the loop's bookkeeping costs, without Ray.
+3. (In the job, from its ``final_stats.json``) where the job's learner spent its time: ingest, train, broadcast,
+   checkpoint and idle (``learner.timing``), and its rate while training.
 
 The ratio is the speed issue's in-job floor (>= 95 %). The job must be learner-bound for the ratio to mean
 anything: with ``update_to_data`` 1 and 8 actors the vehicle job collects far more steps than the learner trains.
@@ -33,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import ROOT, command_line, machine, machine_line, write_report  # noqa: E402
 from cluster.config import load_config  # noqa: E402
-from cluster.factory import make_learner, probe_dimensions  # noqa: E402
+from cluster.factory import make_learner, make_learner_service, probe_dimensions  # noqa: E402
 from learner.replay import FIELDS  # noqa: E402
 
 LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ dmsac: env_steps=(\d+) updates=(\d+) ")
@@ -65,36 +71,65 @@ def job_overrides(args: argparse.Namespace, run_dir: Path) -> list[str]:
 # -- the learner alone ---------------------------------------------------------------------------
 
 
-def alone(args: argparse.Namespace, overrides: list[str]) -> dict:
-    config = load_config(args.config, overrides)
-    dims = probe_dimensions(config)
-    learner = make_learner(config, dims)
+def fill_random(learner, capacity: int) -> None:
+    """Random transitions of the job's shapes into the learner's replay (the update rate does not depend on values)."""
+    dims = learner.dims
     generator = torch.Generator(device=learner.device).manual_seed(0)
     shapes = {"obs": (dims.obs_dim,), "context": (dims.context_dim,), "action": (dims.action_dim,), "reward": (),
               "next_obs": (dims.obs_dim,), "next_context": (dims.context_dim,), "terminated": ()}  # fmt: skip
-    rows = min(args.capacity, config.replay.capacity)
+    rows = min(capacity, learner.replay.capacity)
     batch = {name: torch.randn((rows, *shapes[name]), generator=generator, device=learner.device) for name in FIELDS}
     batch["action"] = batch["action"].tanh()
     batch["terminated"] = (batch["terminated"] > 2.0).float()
     learner.replay.add(batch)
-    block = config.learner.block_updates
-    sync = torch.cuda.synchronize if learner.device.type == "cuda" else (lambda: None)
+
+
+def rounds(args: argparse.Namespace, work, updates_per_call: int, sync) -> list[float]:
+    """Updates/s of ``work()`` (which runs ``updates_per_call`` updates), ``--repeats`` rounds of ~``--seconds``."""
     for _ in range(3):  # warm-up: capture, compile, cuBLAS handles
-        learner.update_block(block)
+        work()
     sync()
     started = time.perf_counter()
-    learner.update_block(block)
+    work()
     sync()
-    blocks = max(1, round(args.seconds / (time.perf_counter() - started)))
+    calls = max(1, round(args.seconds / (time.perf_counter() - started)))
     rates = []
     for _ in range(args.repeats):
         started = time.perf_counter()
-        for _ in range(blocks):
-            learner.update_block(block)  # reads the block's statistics: synchronous, as in the job
+        for _ in range(calls):
+            work()
         sync()
-        rates.append(blocks * block / (time.perf_counter() - started))
+        rates.append(calls * updates_per_call / (time.perf_counter() - started))
+    return rates
+
+
+def alone(args: argparse.Namespace, overrides: list[str]) -> dict:
+    config = load_config(args.config, overrides)
+    learner = make_learner(config, probe_dimensions(config))
+    fill_random(learner, args.capacity)
+    block = config.learner.block_updates
+    sync = torch.cuda.synchronize if learner.device.type == "cuda" else (lambda: None)
+    # each update_block reads the block's statistics: synchronous, as in the job
+    rates = rounds(args, lambda: learner.update_block(block), block, sync)
     return {"device": str(learner.device), "block_updates": block, "batch": config.learner.batch_size,
             "fast_path": config.learner.fast_path, "rates": rates, "median": statistics.median(rates)}  # fmt: skip
+
+
+def service_alone(args: argparse.Namespace, overrides: list[str], work: Path) -> dict:
+    """The learner in its service, one fragment's updates per call and the broadcast after it: the job's learner
+    loop without Ray, fragments or checkpoints."""
+    config = load_config(args.config, [*overrides, f"train.run_dir={work}", "metrics.port=0", "metrics.tensorboard=false"])
+    service = make_learner_service(config)
+    try:
+        learner = service.learner
+        fill_random(learner, args.capacity)
+        learner.env_steps = 1 << 40  # every call owes its updates
+        per_fragment = max(1, round(config.rollout.steps_per_fragment * config.env.num_envs * config.train.update_to_data))
+        sync = torch.cuda.synchronize if learner.device.type == "cuda" else (lambda: None)
+        rates = rounds(args, lambda: service.train(max_updates=per_fragment), per_fragment, sync)
+    finally:
+        service.close()
+    return {"updates_per_call": per_fragment, "rates": rates, "median": statistics.median(rates)}
 
 
 # -- the learner in the job ----------------------------------------------------------------------
@@ -139,7 +174,18 @@ def in_job(args: argparse.Namespace) -> dict:
     points = progress_points(done.stderr)
     return {"exit_code": done.returncode, "wall_s": wall, "env_steps": final.get("env_steps"),
             "updates": final.get("updates"), "mean_updates_per_second": final.get("mean_updates_per_second_this_run"),
-            "steady": steady_rate(points), "progress_lines": len(points)}  # fmt: skip
+            "steady": steady_rate(points), "progress_lines": len(points),
+            "learner_seconds": final.get("learner_seconds") or {}}  # fmt: skip
+
+
+def time_shares(seconds: dict, updates: int | None) -> dict | None:
+    """Each phase's share of the learner's wall time, and its update rate while training."""
+    wall = seconds.get("wall") or 0.0
+    if wall <= 0:
+        return None
+    shares = {name: value / wall for name, value in seconds.items() if name != "wall"}
+    train = seconds.get("train") or 0.0
+    return {"shares": shares, "training_rate": (updates or 0) / train if train > 0 else None}
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -160,7 +206,24 @@ def markdown(report: dict) -> str:
         f"| in the job, whole run | {j['mean_updates_per_second'] or 0:,.0f} | {j['updates'] or 0:,} updates, "
         f"{j['env_steps'] or 0:,} env steps, {j['wall_s']:.0f} s with start-up |",
         "", f"In the job / alone: **{100 * ratio:.1f} %** (floor 95 %)." if ratio else "", "",
-    ])  # fmt: skip
+    ] + time_lines(report))  # fmt: skip
+
+
+def time_lines(report: dict) -> list[str]:
+    """The service alone's row and where the job's learner spent its time (reports from before these: none)."""
+    lines = []
+    if report.get("service"):
+        s, a = report["service"], report["alone"]
+        lines += [f"The same learner in its service ({s['updates_per_call']:,} updates and a broadcast per call, as per "
+                  f"fragment in the job): {s['median']:,.0f} updates/s, {100 * s['median'] / a['median']:.1f} % of "
+                  "alone.", ""]  # fmt: skip
+    timing = time_shares(report["job"].get("learner_seconds") or {}, report["job"].get("updates"))
+    if timing:
+        shares = ", ".join(f"{name} {100 * share:.1f} %" for name, share in timing["shares"].items())
+        rate = timing["training_rate"]
+        lines += [f"The job's learner, share of its wall time since its first step: {shares}; its rate while "
+                  f"training {rate:,.0f} updates/s." if rate else f"The job's learner: {shares}.", ""]  # fmt: skip
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
               "actors": args.actors, "steps": args.steps, "overrides": args.overrides}  # fmt: skip
     print("the learner alone ...", flush=True)
     report["alone"] = alone(args, [*args.overrides, f"cluster.num_actors={args.actors}"])
-    print(f"  {report['alone']['median']:,.0f} updates/s; the job ...", flush=True)
+    print(f"  {report['alone']['median']:,.0f} updates/s; the learner in its service ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="in_job_service_") as work:
+        report["service"] = service_alone(args, [*args.overrides, f"cluster.num_actors={args.actors}"], Path(work))
+    print(f"  {report['service']['median']:,.0f} updates/s; the job ...", flush=True)
     report["job"] = in_job(args)
     steady = report["job"]["steady"]
     report["ratio"] = steady["rate"] / report["alone"]["median"] if steady else None

@@ -160,7 +160,7 @@ def make_learner_service(
     service = LearnerService(
         learner, make_schedule(config), config.train.episode_window, safety, checkpointer,
         make_metrics(config, run_dir, node_ip) if serve_metrics and config.metrics.enabled else None, meta,
-        make_board(config, run_dir),
+        make_board(config, run_dir), overlap_blocks=config.learner.overlap_blocks,
     )  # fmt: skip
     if resume:
         resume_from(service, checkpointer, resume, config, require_checkpoint)

@@ -147,6 +147,7 @@ class RunRecord:
             "context_fallbacks": p.context_fallbacks,
             "remedies": p.remedies,
             "last_checkpoint_step": p.last_checkpoint_step,
+            "learner_seconds": p.phase_seconds,
             "return_curve": [list(point) for point in self.history],
             **self.extra,
         }

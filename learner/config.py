@@ -41,6 +41,9 @@ class LearnerConfig:
     """Target entropy is ``-target_entropy_scale * action_dim``."""
     block_updates: int = Field(50, ge=1)
     """Updates per block: the host reads the health flags once per block."""
+    overlap_blocks: bool = True
+    """Launch the next block before reading the last, so the device trains while the host records and guards it; a
+    block that reading the last one invalidates (a rollback, a remedy's rates) is undone: the same updates either way."""
     fast_path: Literal["auto", "graph", "off"] = "auto"
     """On CUDA, ``auto``: each update one CUDA-graph replay of the SAC step with ``torch.compile``d maths; ``graph``: the graph without compile; ``off``: the same step run eagerly (always eager off CUDA)."""
     matmul_precision: Literal["highest", "high", "bf16"] = "highest"

@@ -108,8 +108,12 @@ class Learner:
     # -- updates ---------------------------------------------------------------------------
     def update_block(self, count: int) -> BlockResult:
         """Run ``count`` updates; the host reads the accumulated statistics once, at the end."""
-        vector, indices = self.blocks.update_block(self.replay, count)  # on CUDA: sampling and updates in the graph
-        return block_result(vector, indices, count)
+        return block_result(*self.launch_block(count), count)
+
+    def launch_block(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Start ``count`` updates without waiting for them (on CUDA: sampling and updates in the graph): the
+        statistics ‖ first flagged update and the batch indices, on the device (``block_result`` reads them)."""
+        return self.blocks.update_block(self.replay, count)
 
     def replay_updates(self, indices: torch.Tensor) -> None:
         """Re-run updates on recorded batch indices (after a restore: reproduces the block's good prefix)."""

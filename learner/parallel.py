@@ -10,6 +10,7 @@ and no generator: each one's updates are those it would make alone (tested).
 from __future__ import annotations
 
 import logging
+import time
 
 from learner.graph import GraphedBlocks
 from learner.learner import Learner, block_result
@@ -48,10 +49,14 @@ class JointTrainer:
                 break
             count = min(min(dues[k] for k in together), *(services[k].schedule.block_updates for k in together))
             learners = [services[k].learner for k in together]
+            started = time.perf_counter()
             snapshots = [learner.snapshot() for learner in learners]
             results = self.blocks(together, learners, count)
             for k, (vector, indices), snapshot in zip(together, results, snapshots, strict=True):
                 services[k].after_block(block_result(vector, indices, count), snapshot)
+            share = (time.perf_counter() - started) / len(together)
+            for k in together:  # each run's share of the joint block, in its training time
+                services[k].times.add("train", share)
         return [service.train() for service in services]
 
     def blocks(self, together: tuple[int, ...], learners: list[Learner], count: int) -> list:

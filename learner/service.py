@@ -15,11 +15,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from learner.checkpoint import Checkpointer, NonFiniteCheckpointError
-from learner.learner import BlockResult, Learner
+from learner.learner import BlockResult, Learner, block_result
 from learner.metrics import MetricsExporter, mean_return
 from learner.safety import Safety
 from learner.tensorboard import ScalarLog
+from learner.timing import PhaseTimes
 from learner.types import CONTEXT_FALLBACK_REASONS, REJECTED_TRANSITION_REASONS, Fragment, UpdateStats, VersionedWeights
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,8 @@ class Progress:
     """``updates`` when a stop was requested (no block starts after it), else None."""
     warnings: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Warning signs holding in the latest block: ``(value, threshold)`` by name (the WARNING log lines' numbers)."""
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    """Where this learner's time went since its first step (``PhaseTimes.summary``)."""
 
 
 COUNTERS = ("weights_rejected", "fragments_duplicate", "checkpoints", "episodes_cut_short", "learner_restarts")
@@ -87,6 +92,18 @@ class StepReport:
     """Statistics of every block of updates this step ran, in order."""
 
 
+@dataclass(frozen=True)
+class LaunchedBlock:
+    """A block of updates started on the device and not yet read: what undoes it, and its device result."""
+
+    count: int
+    snapshot: dict
+    """The learner's state before it (``Learner.snapshot``)."""
+    sampler_state: torch.Tensor
+    """The replay sampler's generator before it."""
+    result: tuple[torch.Tensor, torch.Tensor]
+
+
 class LearnerService:
     """Ingests fragments, trains what is due, guards every block, checkpoints, and publishes gated weights."""
 
@@ -100,8 +117,14 @@ class LearnerService:
         metrics: MetricsExporter | None = None,
         checkpoint_meta: dict | None = None,
         board: ScalarLog | None = None,
+        times: PhaseTimes | None = None,
+        overlap_blocks: bool = True,
     ) -> None:
         self.learner = learner
+        self.times = times or PhaseTimes()
+        self.blocks_in_flight = 2 if overlap_blocks else 1
+        """Blocks launched before the oldest is read: with 2 the device runs the next block while the host reads,
+        records and guards the one before (the same updates and results as one at a time)."""
         self.schedule = schedule
         self.safety = safety or Safety()
         self.checkpointer = checkpointer
@@ -137,12 +160,14 @@ class LearnerService:
     def begin_step(self, fragment: Fragment) -> bool:
         """A step's first half (``JointTrainer`` trains between the halves): ingest; whether it was stored."""
         self._step_blocks = []
-        return self.ingest(fragment) > 0
+        with self.times.phase("ingest"):
+            return self.ingest(fragment) > 0
 
     def end_step(self, weights: VersionedWeights | None, accepted: bool) -> StepReport:
         """A step's second half: checkpoint when due; the report (with the blocks trained since ``begin_step``)."""
         if self.checkpoint_due() and not self.stopping:
-            self.checkpoint()
+            with self.times.phase("checkpoint"):
+                self.checkpoint()
         return StepReport(weights, self.progress(), accepted, tuple(self._step_blocks))
 
     def request_stop(self) -> None:
@@ -180,20 +205,64 @@ class LearnerService:
     def train(self, max_updates: int | None = None) -> VersionedWeights | None:
         """Run the updates due in guarded blocks; returns new weights when a broadcast is due and passes the gate.
 
-        A stop request is honoured between blocks: the block running when it came is finished, no other starts.
+        A stop request is honoured between blocks: a block launched before it is finished, no other starts.
+        With ``overlap_blocks`` the next block is launched before the previous one is read; it is undone (as if
+        never launched) when reading the previous one changes its start: a rollback, a remedy's new rates.
         """
         done_here = 0
-        while not self.stopping:
-            due = self.updates_due()
-            if max_updates is not None:
-                due = min(due, max_updates - done_here)
-            if due <= 0:
-                break
-            count = min(due, self.schedule.block_updates)
-            snapshot = self.learner.snapshot()
-            self.after_block(self.learner.update_block(count), snapshot)
-            done_here += count
+        running: list[LaunchedBlock] = []
+        with self.times.phase("train"):
+            while True:
+                while len(running) < self.blocks_in_flight and not self.stopping:
+                    count = self.next_block(max_updates, done_here)
+                    if count <= 0:
+                        break
+                    running.append(self.launch(count))
+                    done_here += count
+                if not running:
+                    break
+                done_here -= self.finish(running.pop(0), running)
         return self.broadcast_if_due()
+
+    def next_block(self, max_updates: int | None, done_here: int) -> int:
+        due = self.updates_due()
+        if max_updates is not None:
+            due = min(due, max_updates - done_here)
+        return min(due, self.schedule.block_updates)
+
+    def launch(self, count: int) -> LaunchedBlock:
+        learner = self.learner
+        snapshot, sampler_state = learner.snapshot(), learner.replay.generator.get_state()
+        return LaunchedBlock(count, snapshot, sampler_state, learner.launch_block(count))
+
+    def finish(self, block: LaunchedBlock, ahead: list[LaunchedBlock]) -> int:
+        """Read a block (the host's one wait for it), record and guard it. A block launched after it (``ahead``)
+        started from the state and rates this one left: if reading this one changes them, that block is undone.
+        Returns the updates undone."""
+        result = block_result(*block.result, block.count)
+        undone = self.undo(ahead) if result.first_bad_index is not None else 0
+        sac, started_ahead = self.learner.sac, sum(b.count for b in ahead)
+        sac.updates_done -= started_ahead  # read at the update this block ended on, as if the next had not started
+        rates = self.learner.rates()
+        try:
+            self.after_block(result, block.snapshot)
+        finally:
+            sac.updates_done += started_ahead
+        if self.learner.rates() != rates:
+            undone += self.undo(ahead)
+        return undone
+
+    def undo(self, launched: list[LaunchedBlock]) -> int:
+        """Back to the start of the oldest of ``launched`` (state and sampler; not the rates in force), as if none
+        of them had run; returns their updates."""
+        if not launched:
+            return 0
+        first = launched[0]
+        self.learner.restore(first.snapshot)
+        self.learner.replay.generator.set_state(first.sampler_state)
+        undone = sum(block.count for block in launched)
+        launched.clear()
+        return undone
 
     def updates_due(self) -> int:
         learner = self.learner
@@ -314,7 +383,8 @@ class LearnerService:
     # -- weights -------------------------------------------------------------------------------
     def broadcast(self) -> VersionedWeights | None:
         self._updates_at_broadcast = self.learner.updates_done
-        weights, verdict = self.learner.publish()
+        with self.times.phase("broadcast"):
+            weights, verdict = self.learner.publish()
         if weights is None:
             self.counters["weights_rejected"] += 1
             self.metrics.weights_rejected(verdict.reason)
@@ -373,4 +443,5 @@ class LearnerService:
             context_fallbacks=dict(self.fallbacks),
             stop_requested_at_update=self.stop_requested_at_update,
             warnings=self.safety.signs_holding(),
+            phase_seconds=self.times.summary(),
         )

@@ -35,3 +35,34 @@ def test_the_learner_alone_is_the_jobs_own_learner_timed_block_by_block(tmp_path
     assert len(measured["rates"]) == 2 and all(rate > 0 for rate in measured["rates"])
     sets = job_overrides(args, tmp_path)
     assert sets[:1] == ["learner.device=cpu"] and "cluster.num_actors=8" in sets and "cluster.mode=ray" in sets
+
+
+def test_the_service_alone_trains_a_fragments_updates_per_call_and_broadcasts(tmp_path):
+    from bench.in_job_rate import service_alone
+
+    config = str(ROOT / "configs" / "smoke.yaml")
+    args = parse_args(["--config", config, "--seconds", "0.05", "--repeats", "2", "--capacity", "500",
+                       "--set", "learner.device=cpu"])  # fmt: skip
+    measured = service_alone(args, [*args.overrides, "cluster.num_actors=2"], tmp_path)
+    assert measured["updates_per_call"] == 25  # smoke: fragments of 25 steps x 2 envs, update_to_data 0.5
+    assert len(measured["rates"]) == 2 and all(rate > 0 for rate in measured["rates"])
+
+
+def test_where_the_jobs_learner_spent_its_time_is_read_as_shares_of_its_wall():
+    from bench.common import machine
+    from bench.in_job_rate import markdown, time_shares
+
+    seconds = {"ingest": 2.0, "train": 80.0, "broadcast": 3.0, "checkpoint": 5.0, "idle": 10.0, "wall": 100.0}
+    timing = time_shares(seconds, updates=160_000)
+    assert timing["shares"] == {"ingest": 0.02, "train": 0.8, "broadcast": 0.03, "checkpoint": 0.05, "idle": 0.1}
+    assert timing["training_rate"] == 2000.0  # 160 000 updates in 80 s of training
+    assert time_shares({}, 5) is None
+    report = {"machine": machine(), "command": "c", "actors": 8,
+              "alone": {"device": "cuda", "batch": 256, "block_updates": 50, "fast_path": "auto", "rates": [2000.0],
+                        "median": 2000.0},
+              "service": {"updates_per_call": 2048, "rates": [1900.0], "median": 1900.0},
+              "job": {"steady": None, "mean_updates_per_second": 1500.0, "updates": 160_000, "env_steps": 170_000,
+                      "wall_s": 120.0, "learner_seconds": seconds}, "ratio": None}  # fmt: skip
+    text = markdown(report)
+    assert "1,900 updates/s, 95.0 % of alone" in text
+    assert "train 80.0 %" in text and "idle 10.0 %" in text and "training 2,000 updates/s" in text

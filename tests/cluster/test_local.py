@@ -31,6 +31,10 @@ def test_the_budget_is_met_to_the_next_whole_fragment(tmp_path):
     summary = run_local(smoke(tmp_path, "train.total_env_steps=1220"))  # fragments of 2 envs x 25 steps
     assert summary["env_steps"] == summary["replay_size"] == 1250
     assert summary["exit_code"] == 0 and saved(tmp_path) == summary
+    spent = summary["learner_seconds"]  # where the learner's time went: its phases and the rest add up to its wall
+    assert set(spent) == {"ingest", "train", "broadcast", "checkpoint", "idle", "wall"}
+    assert sum(v for k, v in spent.items() if k != "wall") == pytest.approx(spent["wall"], abs=0.01)
+    assert spent["train"] > 0 and spent["ingest"] > 0 and spent["broadcast"] > 0
     board = read_back(tmp_path / "tensorboard")  # utd 0.5 after 200 warmup steps: 525 updates in blocks of 10
     assert set(board) >= SEED_TAGS and [step for step, _ in board["train/q_mean"]] == [10, 500]
 

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from learner.checkpoint import Checkpointer
 from learner.metrics import MetricsExporter
@@ -145,3 +146,43 @@ def test_the_recent_return_is_the_windows_mean_and_null_in_checkpoint_meta_befor
     assert math.isnan(service.progress().recent_return) and service.metrics_summary()["recent_return"] is None
     service.returns.extend([1.0, 2.0, 4.0])
     assert service.progress().recent_return == pytest.approx(7 / 3) == service.metrics_summary()["recent_return"]
+
+
+def trained_with(overlap: bool, safety=None, nan_at: int | None = None) -> tuple[LearnerService, list]:
+    """Three fragments' training of one service, blocks overlapped or one at a time; the blocks each step reported."""
+    from learner.safety import RollbackToLastGood, Safety, SafetyConfig
+    from tests.learner.test_safety import one_shot_nan_at
+
+    safety = safety or SafetyConfig()
+    service = LearnerService(make_learner(), SCHEDULE, safety=Safety(safety, RollbackToLastGood(safety)),
+                             overlap_blocks=overlap)  # fmt: skip
+    if nan_at is not None:
+        service.learner.sac.grad_hook = one_shot_nan_at(nan_at)
+    blocks = []
+    for seq in (1, 2, 3):
+        blocks.append(service.step(make_fragment(steps=8, envs=2, seq=seq, seed=seq)).blocks)
+    return service, blocks
+
+
+@pytest.mark.parametrize("case", ["plain", "rollback", "warning_remedy"])
+def test_overlapped_blocks_make_exactly_the_updates_of_blocks_one_at_a_time(case):
+    """The next block launched before the last is read: undone when reading the last changes its start (a NaN's
+    rollback, a remedy's new rates), so every update, statistic and counter equals the one-at-a-time run."""
+    from learner.safety import SafetyConfig, WarningSignsConfig
+
+    safety = None
+    if case == "warning_remedy":  # every gradient norm is a warning sign; held 10 updates: the remedies act
+        safety = SafetyConfig(warnings=WarningSignsConfig(grad_norm_fraction=1e-6), on_warning="remedy",
+                              warning_sustain_updates=10)  # fmt: skip
+    nan_at = 12 if case == "rollback" else None
+    (overlapped, blocks), (alone, alone_blocks) = (trained_with(flag, safety, nan_at) for flag in (True, False))
+    assert repr(blocks) == repr(alone_blocks)  # every block's statistics in order, exact (a NaN block's too)
+    assert overlapped.learner.updates_done == alone.learner.updates_done == 48
+    for a, b in zip(overlapped.learner.sac.state_tensors(), alone.learner.sac.state_tensors(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(overlapped.learner.replay.generator.get_state(), alone.learner.replay.generator.get_state())
+    assert torch.equal(overlapped.learner.sac.noise.get_state(), alone.learner.sac.noise.get_state())
+    assert overlapped.learner.rates() == alone.learner.rates()
+    assert overlapped.safety.counts == alone.safety.counts
+    expected = {"plain": (0, 0), "rollback": (1, 0), "warning_remedy": (0, 2)}[case]
+    assert (alone.safety.counts["rollbacks"], alone.safety.counts["warning_remedies"]) == expected
