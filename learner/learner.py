@@ -56,6 +56,23 @@ class BlockResult:
     """``[updates, batch]`` replay indices each update used (for emergency checkpoints and replays)."""
 
 
+@dataclass(frozen=True)
+class LaunchedResult:
+    """A launched block's result on its way to the host. On CUDA the statistics are copied into pinned host memory
+    right behind the block, so ``read`` waits for that block only, not for blocks launched after it."""
+
+    count: int
+    vector: torch.Tensor
+    """The statistics ‖ first flagged update (on CUDA: a pinned host copy, being filled)."""
+    batch_indices: torch.Tensor
+    copied: torch.cuda.Event | None = None
+
+    def read(self) -> BlockResult:
+        if self.copied is not None:
+            self.copied.synchronize()
+        return block_result(self.vector, self.batch_indices, self.count)
+
+
 class LearnerState(TypedDict):
     """Everything a checkpoint holds (plain containers: loadable with ``weights_only=True``)."""
 
@@ -108,12 +125,18 @@ class Learner:
     # -- updates ---------------------------------------------------------------------------
     def update_block(self, count: int) -> BlockResult:
         """Run ``count`` updates; the host reads the accumulated statistics once, at the end."""
-        return block_result(*self.launch_block(count), count)
+        return self.launch_block(count).read()
 
-    def launch_block(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Start ``count`` updates without waiting for them (on CUDA: sampling and updates in the graph): the
-        statistics ‖ first flagged update and the batch indices, on the device (``block_result`` reads them)."""
-        return self.blocks.update_block(self.replay, count)
+    def launch_block(self, count: int) -> LaunchedResult:
+        """Start ``count`` updates without waiting for them (on CUDA: sampling and updates in the graph)."""
+        vector, indices = self.blocks.update_block(self.replay, count)
+        if vector.device.type != "cuda":
+            return LaunchedResult(count, vector, indices)
+        host = torch.empty(vector.shape, dtype=vector.dtype, pin_memory=True)
+        host.copy_(vector, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+        return LaunchedResult(count, host, indices, copied)
 
     def replay_updates(self, indices: torch.Tensor) -> None:
         """Re-run updates on recorded batch indices (after a restore: reproduces the block's good prefix)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from learner.checkpoint import Checkpointer, NonFiniteCheckpointError
-from learner.learner import BlockResult, Learner, block_result
+from learner.learner import BlockResult, LaunchedResult, Learner
 from learner.metrics import MetricsExporter, mean_return
 from learner.safety import Safety
 from learner.tensorboard import ScalarLog
@@ -101,7 +101,7 @@ class LaunchedBlock:
     """The learner's state before it (``Learner.snapshot``)."""
     sampler_state: torch.Tensor
     """The replay sampler's generator before it."""
-    result: tuple[torch.Tensor, torch.Tensor]
+    result: LaunchedResult
 
 
 class LearnerService:
@@ -239,7 +239,7 @@ class LearnerService:
         """Read a block (the host's one wait for it), record and guard it. A block launched after it (``ahead``)
         started from the state and rates this one left: if reading this one changes them, that block is undone.
         Returns the updates undone."""
-        result = block_result(*block.result, block.count)
+        result = block.result.read()
         undone = self.undo(ahead) if result.first_bad_index is not None else 0
         sac, started_ahead = self.learner.sac, sum(b.count for b in ahead)
         sac.updates_done -= started_ahead  # read at the update this block ended on, as if the next had not started

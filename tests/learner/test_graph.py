@@ -178,3 +178,36 @@ def test_lower_precision_graphs_equal_their_eager_steps_on_cuda(precision):
         assert torch.allclose(b, a, rtol=1e-3, atol=1e-4), (a, b)
     assert_same_run(eager, graphed, before)
     assert blocks.captures == 1
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("remedy", [False, True])
+def test_overlapped_graph_blocks_equal_blocks_one_at_a_time_on_cuda(remedy):
+    """On the graph path the next block is already queued when a block's statistics reach the host (a pinned copy
+    behind it): the run equals one block at a time (to float rounding; an Adam step more or less moves every weight
+    by ~1e-4), also when a remedy's new rates undo the queued block."""
+    from learner.config import ReplayConfig
+    from learner.learner import Learner
+    from learner.safety import RollbackToLastGood, Safety, SafetyConfig, WarningSignsConfig
+    from learner.service import LearnerService, Schedule
+    from tests.learner.helpers import make_fragment
+
+    config = dataclasses.replace(CONFIG, fast_path="graph", batch_size=8, block_updates=5)
+    safety = SafetyConfig(warnings=WarningSignsConfig(grad_norm_fraction=1e-6 if remedy else 1e6), on_warning="remedy",
+                          warning_sustain_updates=10)  # fmt: skip
+    runs = []
+    for overlap in (True, False):
+        learner = Learner(DIMS, config, ReplayConfig(capacity=1000), torch.device("cuda"), seed=3)
+        schedule = Schedule(warmup_steps=0, update_to_data=1.0, block_updates=5, broadcast_every=5, batch_size=8)
+        service = LearnerService(learner, schedule, safety=Safety(safety, RollbackToLastGood(safety)),
+                                 overlap_blocks=overlap)  # fmt: skip
+        blocks = [service.step(make_fragment(steps=8, envs=2, seq=seq, seed=seq)).blocks for seq in (1, 2, 3)]
+        runs.append((service, blocks))
+    (overlapped, blocks), (alone, alone_blocks) = runs
+    assert overlapped.learner.updates_done == alone.learner.updates_done == 48
+    got = torch.tensor([list(b.as_dict().values()) for step in blocks for b in step], dtype=torch.float64)
+    want = torch.tensor([list(b.as_dict().values()) for step in alone_blocks for b in step], dtype=torch.float64)
+    assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-6)  # atomics may reorder sums
+    assert torch.allclose(networks(overlapped.learner.sac), networks(alone.learner.sac), rtol=0, atol=1e-6)
+    assert overlapped.safety.counts["warning_remedies"] == alone.safety.counts["warning_remedies"] == (2 if remedy else 0)
