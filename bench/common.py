@@ -92,3 +92,20 @@ def fmt(value, digits: int = 3) -> str:
     if abs(value) >= 1e3:
         return f"{value:,.0f}"
     return f"{value:.{digits}g}"
+
+
+def fill_random_replay(replay, rows: int, seed: int = 1, chunk: int = 250_000) -> None:
+    """``rows`` random transitions of the buffer's own shapes (an update's cost does not depend on the values):
+    actions uniform in [-1, 1], 1 % terminal; drawn on the buffer's device in chunks of ``chunk`` rows."""
+    import torch
+
+    g = torch.Generator(device=replay.device).manual_seed(seed)
+    for start in range(0, rows, chunk):
+        n = min(chunk, rows - start)
+        batch = {}
+        for name, stored in replay.storage.items():
+            draw = torch.rand if name in ("action", "terminated") else torch.randn
+            batch[name] = draw((n, *stored.shape[1:]), device=replay.device, generator=g)
+        batch["action"] = batch["action"] * 2 - 1
+        batch["terminated"] = (batch["terminated"] < 0.01).float()
+        replay.add(batch)

@@ -37,10 +37,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import ROOT, command_line, machine, machine_line, write_report  # noqa: E402
+from bench.common import ROOT, command_line, fill_random_replay, machine, machine_line, write_report  # noqa: E402
 from cluster.config import load_config  # noqa: E402
 from cluster.factory import make_learner, make_learner_service, probe_dimensions  # noqa: E402
-from learner.replay import FIELDS  # noqa: E402
 
 LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ dmsac: env_steps=(\d+) updates=(\d+) ")
 STEADY_FROM = 0.2
@@ -71,21 +70,9 @@ def job_overrides(args: argparse.Namespace, run_dir: Path) -> list[str]:
 # -- the learner alone ---------------------------------------------------------------------------
 
 
-def fill_random(learner, capacity: int) -> None:
-    """Random transitions of the job's shapes into the learner's replay (the update rate does not depend on values)."""
-    dims = learner.dims
-    generator = torch.Generator(device=learner.device).manual_seed(0)
-    shapes = {"obs": (dims.obs_dim,), "context": (dims.context_dim,), "action": (dims.action_dim,), "reward": (),
-              "next_obs": (dims.obs_dim,), "next_context": (dims.context_dim,), "terminated": ()}  # fmt: skip
-    rows = min(capacity, learner.replay.capacity)
-    batch = {name: torch.randn((rows, *shapes[name]), generator=generator, device=learner.device) for name in FIELDS}
-    batch["action"] = batch["action"].tanh()
-    batch["terminated"] = (batch["terminated"] > 2.0).float()
-    learner.replay.add(batch)
-
-
-def rounds(args: argparse.Namespace, work, updates_per_call: int, sync) -> list[float]:
-    """Updates/s of ``work()`` (which runs ``updates_per_call`` updates), ``--repeats`` rounds of ~``--seconds``."""
+def rounds(args: argparse.Namespace, work, updates_per_call: int, sync) -> tuple[list[float], int]:
+    """Updates/s of ``work()`` (which runs ``updates_per_call`` updates), ``--repeats`` rounds of ~``--seconds``;
+    and the calls per round (after 4 warm-up calls)."""
     for _ in range(3):  # warm-up: capture, compile, cuBLAS handles
         work()
     sync()
@@ -100,17 +87,17 @@ def rounds(args: argparse.Namespace, work, updates_per_call: int, sync) -> list[
             work()
         sync()
         rates.append(calls * updates_per_call / (time.perf_counter() - started))
-    return rates
+    return rates, calls
 
 
 def alone(args: argparse.Namespace, overrides: list[str]) -> dict:
     config = load_config(args.config, overrides)
     learner = make_learner(config, probe_dimensions(config))
-    fill_random(learner, args.capacity)
+    fill_random_replay(learner.replay, min(args.capacity, learner.replay.capacity))
     block = config.learner.block_updates
     sync = torch.cuda.synchronize if learner.device.type == "cuda" else (lambda: None)
     # each update_block reads the block's statistics: synchronous, as in the job
-    rates = rounds(args, lambda: learner.update_block(block), block, sync)
+    rates, _ = rounds(args, lambda: learner.update_block(block), block, sync)
     return {"device": str(learner.device), "block_updates": block, "batch": config.learner.batch_size,
             "fast_path": config.learner.fast_path, "rates": rates, "median": statistics.median(rates)}  # fmt: skip
 
@@ -122,14 +109,15 @@ def service_alone(args: argparse.Namespace, overrides: list[str], work: Path) ->
     service = make_learner_service(config)
     try:
         learner = service.learner
-        fill_random(learner, args.capacity)
+        fill_random_replay(learner.replay, min(args.capacity, learner.replay.capacity))
         learner.env_steps = 1 << 40  # every call owes its updates
         per_fragment = max(1, round(config.rollout.steps_per_fragment * config.env.num_envs * config.train.update_to_data))
         sync = torch.cuda.synchronize if learner.device.type == "cuda" else (lambda: None)
-        rates = rounds(args, lambda: service.train(max_updates=per_fragment), per_fragment, sync)
+        rates, calls = rounds(args, lambda: service.train(max_updates=per_fragment), per_fragment, sync)
     finally:
         service.close()
-    return {"updates_per_call": per_fragment, "rates": rates, "median": statistics.median(rates)}
+    return {"updates_per_call": per_fragment, "calls_per_round": calls, "updates": learner.updates_done,
+            "broadcasts": learner.weights_version, "rates": rates, "median": statistics.median(rates)}  # fmt: skip
 
 
 # -- the learner in the job ----------------------------------------------------------------------

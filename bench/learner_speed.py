@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import command_line, machine, machine_line, write_report  # noqa: E402
+from bench.common import command_line, fill_random_replay, machine, machine_line, write_report  # noqa: E402
 from learner.config import LearnerConfig  # noqa: E402
 from learner.graph import GraphedBlocks  # noqa: E402
 from learner.replay import ReplayBuffer  # noqa: E402
@@ -160,16 +160,7 @@ def learner_config(batch: int, precision: str = "highest") -> LearnerConfig:
 
 def filled_replay(device: torch.device, capacity: int) -> ReplayBuffer:
     replay = ReplayBuffer(capacity, OBS, CONTEXT, ACTION, device, seed=3)
-    g = torch.Generator(device=device).manual_seed(1)
-    chunk = 250_000
-    for start in range(0, capacity, chunk):
-        n = min(chunk, capacity - start)
-        replay.add({
-            "obs": torch.randn(n, OBS, device=device, generator=g), "context": torch.randn(n, CONTEXT, device=device, generator=g),
-            "action": torch.rand(n, ACTION, device=device, generator=g) * 2 - 1, "reward": torch.randn(n, device=device, generator=g),
-            "next_obs": torch.randn(n, OBS, device=device, generator=g), "next_context": torch.randn(n, CONTEXT, device=device, generator=g),
-            "terminated": (torch.rand(n, device=device, generator=g) < 0.01).float(),
-        })  # fmt: skip
+    fill_random_replay(replay, capacity)
     return replay
 
 

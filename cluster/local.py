@@ -43,7 +43,8 @@ class Step:
     """The fragment was collected during the warm-up (uniform random actions)."""
     rollout_seconds: float
     learner_seconds: float
-    """This run's ingestion and checkpoint, and its share of the joint training."""
+    """This run's learner phases in this round (``LearnerService.times``): ingestion, training (with its share of
+    blocks trained jointly), broadcasts and checkpoint."""
 
 
 def rounds(
@@ -63,19 +64,16 @@ def rounds(
             warming_up = service.learner.env_steps < config.train.warmup_steps
             started = time.monotonic()
             fragment = workers[k].rollout(config.rollout.steps_per_fragment, random_actions=warming_up)
-            rolled = time.monotonic()
-            accepted = service.begin_step(fragment)
-            collected[k] = (fragment, warming_up, accepted, rolled - started, time.monotonic() - rolled)
-        started = time.monotonic()
+            rollout_s, busy_before = time.monotonic() - started, service.times.busy()
+            collected[k] = (fragment, warming_up, service.begin_step(fragment), rollout_s, busy_before)
         weights = [None] * len(services) if any(s.stopping for s in services) else trainer.train()
-        shared = (time.monotonic() - started) / len(live)
         steps: list[Step | None] = [None] * len(services)
-        for k, (fragment, warming_up, accepted, rollout_s, ingest_s) in collected.items():
-            started = time.monotonic()
-            report = services[k].end_step(weights[k], accepted)
+        for k, (fragment, warming_up, accepted, rollout_s, busy_before) in collected.items():
+            service = services[k]
+            report = service.end_step(weights[k], accepted)
             if report.weights is not None:
                 workers[k].set_weights(report.weights)
-            steps[k] = Step(fragment, report, warming_up, rollout_s, ingest_s + shared + time.monotonic() - started)
+            steps[k] = Step(fragment, report, warming_up, rollout_s, service.times.busy() - busy_before)
         yield steps
 
 

@@ -54,6 +54,8 @@ class BlockResult:
     first_bad_index: int | None
     batch_indices: torch.Tensor
     """``[updates, batch]`` replay indices each update used (for emergency checkpoints and replays)."""
+    ended_at: int
+    """The learner's update count at the block's end (a block launched after it has moved the counter on)."""
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,13 @@ class LaunchedResult:
     vector: torch.Tensor
     """The statistics ‖ first flagged update (on CUDA: a pinned host copy, being filled)."""
     batch_indices: torch.Tensor
+    ended_at: int
     copied: torch.cuda.Event | None = None
 
     def read(self) -> BlockResult:
         if self.copied is not None:
             self.copied.synchronize()
-        return block_result(self.vector, self.batch_indices, self.count)
+        return block_result(self.vector, self.batch_indices, self.count, self.ended_at)
 
 
 class LearnerState(TypedDict):
@@ -131,12 +134,12 @@ class Learner:
         """Start ``count`` updates without waiting for them (on CUDA: sampling and updates in the graph)."""
         vector, indices = self.blocks.update_block(self.replay, count)
         if vector.device.type != "cuda":
-            return LaunchedResult(count, vector, indices)
+            return LaunchedResult(count, vector, indices, self.updates_done)
         host = torch.empty(vector.shape, dtype=vector.dtype, pin_memory=True)
         host.copy_(vector, non_blocking=True)
         copied = torch.cuda.Event()
         copied.record()
-        return LaunchedResult(count, host, indices, copied)
+        return LaunchedResult(count, host, indices, self.updates_done, copied)
 
     def replay_updates(self, indices: torch.Tensor) -> None:
         """Re-run updates on recorded batch indices (after a restore: reproduces the block's good prefix)."""
@@ -201,11 +204,13 @@ class Learner:
         return self.sac.updates_done
 
 
-def block_result(vector: torch.Tensor, indices: torch.Tensor, count: int) -> BlockResult:
-    """``SAC.update_block``'s device result as a ``BlockResult`` (the one host sync of a block)."""
+def block_result(vector: torch.Tensor, indices: torch.Tensor, count: int, ended_at: int) -> BlockResult:
+    """``SAC.update_block``'s result as a ``BlockResult`` (the one host sync of a block), ending at update
+    ``ended_at``."""
     values = vector.tolist()
     bad_index = int(values[-1])
-    return BlockResult(UpdateStats.from_vector(values[:-1], count), bad_index if bad_index >= 0 else None, indices)
+    stats = UpdateStats.from_vector(values[:-1], count)
+    return BlockResult(stats, bad_index if bad_index >= 0 else None, indices, ended_at)
 
 
 def flatten(array: np.ndarray) -> np.ndarray:

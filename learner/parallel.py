@@ -53,7 +53,7 @@ class JointTrainer:
             snapshots = [learner.snapshot() for learner in learners]
             results = self.blocks(together, learners, count)
             for k, (vector, indices), snapshot in zip(together, results, snapshots, strict=True):
-                services[k].after_block(block_result(vector, indices, count), snapshot)
+                services[k].after_block(block_result(vector, indices, count, services[k].learner.updates_done), snapshot)
             share = (time.perf_counter() - started) / len(together)
             for k in together:  # each run's share of the joint block, in its training time
                 services[k].times.add("train", share)

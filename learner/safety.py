@@ -236,13 +236,14 @@ class Safety:
         self.counts = dict.fromkeys(self.COUNTS, 0)
         self.watch: WarningWatch | None = None
 
-    def observe(self, stats: UpdateStats, learner: Learner) -> bool:
-        """Record a block's statistics and follow the warning signs; True when the remedies changed the rates."""
+    def observe(self, stats: UpdateStats, learner: Learner, updates_done: int) -> bool:
+        """Record the statistics of a block ending at update ``updates_done`` and follow the warning signs; True when
+        the remedies changed the rates."""
         self.history.append(stats.as_dict())
         if self.watch is None:
             thresholds = warning_thresholds(self.config.warnings, learner.config.max_grad_norm)
             self.watch = WarningWatch(thresholds, self.config.warning_sustain_updates, self.config.warning_log_every_updates)
-        sustained = self.watch.observe(stats, learner.updates_done)
+        sustained = self.watch.observe(stats, updates_done)
         if not sustained or self.config.on_warning != "remedy":
             return False
         before = learner.rates()

@@ -96,7 +96,6 @@ class StepReport:
 class LaunchedBlock:
     """A block of updates started on the device and not yet read: what undoes it, and its device result."""
 
-    count: int
     snapshot: dict
     """The learner's state before it (``Learner.snapshot``)."""
     sampler_state: torch.Tensor
@@ -233,7 +232,7 @@ class LearnerService:
     def launch(self, count: int) -> LaunchedBlock:
         learner = self.learner
         snapshot, sampler_state = learner.snapshot(), learner.replay.generator.get_state()
-        return LaunchedBlock(count, snapshot, sampler_state, learner.launch_block(count))
+        return LaunchedBlock(snapshot, sampler_state, learner.launch_block(count))
 
     def finish(self, block: LaunchedBlock, ahead: list[LaunchedBlock]) -> int:
         """Read a block (the host's one wait for it), record and guard it. A block launched after it (``ahead``)
@@ -241,13 +240,8 @@ class LearnerService:
         Returns the updates undone."""
         result = block.result.read()
         undone = self.undo(ahead) if result.first_bad_index is not None else 0
-        sac, started_ahead = self.learner.sac, sum(b.count for b in ahead)
-        sac.updates_done -= started_ahead  # read at the update this block ended on, as if the next had not started
         rates = self.learner.rates()
-        try:
-            self.after_block(result, block.snapshot)
-        finally:
-            sac.updates_done += started_ahead
+        self.after_block(result, block.snapshot)
         if self.learner.rates() != rates:
             undone += self.undo(ahead)
         return undone
@@ -260,7 +254,7 @@ class LearnerService:
         first = launched[0]
         self.learner.restore(first.snapshot)
         self.learner.replay.generator.set_state(first.sampler_state)
-        undone = sum(block.count for block in launched)
+        undone = sum(block.result.count for block in launched)
         launched.clear()
         return undone
 
@@ -270,7 +264,7 @@ class LearnerService:
 
     def after_block(self, result: BlockResult, snapshot: dict) -> None:
         """Record a block's statistics; a non-finite one is recovered from (``snapshot``: the state before it)."""
-        self.record(result.stats)
+        self.record(result.stats, result.ended_at)
         if result.first_bad_index is not None:
             last_good = self.checkpointer.latest_good() if self.checkpointer else None
             self.safety.recover(result, snapshot, self.learner, self.write_emergency, last_good)
@@ -282,12 +276,13 @@ class LearnerService:
             return self.broadcast()
         return None
 
-    def record(self, stats: UpdateStats) -> None:
+    def record(self, stats: UpdateStats, ended_at: int) -> None:
+        """A block's statistics, the block ending at learner update ``ended_at``."""
         self.last_stats = stats
         self._step_blocks.append(stats)
         self.metrics.record_update_stats(stats)
-        self.board.record(stats, self.safety_counters, self.learner.updates_done)
-        if self.safety.observe(stats, self.learner):  # a warning sign's remedies changed the rates
+        self.board.record(stats, self.safety_counters, ended_at)
+        if self.safety.observe(stats, self.learner, ended_at):  # a warning sign's remedies changed the rates
             self.publish_in_force()
 
     def write_emergency(self, extra: dict, stats: UpdateStats) -> Path | None:

@@ -43,8 +43,12 @@ class PhaseTimes:
         """Seconds measured elsewhere (a run's share of a block trained jointly with other runs)."""
         self.seconds[name] += seconds
 
+    def busy(self) -> float:
+        """Seconds in all phases so far."""
+        return sum(self.seconds.values())
+
     def summary(self) -> dict[str, float]:
         """Seconds per phase, ``idle`` and ``wall`` (since the first phase began; 0 before), rounded to ms."""
         wall = self.clock() - self.started if self.started is not None else 0.0
-        idle = max(0.0, wall - sum(self.seconds.values()))
+        idle = max(0.0, wall - self.busy())
         return {**{name: round(s, 3) for name, s in self.seconds.items()}, "idle": round(idle, 3), "wall": round(wall, 3)}
