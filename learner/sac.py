@@ -1,9 +1,9 @@
 """SAC, defined once: networks, targets, optimizers and temperature of one learner, and its update step.
 
 ``step`` runs the losses of ``learner/losses.py`` on the stacked twin critics, the
-policy's two forward passes in one batch, fused Adam with the learning rate as a device
-tensor, Polyak targets and a statistics vector with non-finite flags, without a host
-sync. ``learner/graph.py`` replays ``sampled_step`` as a CUDA graph: the same step.
+policy's two forward passes in one batch, clipped Adam (``learner.optim.clipped_adam_step``)
+with the learning rate as a device tensor, Polyak targets and a statistics vector with
+non-finite flags, without a host sync. ``learner/graph.py`` replays ``sampled_step`` as a CUDA graph: the same step.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from learner.checkpoint_io import SAC_LAYOUT as LAYOUT
 from learner.config import LearnerConfig
 from learner.losses import actor_loss, critic_loss, polyak_update, soft_q_target
 from learner.networks import Actor, TwinCritic, policy_head
-from learner.optim import adam_state, load_adam_state, make_adam
+from learner.optim import AdamTensors, adam_state, clipped_adam_step, load_adam_state, make_adam
 from learner.temperature import make_temperature
 from learner.types import COUNT_FIELDS, FLAG_FIELDS, STAT_FIELDS
 
@@ -87,7 +87,8 @@ def precision_contexts(precision: str, device: torch.device) -> tuple[Callable, 
 
 MATH: dict[str, Callable] = {
     "policy_head": policy_head, "soft_q_target": soft_q_target, "critic_loss": critic_loss,
-    "actor_loss": actor_loss, "stats_vector": stats_vector,
+    "actor_loss": actor_loss, "stats_vector": stats_vector, "clipped_adam_step": clipped_adam_step,
+    "polyak_update": polyak_update,
 }  # fmt: skip
 """The pure maths of a step; ``learner/graph.py`` swaps in their ``torch.compile``d versions."""
 
@@ -111,6 +112,7 @@ class SAC:
         """The one learning rate of policy, critics and temperature: a device tensor every optimizer holds."""
         self.actor_optimizer = make_adam(list(self.actor.parameters()), self.lr)
         self.critic_optimizer = make_adam(self.critic.ordered(), self.lr)
+        self.adam_tensors = {id(o): AdamTensors.of(o) for o in (self.actor_optimizer, self.critic_optimizer)}
         self.temperature = make_temperature(
             config.temperature, config.initial_alpha, action_dim, config.target_entropy_scale, self.lr
         )
@@ -162,7 +164,7 @@ class SAC:
         policy_loss = m["actor_loss"](alpha, log_probs[size:], policy_q)
         policy_norm = self._descend(self.actor_optimizer, policy_loss)
         self.temperature.update(log_probs[size:].detach())
-        polyak_update(self.critic_target.ordered(), self.critic.ordered(), cfg.tau)
+        m["polyak_update"](self.critic_target.ordered(), self.critic.ordered(), cfg.tau)
         return m["stats_vector"](
             q[0].detach(), q_loss.detach(), policy_loss.detach(), q_norm, policy_norm, alpha, cfg.max_grad_norm,
             self.guard,
@@ -174,9 +176,11 @@ class SAC:
         loss.backward()
         if hook is not None:
             hook(self.updates_done, self.critic)
-        norm = nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], self.config.max_grad_norm)
-        optimizer.step()
-        return norm
+        t = self.adam_tensors[id(optimizer)]
+        grads = [p.grad for p in t.params]
+        return self.math["clipped_adam_step"](
+            t.params, grads, t.exp_avgs, t.exp_avg_sqs, t.steps, t.lr, self.config.max_grad_norm
+        )
 
     def update(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One update on ``batch`` (counted); the statistics vector."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from learner.optim import adam_state, load_adam_state, make_adam
+from learner.optim import AdamTensors, adam_state, clipped_adam_step, load_adam_state, make_adam
 
 
 def one_param(values: list[float], grad: list[float], lr: float = 0.1) -> tuple[nn.Parameter, torch.optim.Adam]:
@@ -61,3 +61,43 @@ def test_load_adam_state_copies_in_place_and_zeroes_a_parameter_it_does_not_hold
     assert all(optimizer.state[a][name] is tensor for name, tensor in tensors.items())  # the same storage
     assert float(optimizer.state[a]["step"]) == 5.0 and optimizer.state[a]["exp_avg"].tolist() == [1.0, 2.0]
     assert float(optimizer.state[b]["step"]) == 0.0 and optimizer.state[b]["exp_avg_sq"].abs().sum() == 0
+
+
+def test_clipped_adam_step_clips_to_the_global_norm_then_takes_adams_first_step_by_hand():
+    """Gradients (3, 4) and (0,): global norm 5, clipped to 2.5 (scale 0.5); Adam's first step moves each weight by
+    lr * sign(g) wherever g != 0 (bias-corrected m / sqrt(v) = g / |g|), so the clip shows in the moments only."""
+    a, b = nn.Parameter(torch.tensor([1.0, 1.0])), nn.Parameter(torch.tensor([2.0]))
+    optimizer = make_adam([a, b], torch.tensor(0.1))
+    a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([0.0])
+    t = AdamTensors.of(optimizer)
+    norm = clipped_adam_step(t.params, [a.grad, b.grad], t.exp_avgs, t.exp_avg_sqs, t.steps, t.lr, max_norm=2.5)
+    assert float(norm) == pytest.approx(5.0)
+    assert a.grad.tolist() == pytest.approx([1.5, 2.0], rel=1e-5)  # clipped in place, as clip_grad_norm_ does
+    assert a.tolist() == pytest.approx([0.9, 0.9], abs=1e-6) and b.tolist() == pytest.approx([2.0])
+    assert optimizer.state[a]["exp_avg"].tolist() == pytest.approx([0.15, 0.2], rel=1e-5)  # (1 - 0.9) * clipped g
+    assert float(optimizer.state[a]["step"]) == 1.0 and float(optimizer.state[b]["step"]) == 1.0
+
+
+def test_clipped_adam_step_equals_torch_clipping_and_adam_over_several_steps():
+    torch.manual_seed(0)
+    shapes = [(8, 5), (8,), (2, 8)]
+    ours = [nn.Parameter(torch.randn(s)) for s in shapes]
+    theirs = [nn.Parameter(p.detach().clone()) for p in ours]
+    mine, reference = make_adam(ours, torch.tensor(0.01)), torch.optim.Adam(theirs, lr=0.01)
+    t = AdamTensors.of(mine)
+    for step in range(4):
+        grads = [torch.randn(s) * (3.0 if step % 2 else 0.1) for s in shapes]  # clipped on odd steps only
+        for p, q, g in zip(ours, theirs, grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        norm = clipped_adam_step(t.params, [p.grad for p in ours], t.exp_avgs, t.exp_avg_sqs, t.steps, t.lr, 1.0)
+        assert float(norm) == pytest.approx(float(nn.utils.clip_grad_norm_(theirs, 1.0)), rel=1e-6)
+        reference.step()
+    for p, q in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_a_nan_gradient_gives_a_nan_norm_and_nan_weights_for_the_guard():
+    p, optimizer = one_param([1.0, -2.0], [float("nan"), 1.0])
+    t = AdamTensors.of(optimizer)
+    norm = clipped_adam_step(t.params, [p.grad], t.exp_avgs, t.exp_avg_sqs, t.steps, t.lr, 5.0)
+    assert torch.isnan(norm) and torch.isnan(p).all()
