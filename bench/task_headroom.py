@@ -50,6 +50,8 @@ VARIANTS: dict[str, list[str]] = {
     "hills": ["grade.std=0.06", "grade.clip=0.15", "grade.correlation_length=100"],
     "aggressive_tracking": ["reference.accel_max=4", "reference.decel_max=5", "reference.jerk_max=6",
                             "reference.natural_freq=2", "reference.safety_fraction=0.9", "reward.w_track=10"],  # fmt: skip
+    "agile_delay": ["reference.accel_max=4", "reference.decel_max=5", "reference.jerk_max=6", "reference.natural_freq=2",
+                    "reference.safety_fraction=0.9", "reward.w_track=10", "randomization.actuation_delay=[0.0,0.3]"],  # fmt: skip
 }
 """Task variants: overrides relative to ``env.vehicle`` (``reward.w_track=10`` is ``env.vehicle.reward.w_track``)."""
 PID_GRID = {"kp": (0.1, 0.25, 0.5, 1.0), "ki": (0.02, 0.1, 0.3), "k_accel": (0.06, 0.12, 0.25, 0.4), "lookahead": (1, 2, 4)}

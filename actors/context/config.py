@@ -15,7 +15,7 @@ class ContextConfig:
 
     mode: Literal["none", "dynamics_map", "oracle", "history"] = "none"
     """``none``: observation only; ``dynamics_map``: an encoded map a(u, v) built from the env's samples;
-    ``oracle`` (vehicle env, a study arm): the vehicle's true parameters, normalized (17 values, not ``context_dim``);
+    ``oracle`` (vehicle env, a study arm): the vehicle's true parameters, normalized (17 values, 18 with a randomized ``actuation_delay``; not ``context_dim``);
     ``history`` (a study arm): the last ``history_steps`` samples (u, v, a, theta), normalized (4 values each)."""
     privileged_critic: bool = False
     """Vehicle env, a study arm: the critics also see each vehicle's true parameters (the oracle context, appended

@@ -25,6 +25,7 @@ Range = Annotated[tuple[PositiveFloat, PositiveFloat], AfterValidator(_ordered)]
 """A ``(low, high)`` range of a positive parameter."""
 EfficiencyRange = Annotated[tuple[PositiveFloat, Annotated[float, Field(le=1)]], AfterValidator(_ordered)]
 ExponentRange = Annotated[tuple[Annotated[float, Field(ge=1)], float], AfterValidator(_ordered)]
+DelayRange = Annotated[tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]], AfterValidator(_ordered)]
 
 
 @config_section
@@ -65,6 +66,10 @@ class RandomizationConfig:
     """Brake first-order lag time constant τ_br in s (uniform)."""
     speed_noise: Range = (0.02, 0.2)
     """Standard deviation σ of the speed-sensor noise in m/s (uniform)."""
+    actuation_delay: DelayRange = (0.0, 0.0)
+    """Drive-by-wire latency in s (uniform, rounded to whole control steps): the plant applies the command given that
+    long ago. Not in the spec's table and off by default; a task option where feedback must be gentle and knowing the
+    vehicle pays. A range of one value draws no random numbers, so every other parameter is drawn as without it."""
     min_launch_accel: float = Field(2.5, ge=0)
     """Reject vehicles whose full-drive acceleration from rest on flat ground is below this (m/s²)."""
     min_top_speed: float = Field(20.0, ge=0)

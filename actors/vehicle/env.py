@@ -23,6 +23,11 @@ from actors.vehicle.profiles import generate_reference, grade_at, grade_grid
 from actors.vehicle.reward import reward
 
 
+def delay_steps(delay: np.ndarray | float, dt: float) -> np.ndarray:
+    """Actuation delays in seconds → whole control steps (nearest)."""
+    return np.rint(np.asarray(delay) / dt).astype(np.int64)
+
+
 class VehicleVectorEnv:
     """The vehicle speed-tracking task for ``num_envs`` vehicles (implements ``actors.envs.VectorEnv``)."""
 
@@ -38,6 +43,7 @@ class VehicleVectorEnv:
         self.action_high = np.array([1.0], dtype=np.float32)
         self._preview = np.arange(self.config.preview_steps)
         self._rows = np.arange(num_envs)
+        self._max_delay = int(delay_steps(self.config.randomization.actuation_delay[1], self.config.dt))
         self.reset(seed)
 
     # -- episode bookkeeping -------------------------------------------------
@@ -72,6 +78,7 @@ class VehicleVectorEnv:
             self._t = np.zeros(k, dtype=np.int64)
             self._u_prev, self._a_prev = np.zeros(k), np.zeros(k)
             self._v_meas, self._theta, self._theta_meas = np.zeros(k), np.zeros(k), np.zeros(k)
+            self._commands = np.zeros((k, self._max_delay + 1))  # [:, j]: the command given j steps ago
         else:
             self._params.put(ids, params)
             self._coeffs.put(ids, coeffs)
@@ -79,6 +86,8 @@ class VehicleVectorEnv:
             self._state.put(ids, PlantState.at_rest(k))
             self._t[ids] = 0
             self._u_prev[ids], self._a_prev[ids] = 0.0, 0.0
+            self._commands[ids] = 0.0
+        self._delay = delay_steps(self._params.actuation_delay, cfg.dt)
         self._theta[ids] = self._grid[ids, 0]
         self._v_meas[ids] = self._measure_speed(ids)
         self._theta_meas[ids] = self._theta[ids] + cfg.grade.pitch_noise * self.rng.standard_normal(k)
@@ -105,11 +114,12 @@ class VehicleVectorEnv:
         u = np.asarray(actions, dtype=np.float64).reshape(self.num_envs)
         u = np.clip(np.where(np.isnan(u), 0.0, u), -1.0, 1.0)  # a NaN action is no action
         applied = u[:, None].copy()  # u becomes u_prev, which a new vehicle's reset zeroes in place
+        actuated = self._actuate(u)
         st = self._state
         v0 = st.v
         samples = np.empty((self.num_envs, 4))
-        samples[:, 0], samples[:, 1], samples[:, 3] = u, self._v_meas, self._theta_meas
-        control_step(st, u, np.sin(self._theta), self._coeffs, cfg.dt, cfg.substeps, cfg.plant)
+        samples[:, 0], samples[:, 1], samples[:, 3] = actuated, self._v_meas, self._theta_meas
+        control_step(st, actuated, np.sin(self._theta), self._coeffs, cfg.dt, cfg.substeps, cfg.plant)
         accel = (st.v - v0) * (1.0 / cfg.dt)
         samples[:, 2] = accel
         self._t += 1
@@ -140,6 +150,16 @@ class VehicleVectorEnv:
             speed_error=speed_error,
             applied_action=applied,
         )
+
+    def _actuate(self, u: np.ndarray) -> np.ndarray:
+        """The command the plant applies now: ``u`` itself, or with an actuation delay the one given that many steps
+        ago (zero before the episode's first). The dynamics samples carry it: the motor controller reports the
+        torque it applies."""
+        if self._max_delay == 0:
+            return u
+        self._commands[:, 1:] = self._commands[:, :-1]
+        self._commands[:, 0] = u
+        return self._commands[self._rows, self._delay]
 
     # -- information for the dynamics map and diagnostics ------------------------
 

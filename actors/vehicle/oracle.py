@@ -2,24 +2,28 @@
 
 A study arm, not something a real vehicle offers: ``context.mode: oracle`` (vehicle environment only)
 hands the policy and critics the drawn parameters of the vehicle each environment drives, each mapped
-to [-1, 1] over its randomization range (log-uniform ranges in log space).
+to [-1, 1] over its randomization range (log-uniform ranges in log space): the spec's 17, and the actuation
+delay when it is randomized.
 """
 
 from __future__ import annotations
-
-from dataclasses import fields
 
 import numpy as np
 
 from actors.vehicle.config import RandomizationConfig
 from actors.vehicle.env import VehicleVectorEnv
-from actors.vehicle.params import LOG_UNIFORM, PARAM_NAMES, VehicleParams
+from actors.vehicle.params import DRAWN_ONLY_WHEN_RANDOMIZED, LOG_UNIFORM, PARAM_NAMES, VehicleParams
+
+
+def oracle_params(ranges: RandomizationConfig) -> tuple[str, ...]:
+    """The parameters the oracle shows: all but an added one that is not randomized (the spec's task keeps 17)."""
+    return tuple(n for n in PARAM_NAMES if n not in DRAWN_ONLY_WHEN_RANDOMIZED or len(set(getattr(ranges, n))) > 1)
 
 
 def normalized_params(params: VehicleParams, ranges: RandomizationConfig) -> np.ndarray:
-    """``[n, len(PARAM_NAMES)]`` float32: each parameter at -1 at the low end of its range, +1 at the high end."""
+    """``[n, len(oracle_params(ranges))]`` float32: each parameter at -1 at the low end of its range, +1 at the high end."""
     columns = []
-    for name in PARAM_NAMES:
+    for name in oracle_params(ranges):
         low, high = getattr(ranges, name)
         value = getattr(params, name)
         if name in LOG_UNIFORM:
@@ -32,10 +36,9 @@ def normalized_params(params: VehicleParams, ranges: RandomizationConfig) -> np.
 class OracleContext:
     """The ``ContextProvider`` of ``context.mode: oracle``: reads the environment's current vehicles."""
 
-    context_dim = len(fields(VehicleParams))
-
     def __init__(self, env: VehicleVectorEnv, ranges: RandomizationConfig) -> None:
         self.env, self.ranges = env, ranges
+        self.context_dim = len(oracle_params(ranges))
         self._context = np.zeros((env.num_envs, self.context_dim), np.float32)
 
     def reset(self, env_ids: np.ndarray) -> None:

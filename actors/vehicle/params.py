@@ -27,6 +27,9 @@ LOG_UNIFORM = frozenset(
     {"wheel_inertia", "armature_resistance", "armature_inductance", "motor_constant", "viscous_friction", "rotor_inertia"}
 )
 """Ranges drawn log-uniformly (spec table); the others are uniform."""
+DRAWN_ONLY_WHEN_RANDOMIZED = frozenset({"actuation_delay"})
+"""Parameters added after the spec's table: while their range is one value they take no random numbers, so every
+vehicle of a given seed is the one drawn before they existed."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class VehicleParams:
     brake_exponent: np.ndarray
     brake_lag: np.ndarray
     speed_noise: np.ndarray
+    actuation_delay: np.ndarray
 
     def __len__(self) -> int:
         return int(self.mass.shape[0])
@@ -70,6 +74,7 @@ class VehicleParams:
     @staticmethod
     def from_scalars(**values: float) -> VehicleParams:
         """One vehicle from plain numbers (tests, examples)."""
+        values = {"actuation_delay": 0.0, **values}  # added after the spec: none unless given
         return VehicleParams(**{k: np.array([float(v)]) for k, v in values.items()})
 
 
@@ -141,7 +146,9 @@ def draw_candidates(rng: np.random.Generator, cfg: RandomizationConfig, count: i
     values = {}
     for name in PARAM_NAMES:
         low, high = getattr(cfg, name)
-        if name in LOG_UNIFORM:
+        if name in DRAWN_ONLY_WHEN_RANDOMIZED and low == high:
+            values[name] = np.full(count, float(low))
+        elif name in LOG_UNIFORM:
             values[name] = np.exp(rng.uniform(np.log(low), np.log(high), count))
         else:
             values[name] = rng.uniform(low, high, count)
