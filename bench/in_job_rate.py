@@ -6,15 +6,14 @@
 1. **Alone**: the job's own learner (``cluster.factory.make_learner``: its networks, batch, block size, device and
    ``learner.fast_path``) on a replay of random transitions of the job's shapes, one ``Learner.update_block`` after
    another (each with its one host read), ``--repeats`` rounds of about ``--seconds``: the median rate.
-4. **In the job**: ``python -m cluster.train --config CONFIG`` with ``cluster.num_actors=--actors`` and
-   ``train.total_env_steps=--steps`` on Ray (a local instance, or ``--set cluster.address=...``); its progress lines
-   give (time, updates) pairs, and the steady rate is the slope from the line where 20 % of the final updates are done
-   to the last line before the end (leaving out start-up, warm-up and graph capture).
-
 2. **The service alone**: the same learner inside its ``LearnerService`` (built as the job builds it: metrics
    exporter, NaN guard and snapshot per block, weight gate), trained one fragment's updates at a time with the
    broadcast after each, as the learner actor does per fragment: what the loop's bookkeeping costs, without Ray.
-3. (In the job, from its ``final_stats.json``) where the job's learner spent its time: ingest, train, broadcast,
+3. **In the job**: ``python -m cluster.train --config CONFIG`` with ``cluster.num_actors=--actors`` and
+   ``train.total_env_steps=--steps`` on Ray (a local instance, or ``--set cluster.address=...``); its progress lines
+   give (time, updates) pairs, and the steady rate is the slope from the line where 20 % of the final updates are done
+   to the last line before the end (leaving out start-up, warm-up and graph capture).
+4. (In the job, from its ``final_stats.json``) where the job's learner spent its time: ingest, train, broadcast,
    checkpoint and idle (``learner.timing``), and its rate while training.
 
 The ratio is the speed issue's in-job floor (>= 95 %). The job must be learner-bound for the ratio to mean

@@ -19,11 +19,14 @@ import torch
 from torch import nn
 from torch.optim.adam import adam
 
+BETAS, EPS = (0.9, 0.999), 1e-8
+"""Adam's hyperparameters (torch's defaults), for the optimizers and the step alike."""
+
 
 def make_adam(params: list[nn.Parameter], lr: torch.Tensor) -> torch.optim.Adam:
     """Fused Adam over ``params`` with ``lr`` as its learning rate; its state already allocated."""
     capturable = lr.device.type == "cuda"
-    optimizer = torch.optim.Adam(params, lr=lr, fused=True, capturable=capturable)
+    optimizer = torch.optim.Adam(params, lr=lr, betas=BETAS, eps=EPS, fused=True, capturable=capturable)
     for p in params:
         optimizer.state[p] = {
             "step": torch.zeros((), dtype=torch.float32, device=p.device),
@@ -56,8 +59,8 @@ def clipped_adam_step(
     params: list[nn.Parameter], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
     steps: list[torch.Tensor], lr: torch.Tensor, max_norm: float,
 ) -> torch.Tensor:  # fmt: skip
-    """Clip ``grads`` (the parameters' ``.grad``) to global norm ``max_norm``, then one Adam step (torch's defaults:
-    betas 0.9, 0.999, eps 1e-8); returns the pre-clip norm. A non-finite norm leaves non-finite parameters (the guard
+    """Clip ``grads`` (the parameters' ``.grad``) to global norm ``max_norm``, then one Adam step (``BETAS``, ``EPS``);
+    returns the pre-clip norm. A non-finite norm leaves non-finite parameters (the guard
     rolls them back). Foreach and capturable on CUDA (what ``torch.compile`` fuses), fused on the CPU."""
     cuda = lr.device.type == "cuda"
     norm = nn.utils.get_total_norm(grads, foreach=True)
@@ -65,7 +68,7 @@ def clipped_adam_step(
     with torch.no_grad():
         adam(
             params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=cuda, fused=not cuda, capturable=cuda,
-            amsgrad=False, beta1=0.9, beta2=0.999, lr=lr, weight_decay=0.0, eps=1e-8, maximize=False,
+            amsgrad=False, beta1=BETAS[0], beta2=BETAS[1], lr=lr, weight_decay=0.0, eps=EPS, maximize=False,
         )  # fmt: skip
     return norm
 

@@ -112,7 +112,8 @@ class SAC:
         """The one learning rate of policy, critics and temperature: a device tensor every optimizer holds."""
         self.actor_optimizer = make_adam(list(self.actor.parameters()), self.lr)
         self.critic_optimizer = make_adam(self.critic.ordered(), self.lr)
-        self.adam_tensors = {id(o): AdamTensors.of(o) for o in (self.actor_optimizer, self.critic_optimizer)}
+        self.actor_adam, self.critic_adam = AdamTensors.of(self.actor_optimizer), AdamTensors.of(self.critic_optimizer)
+        """The optimizers' parameters and state as the lists ``clipped_adam_step`` takes."""
         self.temperature = make_temperature(
             config.temperature, config.initial_alpha, action_dim, config.target_entropy_scale, self.lr
         )
@@ -156,13 +157,13 @@ class SAC:
         with self.autocast():
             q = self.critic(obs_in, batch["action"]).float()
         q_loss = m["critic_loss"](q, target)
-        q_norm = self._descend(self.critic_optimizer, q_loss, self.grad_hook)
+        q_norm = self._descend(self.critic_adam, q_loss, self.grad_hook)
         self.critic.requires_grad_(False)  # the policy loss must not leave gradients on the critics
         with self.autocast():
             policy_q = self.critic(obs_in, actions[size:]).float()
         self.critic.requires_grad_(True)
         policy_loss = m["actor_loss"](alpha, log_probs[size:], policy_q)
-        policy_norm = self._descend(self.actor_optimizer, policy_loss)
+        policy_norm = self._descend(self.actor_adam, policy_loss)
         self.temperature.update(log_probs[size:].detach())
         m["polyak_update"](self.critic_target.ordered(), self.critic.ordered(), cfg.tau)
         return m["stats_vector"](
@@ -170,17 +171,17 @@ class SAC:
             self.guard,
         )  # fmt: skip
 
-    def _descend(self, optimizer: torch.optim.Adam, loss: torch.Tensor, hook: GradHook | None = None) -> torch.Tensor:
+    def _descend(self, adam: AdamTensors, loss: torch.Tensor, hook: GradHook | None = None) -> torch.Tensor:
         """Backward, pre-clip global norm, clip, Adam step; returns the pre-clip norm."""
-        optimizer.zero_grad(set_to_none=True)
+        for p in adam.params:
+            p.grad = None
         loss.backward()
         if hook is not None:
             hook(self.updates_done, self.critic)
-        t = self.adam_tensors[id(optimizer)]
-        grads = [p.grad for p in t.params]
         return self.math["clipped_adam_step"](
-            t.params, grads, t.exp_avgs, t.exp_avg_sqs, t.steps, t.lr, self.config.max_grad_norm
-        )
+            adam.params, [p.grad for p in adam.params], adam.exp_avgs, adam.exp_avg_sqs, adam.steps, adam.lr,
+            self.config.max_grad_norm,
+        )  # fmt: skip
 
     def update(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One update on ``batch`` (counted); the statistics vector."""

@@ -12,12 +12,12 @@ import numpy as np
 
 from actors.vehicle.config import RandomizationConfig
 from actors.vehicle.env import VehicleVectorEnv
-from actors.vehicle.params import DRAWN_ONLY_WHEN_RANDOMIZED, LOG_UNIFORM, PARAM_NAMES, VehicleParams
+from actors.vehicle.params import LOG_UNIFORM, PARAM_NAMES, VehicleParams, randomized
 
 
 def oracle_params(ranges: RandomizationConfig) -> tuple[str, ...]:
     """The parameters the oracle shows: all but an added one that is not randomized (the spec's task keeps 17)."""
-    return tuple(n for n in PARAM_NAMES if n not in DRAWN_ONLY_WHEN_RANDOMIZED or len(set(getattr(ranges, n))) > 1)
+    return tuple(name for name in PARAM_NAMES if randomized(name, ranges))
 
 
 def normalized_params(params: VehicleParams, ranges: RandomizationConfig) -> np.ndarray:

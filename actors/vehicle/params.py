@@ -32,6 +32,12 @@ DRAWN_ONLY_WHEN_RANDOMIZED = frozenset({"actuation_delay"})
 vehicle of a given seed is the one drawn before they existed."""
 
 
+def randomized(name: str, cfg: RandomizationConfig) -> bool:
+    """Whether ``name`` is drawn (and shown by the oracle): every spec parameter; an added one only over a range."""
+    low, high = getattr(cfg, name)
+    return name not in DRAWN_ONLY_WHEN_RANDOMIZED or low != high
+
+
 @dataclass(frozen=True)
 class VehicleParams:
     """The drawn parameters of ``n`` vehicles (each field an array ``[n]``); names match ``RandomizationConfig``."""
@@ -146,7 +152,7 @@ def draw_candidates(rng: np.random.Generator, cfg: RandomizationConfig, count: i
     values = {}
     for name in PARAM_NAMES:
         low, high = getattr(cfg, name)
-        if name in DRAWN_ONLY_WHEN_RANDOMIZED and low == high:
+        if not randomized(name, cfg):
             values[name] = np.full(count, float(low))
         elif name in LOG_UNIFORM:
             values[name] = np.exp(rng.uniform(np.log(low), np.log(high), count))
