@@ -176,7 +176,7 @@ def parallel_blocks(runs: int, cfg: LearnerConfig, device: torch.device, replay:
     replays = []
     for k in range(runs):
         view = ReplayBuffer(1, OBS, CONTEXT, ACTION, device, seed=k)
-        view.storage, view.size, view.capacity = replay.storage, replay.size, replay.capacity
+        view.rows, view.storage, view.size, view.capacity = replay.rows, replay.storage, replay.size, replay.capacity
         replays.append(view)
     blocks = GraphedBlocks(sacs, compile_math=True)
 

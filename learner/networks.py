@@ -85,7 +85,10 @@ class TwinCritic(nn.Module):
         return [p for w, b in zip(self.weights, self.biases, strict=True) for p in (w, b)]
 
     def forward(self, x: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        xa = torch.cat([x, action], dim=-1)
+        return self.joined(torch.cat([x, action], dim=-1))
+
+    def joined(self, xa: torch.Tensor) -> torch.Tensor:
+        """``Q(s, a)`` from ``[s ‖ a]`` (a column range of the replay's rows: no concatenation)."""
         w0, b0 = self.weights[0], self.biases[0]
         # First layer: both networks in one [B, in] x [in, 2*out] product.
         h = nn.functional.linear(xa, w0.reshape(-1, w0.shape[-1]), b0.reshape(-1))

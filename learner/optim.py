@@ -62,15 +62,23 @@ def clipped_adam_step(
     """Clip ``grads`` (the parameters' ``.grad``) to global norm ``max_norm``, then one Adam step (``BETAS``, ``EPS``);
     returns the pre-clip norm. A non-finite norm leaves non-finite parameters (the guard
     rolls them back). Foreach and capturable on CUDA (what ``torch.compile`` fuses), fused on the CPU."""
-    cuda = lr.device.type == "cuda"
     norm = nn.utils.get_total_norm(grads, foreach=True)
     nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
-    with torch.no_grad():
-        adam(
-            params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=cuda, fused=not cuda, capturable=cuda,
-            amsgrad=False, beta1=BETAS[0], beta2=BETAS[1], lr=lr, weight_decay=0.0, eps=EPS, maximize=False,
-        )  # fmt: skip
+    adam_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr)
     return norm
+
+
+@torch.no_grad()
+def adam_step(
+    params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
+    steps: list[torch.Tensor], lr: torch.Tensor,
+) -> None:  # fmt: skip
+    """One step of torch's functional Adam (``BETAS``, ``EPS``): foreach and capturable on CUDA, fused on the CPU."""
+    cuda = lr.device.type == "cuda"
+    adam(
+        params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=cuda, fused=not cuda, capturable=cuda,
+        amsgrad=False, beta1=BETAS[0], beta2=BETAS[1], lr=lr, weight_decay=0.0, eps=EPS, maximize=False,
+    )  # fmt: skip
 
 
 def adam_state(optimizer: torch.optim.Adam) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 FIELDS = ("obs", "context", "action", "reward", "next_obs", "next_context", "terminated")
+SCALAR_FIELDS = ("reward", "terminated")
 INDEX_RANGE = 2**62
 """Indices are ``randint(0, INDEX_RANGE) mod size``: uniform within 1e-12, with ``size`` a device tensor."""
 
@@ -15,6 +16,10 @@ class ReplayBuffer:
     ``add`` takes a batch of transitions (any leading size); when the ring is
     full the oldest are overwritten. ``sample_indices`` draws indices on the device with
     the buffer's own generator, so sampling is reproducible and resumable.
+
+    A transition is one row of ``rows`` (the fields side by side, in ``FIELDS`` order): a batch is gathered by
+    one kernel, and ``obs, context`` (the policy's input) and ``obs, context, action`` (the critics') are column
+    ranges of it, so the update reads them without concatenating. ``storage[name]`` is each field's view.
     """
 
     def __init__(
@@ -22,16 +27,11 @@ class ReplayBuffer:
     ) -> None:
         self.capacity = capacity
         self.device = device
-        shapes = {
-            "obs": (obs_dim,),
-            "context": (context_dim,),
-            "action": (action_dim,),
-            "reward": (),
-            "next_obs": (obs_dim,),
-            "next_context": (context_dim,),
-            "terminated": (),
-        }
-        self.storage = {name: torch.zeros((capacity, *shape), device=device) for name, shape in shapes.items()}
+        widths = {"obs": obs_dim, "context": context_dim, "action": action_dim, "reward": 1,
+                  "next_obs": obs_dim, "next_context": context_dim, "terminated": 1}  # fmt: skip
+        self.columns = column_ranges(widths)
+        self.rows = torch.zeros((capacity, sum(widths.values())), device=device)
+        self.storage = self.fields(self.rows)
         self.position = 0
         self.size = 0
         self.generator = torch.Generator(device=device)
@@ -48,8 +48,7 @@ class ReplayBuffer:
             batch = {k: v[-self.capacity :] for k, v in batch.items()}
             count = self.capacity
         index = (self.position + torch.arange(count, device=self.device)) % self.capacity
-        for name in FIELDS:
-            self.storage[name][index] = batch[name].to(self.device, dtype=torch.float32, non_blocking=True)
+        self.rows[index] = transition_rows(batch).to(self.device, non_blocking=True)
         self.position = (self.position + count) % self.capacity
         self.size = min(self.size + count, self.capacity)
 
@@ -60,8 +59,13 @@ class ReplayBuffer:
         draw = torch.randint(0, INDEX_RANGE, (batch_size,), generator=self.generator, device=self.device)
         return draw.remainder_(size)
 
-    def gather(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {name: tensor[index] for name, tensor in self.storage.items()}
+    def gather(self, index: torch.Tensor) -> torch.Tensor:
+        """The transitions at ``index`` as rows (one gather); ``fields`` names their columns."""
+        return self.rows[index]
+
+    def fields(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Views of ``rows`` per field; reward and terminated as vectors."""
+        return {name: rows[:, a] if name in SCALAR_FIELDS else rows[:, a:b] for name, (a, b) in self.columns.items()}
 
     def state_dict(self) -> dict:
         live = slice(0, self.size)
@@ -82,3 +86,25 @@ class ReplayBuffer:
         self.position = int(state["position"]) % self.capacity
         self.size = size
         self.generator.set_state(state["generator"])
+
+
+def column_ranges(widths: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Each field's ``[start, end)`` columns, side by side in ``widths``' order."""
+    ranges, start = {}, 0
+    for name, width in widths.items():
+        ranges[name] = (start, start + width)
+        start += width
+    return ranges
+
+
+def transition_rows(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A batch of transitions (fields by name) as the buffer's rows: the fields side by side in ``FIELDS`` order."""
+    count = int(batch["reward"].shape[0])
+    return torch.cat([batch[name].reshape(count, -1).to(torch.float32) for name in FIELDS], dim=1)
+
+
+def transition_layout(state_dim: int, action_dim: int) -> dict[str, slice]:
+    """The update's columns of a row: ``state`` (obs ‖ context), ``action``, ``reward``, ``next_state``,
+    ``terminated``. ``state`` and ``action`` are adjacent: the critics' input is one column range."""
+    widths = {"state": state_dim, "action": action_dim, "reward": 1, "next_state": state_dim, "terminated": 1}
+    return {name: slice(a, b) for name, (a, b) in column_ranges(widths).items()}

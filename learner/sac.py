@@ -12,7 +12,6 @@ import contextlib
 import copy
 import functools
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -22,11 +21,9 @@ from learner.config import LearnerConfig
 from learner.losses import actor_loss, critic_loss, polyak_update, soft_q_target
 from learner.networks import Actor, TwinCritic, policy_head
 from learner.optim import AdamTensors, adam_state, clipped_adam_step, load_adam_state, make_adam
-from learner.temperature import make_temperature
+from learner.replay import ReplayBuffer, transition_layout
+from learner.temperature import make_temperature, temperature_step
 from learner.types import COUNT_FIELDS, FLAG_FIELDS, STAT_FIELDS
-
-if TYPE_CHECKING:
-    from learner.replay import ReplayBuffer
 
 FLAGS = slice(len(STAT_FIELDS) - len(FLAG_FIELDS), len(STAT_FIELDS))
 
@@ -88,7 +85,7 @@ def precision_contexts(precision: str, device: torch.device) -> tuple[Callable, 
 MATH: dict[str, Callable] = {
     "policy_head": policy_head, "soft_q_target": soft_q_target, "critic_loss": critic_loss,
     "actor_loss": actor_loss, "stats_vector": stats_vector, "clipped_adam_step": clipped_adam_step,
-    "polyak_update": polyak_update,
+    "polyak_update": polyak_update, "temperature_step": temperature_step,
 }  # fmt: skip
 """The pure maths of a step; ``learner/graph.py`` swaps in their ``torch.compile``d versions."""
 
@@ -108,6 +105,8 @@ class SAC:
         self.actor = Actor(in_dim, action_dim, config.hidden_sizes).to(device)
         self.critic = TwinCritic(critic_in or in_dim, action_dim, config.hidden_sizes).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.columns = transition_layout(critic_in or in_dim, action_dim)
+        """Where an update finds state, action, reward, next state and termination in the replay's rows."""
         self.lr = torch.tensor(config.lr, dtype=torch.float32, device=device)
         """The one learning rate of policy, critics and temperature: a device tensor every optimizer holds."""
         self.actor_optimizer = make_adam(list(self.actor.parameters()), self.lr)
@@ -134,16 +133,18 @@ class SAC:
         self.allocate_block(config.block_updates)
 
     # -- one update ---------------------------------------------------------------------------
-    def step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One SAC update on a batch of device tensors; returns the statistics vector (no host sync)."""
+    def step(self, rows: torch.Tensor) -> torch.Tensor:
+        """One SAC update on a batch of transitions, the replay's rows (``transition_rows``) on the device; returns
+        the statistics vector (no host sync)."""
         with self.precision():
-            return self._step(batch)
+            return self._step(rows)
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        cfg, m = self.config, self.math
-        obs_in = torch.cat([batch["obs"], batch["context"]], dim=-1)
-        next_in = torch.cat([batch["next_obs"], batch["next_context"]], dim=-1)
-        size = obs_in.shape[0]
+    def _step(self, rows: torch.Tensor) -> torch.Tensor:
+        cfg, m, columns = self.config, self.math, self.columns
+        obs_in, next_in = rows[:, columns["state"]], rows[:, columns["next_state"]]
+        state_action = rows[:, columns["state"].start : columns["action"].stop]
+        reward, terminated = rows[:, columns["reward"].start], rows[:, columns["terminated"].start]
+        size = rows.shape[0]
         alpha = self.temperature.alpha()
         noise = torch.randn((2 * size, self.action_dim), generator=self.noise, device=self.device)
         with self.autocast():
@@ -152,10 +153,10 @@ class SAC:
         with torch.no_grad(), self.autocast():
             next_q = self.critic_target(next_in, actions[:size]).float()
         with torch.no_grad():
-            scaled_reward = batch["reward"] * self.reward_scale  # the one place rewards are scaled
-            target = m["soft_q_target"](scaled_reward, batch["terminated"], cfg.gamma, next_q, log_probs[:size], alpha)
+            scaled_reward = reward * self.reward_scale  # the one place rewards are scaled
+            target = m["soft_q_target"](scaled_reward, terminated, cfg.gamma, next_q, log_probs[:size], alpha)
         with self.autocast():
-            q = self.critic(obs_in, batch["action"]).float()
+            q = self.critic.joined(state_action).float()
         q_loss = m["critic_loss"](q, target)
         q_norm = self._descend(self.critic_adam, q_loss, self.grad_hook)
         self.critic.requires_grad_(False)  # the policy loss must not leave gradients on the critics
@@ -164,7 +165,7 @@ class SAC:
         self.critic.requires_grad_(True)
         policy_loss = m["actor_loss"](alpha, log_probs[size:], policy_q)
         policy_norm = self._descend(self.actor_adam, policy_loss)
-        self.temperature.update(log_probs[size:].detach())
+        self.temperature.update(log_probs[size:].detach(), m["temperature_step"])
         m["polyak_update"](self.critic_target.ordered(), self.critic.ordered(), cfg.tau)
         return m["stats_vector"](
             q[0].detach(), q_loss.detach(), policy_loss.detach(), q_norm, policy_norm, alpha, cfg.max_grad_norm,
@@ -183,9 +184,9 @@ class SAC:
             self.config.max_grad_norm,
         )  # fmt: skip
 
-    def update(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One update on ``batch`` (counted); the statistics vector."""
-        stats = self.step(batch)
+    def update(self, rows: torch.Tensor) -> torch.Tensor:
+        """One update on the transitions ``rows`` (counted); the statistics vector."""
+        stats = self.step(rows)
         self.updates_done += 1
         return stats
 
@@ -242,14 +243,13 @@ class SAC:
 
     def device_snapshot(self) -> dict:
         """A device copy of all mutable state and the noise RNG (no host sync), for rolling a bad block back."""
-        return {"tensors": [t.clone() for t in self.state_tensors()], "noise_rng": self.noise.get_state(),
+        return {"tensors": copies_of(self.state_tensors()), "noise_rng": self.noise.get_state(),
                 "updates_done": self.updates_done}  # fmt: skip
 
     @torch.no_grad()
     def restore_device_snapshot(self, snapshot: dict) -> None:
         """In place: captured graphs stay valid."""
-        for tensor, saved in zip(self.state_tensors(), snapshot["tensors"], strict=True):
-            tensor.copy_(saved)
+        torch._foreach_copy_(self.state_tensors(), snapshot["tensors"])
         self.noise.set_state(snapshot["noise_rng"])
         self.updates_done = snapshot["updates_done"]
 
@@ -298,3 +298,19 @@ def update_blocks(
         for sac in sacs:
             sac.updates_done += 1  # the update number a grad_hook sees
     return [sac.end_block(count) for sac in sacs]
+
+
+@torch.no_grad()
+def copies_of(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of ``tensors`` held in one buffer per dtype: one allocation and a few kernels rather than one of each
+    per tensor (the service snapshots every block it launches)."""
+    copies: list[torch.Tensor] = list(tensors)
+    for dtype in {t.dtype for t in tensors}:
+        picked = [i for i, t in enumerate(tensors) if t.dtype == dtype]
+        sizes = [tensors[i].numel() for i in picked]
+        buffer = torch.empty(sum(sizes), dtype=dtype, device=tensors[picked[0]].device)
+        views = [part.view_as(tensors[i]) for part, i in zip(buffer.split(sizes), picked, strict=True)]
+        torch._foreach_copy_(views, [tensors[i] for i in picked])
+        for view, i in zip(views, picked, strict=True):
+            copies[i] = view
+    return copies

@@ -284,7 +284,7 @@ class Safety:
         if not learner.parameters_finite():
             learner.restore(snapshot)  # the prefix did not reproduce finitely: keep the block start
         log.error("non-finite update %d (block index %d): %s", learner.updates_done, bad, result.stats)
-        batch = learner.replay.gather(result.batch_indices[bad])
+        batch = learner.replay.fields(learner.replay.gather(result.batch_indices[bad]))
         extra = {
             "offending_batch": {k: v.detach().cpu() for k, v in batch.items()}, "stats_history": list(self.history),
             "context_stats": context_statistics(batch), "bad_update": learner.updates_done,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from learner.losses import temperature_loss
-from learner.optim import adam_state, load_adam_state, make_adam
+from learner.optim import AdamTensors, adam_state, adam_step, load_adam_state, make_adam
 
 
 class FixedTemperature:
@@ -19,7 +20,7 @@ class FixedTemperature:
     def alpha(self) -> torch.Tensor:
         return self._alpha
 
-    def update(self, log_prob: torch.Tensor) -> None:
+    def update(self, log_prob: torch.Tensor, step: Callable | None = None) -> None:
         """Nothing to learn."""
 
     def parameters(self) -> list[torch.Tensor]:
@@ -42,14 +43,16 @@ class LearnedTemperature:
         self.log_alpha = torch.tensor(math.log(initial_alpha), device=lr.device, requires_grad=True)
         self.target_entropy = target_entropy
         self.optimizer = make_adam([self.log_alpha], lr)
+        self.adam = AdamTensors.of(self.optimizer)
 
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.detach().exp()
 
-    def update(self, log_prob: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        temperature_loss(self.log_alpha, log_prob, self.target_entropy).backward()
-        self.optimizer.step()
+    def update(self, log_prob: torch.Tensor, step: Callable | None = None) -> None:
+        """One step of ``temperature_step`` (or ``step``, its compiled form)."""
+        a = self.adam
+        (step or temperature_step)(self.log_alpha, log_prob, self.target_entropy, a.exp_avgs[0], a.exp_avg_sqs[0],
+                                   a.steps[0], a.lr)  # fmt: skip
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.log_alpha]
@@ -61,6 +64,16 @@ class LearnedTemperature:
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         load_adam_state(self.optimizer, state["optimizer"])
+
+
+def temperature_step(
+    log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float, exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor, step: torch.Tensor, lr: torch.Tensor,
+) -> None:  # fmt: skip
+    """One Adam step of ``log_alpha`` on ``temperature_loss``, its gradient by ``torch.func.grad`` (no autograd
+    graph: ``torch.compile`` fuses the whole step into a kernel or two)."""
+    grad = torch.func.grad(temperature_loss)(log_alpha.detach(), log_prob, target_entropy)
+    adam_step([log_alpha], [grad], [exp_avg], [exp_avg_sq], [step], lr)
 
 
 Temperature = FixedTemperature | LearnedTemperature

@@ -10,6 +10,7 @@ import torch
 
 from learner.config import LearnerConfig, ReplayConfig
 from learner.learner import Dimensions, Learner
+from learner.replay import transition_rows
 from learner.types import Fragment
 
 DIMS = Dimensions(obs_dim=3, context_dim=2, action_dim=1)
@@ -31,6 +32,11 @@ def random_batch(size: int = 8, seed: int = 0, reward_scale: float = 1.0) -> dic
         "next_context": torch.randn(size, DIMS.context_dim, generator=g),
         "terminated": (torch.rand(size, generator=g) < 0.2).float(),
     }
+
+
+def random_rows(size: int = 8, seed: int = 0, reward_scale: float = 1.0) -> torch.Tensor:
+    """``random_batch`` as the replay's rows (what ``SAC.update`` takes)."""
+    return transition_rows(random_batch(size, seed, reward_scale))
 
 
 def make_fragment(steps: int = 4, envs: int = 2, seq: int = 1, actor_id: int = 0, incarnation: int = 0, seed: int = 0):

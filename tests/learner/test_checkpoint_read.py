@@ -30,7 +30,15 @@ from learner.checkpoint_read import (
 )
 from learner.sac import SAC
 from learner.types import UpdateStats
-from tests.learner.helpers import DIMS, assert_bitwise, flip_byte, make_replay, make_state, random_batch, with_config
+from tests.learner.helpers import (
+    DIMS,
+    assert_bitwise,
+    flip_byte,
+    make_replay,
+    make_state,
+    random_rows,
+    with_config,
+)
 
 LOGGER = "learner.checkpoint"
 CPU = torch.device("cpu")
@@ -199,4 +207,4 @@ def test_a_layout_1_checkpoint_converts_to_the_same_networks_and_moments():
     assert torch.equal(first_layer["exp_avg"], torch.stack([moments[0]["exp_avg"], moments[6]["exp_avg"]]))
     assert float(first_layer["step"]) == 3.0 and sac.updates_done == 3
     assert upgrade_sac_state(sac.state_dict())["layout"] == 2  # a layout-2 state passes through
-    assert named(sac.update(random_batch(seed=1))).finite  # and it trains on
+    assert named(sac.update(random_rows(seed=1))).finite  # and it trains on

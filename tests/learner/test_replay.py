@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from learner.replay import ReplayBuffer
+from learner.replay import ReplayBuffer, transition_layout, transition_rows
 
 
 def batch(start: int, count: int) -> dict[str, torch.Tensor]:
@@ -47,7 +47,7 @@ def test_sampling_stays_in_filled_part_and_is_seeded():
     other = make(100)
     other.add(batch(0, 10))
     assert torch.equal(other.sample_indices(1000), index)
-    sample = replay.gather(index[:4])
+    sample = replay.fields(replay.gather(index[:4]))
     assert torch.equal(sample["reward"], index[:4].float() * 0.5)
     assert torch.equal(sample["context"][:, 1], index[:4].float() * 10)
 
@@ -80,3 +80,21 @@ def test_a_snapshot_holds_the_live_rows_only(tmp_path):
     assert all(t.untyped_storage().nbytes() == t.numel() * 4 for t in state["storage"].values())  # not the whole ring
     torch.save(state, tmp_path / "replay.pt")
     assert (tmp_path / "replay.pt").stat().st_size < 10_000  # 7 transitions, not 10 000 rows of zeros
+
+
+def test_a_transition_is_one_row_and_the_update_reads_its_inputs_as_column_ranges():
+    """One gather gives the batch; ``state`` (obs ‖ context), ``state, action`` (the critics' input), reward,
+    next state and termination are where ``transition_layout`` says."""
+    replay = make(10)
+    replay.add(batch(0, 6))
+    rows = replay.gather(torch.tensor([4, 1]))
+    assert rows.shape == (2, 3 + 2 + 1 + 1 + 3 + 2 + 1)
+    assert rows[0].tolist() == [4, 4, 4, 40, 40, -4, 2.0, 5, 5, 5, 41, 41, 0]
+    columns = transition_layout(state_dim=5, action_dim=1)
+    assert rows[:, columns["state"]].tolist() == [[4, 4, 4, 40, 40], [1, 1, 1, 10, 10]]
+    assert rows[:, columns["state"].start : columns["action"].stop].tolist() == [[4, 4, 4, 40, 40, -4], [1, 1, 1, 10, 10, -1]]
+    assert rows[:, columns["reward"]].flatten().tolist() == [2.0, 0.5]
+    assert rows[:, columns["next_state"]].tolist() == [[5, 5, 5, 41, 41], [2, 2, 2, 11, 11]]
+    assert rows[:, columns["terminated"]].flatten().tolist() == [0.0, 1.0]
+    assert torch.equal(rows, transition_rows(batch(0, 6))[[4, 1]])
+    assert replay.fields(rows)["next_context"].tolist() == [[41, 41], [11, 11]]

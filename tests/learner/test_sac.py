@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from learner.replay import ReplayBuffer
-from learner.sac import SAC, summarize_block
+from learner.replay import ReplayBuffer, transition_rows
+from learner.sac import SAC, copies_of, summarize_block
 from learner.temperature import LearnedTemperature
 from learner.types import STAT_FIELDS, UpdateStats, stat_index
-from tests.learner.helpers import DIMS, random_batch, with_config
+from tests.learner.helpers import DIMS, random_batch, random_rows, with_config
 
 CPU = torch.device("cpu")
 
@@ -32,8 +32,8 @@ def named(vector: torch.Tensor) -> UpdateStats:
 def test_reward_scale_is_applied_exactly_once():
     # Raw rewards r with scale 0.01 must train exactly like rewards 0.01*r with scale 1.
     scaled, prescaled = make_sac(reward_scale=0.01), make_sac(reward_scale=1.0)
-    raw = random_batch(seed=1, reward_scale=100.0)
-    pre = dict(raw, reward=raw["reward"] * 0.01)
+    batch = random_batch(seed=1, reward_scale=100.0)
+    raw, pre = transition_rows(batch), transition_rows(dict(batch, reward=batch["reward"] * 0.01))
     for _ in range(3):
         a, b = scaled.update(raw), prescaled.update(pre)
     assert torch.allclose(params(scaled.critic), params(prescaled.critic), atol=1e-6)
@@ -46,7 +46,7 @@ def test_reward_scale_is_applied_exactly_once():
 
 def test_reported_grad_norms_are_pre_clip_global_norms():
     sac = make_sac(max_grad_norm=1e9)  # no clipping: .grad keeps the measured gradient
-    stats = named(sac.update(random_batch(seed=2)))
+    stats = named(sac.update(random_rows(seed=2)))
     critic_norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in sac.critic.parameters()))
     actor_norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in sac.actor.parameters()))
     assert stats.q_grad_norm == pytest.approx(critic_norm, rel=1e-5)
@@ -55,7 +55,7 @@ def test_reported_grad_norms_are_pre_clip_global_norms():
 
 def test_clipping_limits_the_applied_gradient_and_is_flagged():
     sac = make_sac(max_grad_norm=1e-3)
-    stats = named(sac.update(random_batch(seed=3)))
+    stats = named(sac.update(random_rows(seed=3)))
     assert stats.q_grad_norm > 1e-3 and stats.policy_clipped == 1 and stats.q_clipped == 1
     applied = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in sac.critic.parameters()))
     assert applied == pytest.approx(1e-3, rel=1e-3)
@@ -67,7 +67,7 @@ def test_learned_alpha_shares_the_learning_rate_tensor_and_moves():
     assert isinstance(temperature, LearnedTemperature) and temperature.log_alpha.device == sac.device
     assert temperature.optimizer.param_groups[0]["lr"] is sac.lr is sac.actor_optimizer.param_groups[0]["lr"]
     for step in range(20):
-        sac.update(random_batch(seed=step))
+        sac.update(random_rows(seed=step))
     # a fresh tanh-Gaussian has entropy well above -action_dim: alpha must fall (lr 1e-2 × 20 steps)
     assert 0.7 < float(temperature.alpha()) < 0.95
 
@@ -75,14 +75,14 @@ def test_learned_alpha_shares_the_learning_rate_tensor_and_moves():
 def test_fixed_alpha_does_not_move():
     sac = make_sac(temperature="fixed", initial_alpha=0.3)
     for step in range(5):
-        sac.update(random_batch(seed=step))
+        sac.update(random_rows(seed=step))
     assert float(sac.temperature.alpha()) == pytest.approx(0.3)
 
 
 def test_polyak_targets_follow_online_critics_by_tau():
     sac = make_sac(tau=0.5)
     before_target = params(sac.critic_target).clone()
-    sac.update(random_batch(seed=4))
+    sac.update(random_rows(seed=4))
     assert torch.allclose(params(sac.critic_target), 0.5 * before_target + 0.5 * params(sac.critic), atol=1e-6)
 
 
@@ -91,7 +91,7 @@ def test_statistics_report_the_first_critics_q_and_finite_flags():
     batch = random_batch(seed=5)
     with torch.no_grad():
         q1 = sac.critic(torch.cat([batch["obs"], batch["context"]], -1), batch["action"])[0]
-    stats = named(sac.update(batch))
+    stats = named(sac.update(transition_rows(batch)))
     assert stats.q_mean == pytest.approx(q1.mean().item(), abs=1e-6)
     assert stats.q_std == pytest.approx(q1.std().item(), abs=1e-6)
     assert stats.finite and (stats.nonfinite_loss, stats.nonfinite_grad, stats.nonfinite_q) == (0, 0, 0)
@@ -101,8 +101,8 @@ def test_nan_gradient_is_flagged_and_the_guard_off_leaves_flags_zero():
     hook = lambda n, critic: next(critic.parameters()).grad.fill_(float("nan"))  # noqa: E731
     guarded, unguarded = make_sac(), SAC(DIMS.policy_in, DIMS.action_dim, with_config(), CPU, seed=7, guard=False)
     guarded.grad_hook = unguarded.grad_hook = hook
-    assert named(guarded.update(random_batch(seed=6))).nonfinite_grad == 1
-    assert not named(unguarded.update(random_batch(seed=6))).nonfinite_grad
+    assert named(guarded.update(random_rows(seed=6))).nonfinite_grad == 1
+    assert not named(unguarded.update(random_rows(seed=6))).nonfinite_grad
 
 
 def test_learning_rate_and_reward_scale_are_device_tensors():
@@ -111,8 +111,8 @@ def test_learning_rate_and_reward_scale_are_device_tensors():
     assert sac.rates_in_force == (0.5, 3e-3)  # as given, not rounded to float32
     assert float(sac.lr) == pytest.approx(3e-3) and float(sac.reward_scale) == 0.5
     before = params(sac.actor).clone()
-    sac.update(random_batch(seed=1))
-    other.update(random_batch(seed=1))  # lr 1e-3: Adam's first step moves each weight by about lr
+    sac.update(random_rows(seed=1))
+    other.update(random_rows(seed=1))  # lr 1e-3: Adam's first step moves each weight by about lr
     assert (params(sac.actor) - before).abs().max() > 2e-3 > (params(other.actor) - before).abs().max()
 
 
@@ -150,20 +150,33 @@ def test_a_block_samples_on_the_device_and_equals_its_updates_on_the_same_rows()
 def test_snapshot_restore_reproduces_the_same_update():
     sac = make_sac()
     snapshot = sac.device_snapshot()
-    first = sac.update(random_batch(seed=3))
+    first = sac.update(random_rows(seed=3))
     after = params(sac.critic).clone()
     sac.restore_device_snapshot(snapshot)
     assert sac.updates_done == 0
-    assert torch.equal(sac.update(random_batch(seed=3)), first) and torch.equal(params(sac.critic), after)
+    assert torch.equal(sac.update(random_rows(seed=3)), first) and torch.equal(params(sac.critic), after)
+
+
+def test_copies_of_holds_bitwise_copies_in_one_buffer_per_dtype():
+    tensors = [torch.randn(3, 2), torch.tensor(float("nan")), torch.arange(4), torch.tensor(-0.0), torch.randn(5)]
+    copies = copies_of(tensors)
+    assert all(c.dtype == t.dtype and c.shape == t.shape for c, t in zip(copies, tensors, strict=True))
+    bits = [(c.reshape(-1).view(torch.uint8), t.reshape(-1).view(torch.uint8)) for c, t in zip(copies, tensors, strict=True)]
+    assert all(torch.equal(c, t) for c, t in bits)  # NaN and -0.0 too
+    floats = {c.untyped_storage().data_ptr() for c in copies if c.is_floating_point()}
+    assert len(floats) == 1  # one buffer for the four float tensors
+    tensors[0].add_(1.0)
+    tensors[2].add_(1)
+    assert not torch.equal(copies[0], tensors[0]) and copies[2].tolist() == [0, 1, 2, 3]  # copies, not views
 
 
 def test_a_state_round_trip_continues_identically():
     sac = make_sac()
     for step in range(3):
-        sac.update(random_batch(seed=step))
+        sac.update(random_rows(seed=step))
     other = SAC(DIMS.policy_in, DIMS.action_dim, with_config(), CPU, seed=99)
     other.load_state_dict(sac.state_dict())
-    assert torch.equal(sac.update(random_batch(seed=9)), other.update(random_batch(seed=9)))
+    assert torch.equal(sac.update(random_rows(seed=9)), other.update(random_rows(seed=9)))
     assert torch.equal(params(sac.critic), params(other.critic)) and other.updates_done == 4
 
 
@@ -172,7 +185,7 @@ def test_bf16_matmuls_track_the_fp32_update_and_keep_fp32_state():
     before = params(exact.critic)
     assert torch.equal(before, params(bf16.critic))  # the same initial networks
     for seed in range(10):
-        batch = random_batch(seed=seed)
+        batch = random_rows(seed=seed)
         a, b = named(exact.update(batch)), named(bf16.update(batch))
         assert b.q_loss == pytest.approx(a.q_loss, rel=0.05) and b.policy_loss == pytest.approx(a.policy_loss, rel=0.05)
     change = params(exact.critic) - before
@@ -184,6 +197,6 @@ def test_bf16_matmuls_track_the_fp32_update_and_keep_fp32_state():
 
 def test_high_precision_is_fp32_off_cuda():
     exact, high = make_sac(), make_sac(matmul_precision="high")
-    batch = random_batch(seed=4)
+    batch = random_rows(seed=4)
     assert torch.equal(exact.update(batch), high.update(batch))
     assert torch.equal(params(exact.actor), params(high.actor))

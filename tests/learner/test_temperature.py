@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from learner.losses import temperature_loss
 from learner.temperature import FixedTemperature, LearnedTemperature, make_temperature
 
 CPU = torch.device("cpu")
@@ -57,3 +58,20 @@ def test_make_temperature_picks_the_kind_and_the_target_entropy():
     learned = make_temperature("learned", 0.2, action_dim=4, target_entropy_scale=0.5, lr=lr)
     assert isinstance(learned, LearnedTemperature) and learned.target_entropy == -2.0
     assert learned.optimizer.param_groups[0]["lr"] is lr and learned.parameters() == [learned.log_alpha]
+
+
+def test_the_learned_step_equals_autograd_and_torch_adam_over_several_steps():
+    """``temperature_step`` (torch.func.grad + functional Adam, what the graph compiles) against the loss's
+    backward and ``torch.optim.Adam``: the same log alpha after every step."""
+    learned = LearnedTemperature(0.5, target_entropy=-1.0, lr=torch.tensor(3e-3))
+    reference = torch.tensor(math.log(0.5), requires_grad=True)
+    adam = torch.optim.Adam([reference], lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        log_prob = torch.randn(64, generator=generator) - 0.5
+        learned.update(log_prob)
+        adam.zero_grad()
+        temperature_loss(reference, log_prob, -1.0).backward()
+        adam.step()
+        assert learned.log_alpha.item() == pytest.approx(reference.item(), abs=1e-7)
+    assert learned.log_alpha.item() != pytest.approx(math.log(0.5), abs=1e-3)  # it moved
