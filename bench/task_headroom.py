@@ -12,6 +12,10 @@ drive the same ``--episodes`` held-out vehicles (env seed 7770001, full episodes
   ``a(u, v)`` (``env.true_dynamics_map``): the command is the map's inverse at the previewed reference acceleration
   plus gravity, and the feedback is divided by the map's slope ``∂a/∂u`` there. It knows what a perfect dynamics-map
   context knows and nothing else (the speed it reads is the noisy measurement).
+- ``map``: the oracle's controller and gains with each vehicle's map as the service estimates it online — the
+  dynamics-map context's reconstruction (``DynamicsMapContext`` with the default ``context`` settings, from the
+  population-mean prior) fed by the episode's own dynamics samples — instead of the true one. Its share of the
+  oracle's gain is what the estimated map is worth to a controller that inverts it.
 
 The oracle's gain over the PID bounds what a context can give a controller of this kind: where it is small, the
 task does not reward knowing the vehicle, whatever the learner. Also reported: the tuned PID's return split by
@@ -32,7 +36,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from actors.context.config import ContextConfig  # noqa: E402
+from actors.context.encoders import PooledEncoder  # noqa: E402
+from actors.context.grid import cell_centers  # noqa: E402
+from actors.context.provider import DynamicsMapContext  # noqa: E402
 from actors.vehicle.config import PIDGains, VehicleConfig  # noqa: E402
+from actors.vehicle.dynamics_map import population_mean_map  # noqa: E402
 from actors.vehicle.env import VehicleVectorEnv  # noqa: E402
 from actors.vehicle.pid import PIDController  # noqa: E402
 from bench.common import ROOT, command_line, fmt, machine, machine_line, write_report  # noqa: E402
@@ -76,6 +85,9 @@ class PIDDriver:
     def __call__(self, obs: np.ndarray, env: VehicleVectorEnv) -> np.ndarray:
         return self.pid(obs)
 
+    def observe(self, samples: np.ndarray) -> None:
+        """The step's dynamics samples (a PID uses none)."""
+
 
 class OracleDriver:
     """Feedback in m/s² per m/s, feed-forward and gain from the true map ``a(u, v)`` of each vehicle."""
@@ -86,6 +98,7 @@ class OracleDriver:
 
     def start(self, env: VehicleVectorEnv) -> None:
         n = env.num_envs
+        self.u_grid, self.v_grid = MAP_U, MAP_V
         self.maps = env.true_dynamics_map(MAP_U, MAP_V)
         self.integral, self.v_filt, self.fresh = np.zeros(n), np.zeros(n), np.ones(n, dtype=bool)
         self.dt = env.config.dt
@@ -100,19 +113,39 @@ class OracleDriver:
         wanted = (preview[:, ahead + 1] - preview[:, ahead]) / self.dt + GRAVITY * np.sin(pitch)
         wanted += self.kp * error + self.ki * self.integral
         curves = self.curves_at(self.v_filt)  # [n, U]: a(u) at this speed, increasing in u
-        u = np.array([np.interp(a, curve, MAP_U) for a, curve in zip(wanted, curves, strict=True)])
+        u = np.array([np.interp(a, curve, self.u_grid) for a, curve in zip(wanted, curves, strict=True)])
         reachable = (wanted > curves[:, 0]) & (wanted < curves[:, -1])
         self.integral = np.where(reachable, self.integral + error * self.dt, self.integral)  # anti-windup
         stop = (preview[:, 0] <= 0.0) & (preview[:, ahead] <= 0.0) & (self.v_filt < 0.5)
         return np.where(stop, np.minimum(u, -0.3), u).reshape(-1, 1)
 
+    def observe(self, samples: np.ndarray) -> None:
+        """The step's dynamics samples (the true map needs none)."""
+
     def curves_at(self, v: np.ndarray) -> np.ndarray:
-        x = np.clip(v, MAP_V[0], MAP_V[-1]) / (MAP_V[1] - MAP_V[0])
-        j = np.minimum(x.astype(int), len(MAP_V) - 2)
+        grid = self.v_grid
+        x = (np.clip(v, grid[0], grid[-1]) - grid[0]) / (grid[1] - grid[0])
+        j = np.minimum(x.astype(int), len(grid) - 2)
         w = (x - j)[:, None]
         rows = np.arange(v.size)
         curves = self.maps[rows, :, j] * (1 - w) + self.maps[rows, :, j + 1] * w
         return np.maximum.accumulate(curves, axis=1)  # monotone for the inverse (flat stretches at the limits)
+
+
+class MapDriver(OracleDriver):
+    """``OracleDriver`` on each vehicle's map as the dynamics-map context estimates it from the episode's samples."""
+
+    def start(self, env: VehicleVectorEnv) -> None:
+        super().start(env)
+        context = ContextConfig()
+        self.u_grid, self.v_grid = cell_centers(context)
+        prior = population_mean_map(env.config, self.u_grid, self.v_grid, context.prior_vehicles, context.prior_seed)
+        self.provider = DynamicsMapContext(env.num_envs, context, PooledEncoder(context), prior, env.config.dt)
+        self.maps = self.provider.current_maps()
+
+    def observe(self, samples: np.ndarray) -> None:
+        self.provider.observe(samples)
+        self.maps = self.provider.current_maps()
 
 
 def drive(config: VehicleConfig, driver, vehicles: int, seed: int, steps: int) -> dict:
@@ -128,6 +161,7 @@ def drive(config: VehicleConfig, driver, vehicles: int, seed: int, steps: int) -
         u = np.clip(np.nan_to_num(np.asarray(driver(obs, env), dtype=np.float64).reshape(n)), -1.0, 1.0)
         v0 = env.speed
         step = env.step(u.reshape(-1, 1))
+        driver.observe(step.dynamics_samples)
         accel = (env.speed - v0) / config.dt
         terms["track"] += float(np.sum(rc.w_track * step.speed_error**2))
         terms["energy"] += float(np.sum(rc.w_action * np.abs(u)))
@@ -162,19 +196,31 @@ def study_variant(name: str, args: argparse.Namespace) -> dict:
         gains, info = tune(config, make, grid, args.tune_vehicles, args.tune_seed, args.tune_steps)
         held_out = drive(config, make(gains), args.episodes, HELD_OUT_SEED, config.episode_steps)
         tuned[label] = {"gains": gains, **info, **held_out}
+    tuned["map"] = {"gains": tuned["oracle"]["gains"],
+                    **drive(config, MapDriver(tuned["oracle"]["gains"]), args.episodes, HELD_OUT_SEED, config.episode_steps)}  # fmt: skip
     shipped = drive(config, PIDDriver({}), args.episodes, HELD_OUT_SEED, config.episode_steps)
-    pid, oracle = tuned["pid"], tuned["oracle"]
+    pid, oracle, estimated = tuned["pid"], tuned["oracle"], tuned["map"]
     row = {
         "overrides": VARIANTS[name], "shipped_pid": shipped, **tuned,
         "oracle_return_gain": (oracle["mean_return"] - pid["mean_return"]) / abs(pid["mean_return"]),
         "oracle_error_gain": (pid["mean_abs_speed_error"] - oracle["mean_abs_speed_error"]) / pid["mean_abs_speed_error"],
+        "map_share_of_oracle_return_gain": share(pid["mean_return"], oracle["mean_return"], estimated["mean_return"]),
+        "map_share_of_oracle_error_gain": share(pid["mean_abs_speed_error"], oracle["mean_abs_speed_error"],
+                                                estimated["mean_abs_speed_error"]),
         "seconds": time.monotonic() - started,
     }  # fmt: skip
     print(f"{name}: PID {fmt(pid['mean_return'])} / {pid['mean_abs_speed_error']:.3f} m/s, oracle "
           f"{fmt(oracle['mean_return'])} / {oracle['mean_abs_speed_error']:.3f} m/s: return "
-          f"{100 * row['oracle_return_gain']:+.1f} %, error {100 * row['oracle_error_gain']:+.1f} % "
-          f"({row['seconds']:.0f} s)", flush=True)  # fmt: skip
+          f"{100 * row['oracle_return_gain']:+.1f} %, error {100 * row['oracle_error_gain']:+.1f} %; map "
+          f"{fmt(estimated['mean_return'])} / {estimated['mean_abs_speed_error']:.3f} m/s: "
+          f"{100 * row['map_share_of_oracle_return_gain']:.0f} % / {100 * row['map_share_of_oracle_error_gain']:.0f} % "
+          f"of the oracle's gain ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
     return row
+
+
+def share(baseline: float, oracle: float, estimated: float) -> float:
+    """How much of the oracle's improvement on ``baseline`` the estimate keeps (1: all of it; NaN without a gain)."""
+    return (estimated - baseline) / (oracle - baseline) if oracle != baseline else float("nan")
 
 
 def markdown(report: dict) -> str:
@@ -184,13 +230,15 @@ def markdown(report: dict) -> str:
              f"{report['tune_seed']}, {report['tune_steps']}-step episodes), then scored on {report['episodes']} "
              f"held-out vehicles (env seed {HELD_OUT_SEED}, full episodes).", "",
              "| variant | overrides (env.vehicle.*) | shipped PID: return / abs err | tuned PID: return / abs err | "
-             "oracle: return / abs err | oracle gain: return / error |", "|---|---|---|---|---|---|"]  # fmt: skip
+             "oracle: return / abs err | oracle gain: return / error | map (estimated online): return / abs err | "
+             "map's share of the oracle's gain: return / error |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, r in report["variants"].items():
         s, p, o = r["shipped_pid"], r["pid"], r["oracle"]
         lines.append(f"| {name} | {', '.join(r['overrides']) or '-'} | {fmt(s['mean_return'])} / "
                      f"{s['mean_abs_speed_error']:.3f} | {fmt(p['mean_return'])} / {p['mean_abs_speed_error']:.3f} | "
                      f"{fmt(o['mean_return'])} / {o['mean_abs_speed_error']:.3f} | "
-                     f"{100 * r['oracle_return_gain']:+.1f} % / {100 * r['oracle_error_gain']:+.1f} % |")  # fmt: skip
+                     f"{100 * r['oracle_return_gain']:+.1f} % / {100 * r['oracle_error_gain']:+.1f} % | "
+                     f"{map_cells(r)} |")  # fmt: skip
     lines += ["", "Cost per episode by reward term (tuned PID, held-out):", "",
               "| variant | " + " | ".join(next(iter(report["variants"].values()))["pid"]["cost_by_term"]) + " |",
               "|---|" + "---|" * len(next(iter(report["variants"].values()))["pid"]["cost_by_term"])]  # fmt: skip
@@ -199,6 +247,15 @@ def markdown(report: dict) -> str:
     lines += ["", "Tuned gains:", ""]
     lines += [f"- {name}: PID {r['pid']['gains']}; oracle {r['oracle']['gains']}" for name, r in report["variants"].items()]
     return "\n".join(lines + [""])
+
+
+def map_cells(row: dict) -> str:
+    """The map controller's cells of a variant's row (a report from before it: dashes)."""
+    if "map" not in row:
+        return "- | -"
+    m = row["map"]
+    return (f"{fmt(m['mean_return'])} / {m['mean_abs_speed_error']:.3f} | "
+            f"{100 * row['map_share_of_oracle_return_gain']:.0f} % / {100 * row['map_share_of_oracle_error_gain']:.0f} %")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

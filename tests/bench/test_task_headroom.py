@@ -1,0 +1,51 @@
+"""The headroom bench's map controller: its grid arithmetic, the share of the oracle's gain, and that with no samples
+it drives on the population-mean prior."""
+
+import math
+
+import numpy as np
+import pytest
+
+from actors.context.config import ContextConfig
+from actors.context.grid import cell_centers
+from actors.vehicle.dynamics_map import population_mean_map
+from actors.vehicle.env import VehicleVectorEnv
+from bench.task_headroom import MapDriver, OracleDriver, share, variant_config
+
+GAINS = {"kp_accel": 0.5, "ki_accel": 0.2, "lookahead": 2, "noise_filter": 0.5}
+
+
+def test_share_of_the_oracles_gain():
+    assert share(-100.0, -50.0, -75.0) == pytest.approx(0.5)  # returns: half the improvement kept
+    assert share(0.2, 0.1, 0.16) == pytest.approx(0.4)  # errors: lower is better, the same formula
+    assert share(-100.0, -50.0, -120.0) == pytest.approx(-0.4)  # worse than the baseline
+    assert math.isnan(share(0.2, 0.2, 0.1))
+
+
+def test_curves_at_interpolates_on_a_grid_that_does_not_start_at_zero():
+    """The map controller's grid is the context's cell centres (v from dv/2): a(u, v) = 2u + 0.1v is read exactly."""
+    driver = OracleDriver(GAINS)
+    u, v = cell_centers(ContextConfig(grid_u=5, grid_v=4, v_max=8.0, pool_grid=(2, 2)))  # v: 1, 3, 5, 7
+    driver.u_grid, driver.v_grid = u, v
+    driver.maps = np.broadcast_to(2 * u[:, None] + 0.1 * v[None, :], (3, 5, 4))
+    speeds = np.array([1.0, 4.0, 6.5])
+    assert np.allclose(driver.curves_at(speeds), 2 * u[None, :] + 0.1 * speeds[:, None])
+    assert np.allclose(driver.curves_at(np.array([0.0, 20.0, 7.0]))[:, 0], 2 * u[0] + 0.1 * np.array([1.0, 7.0, 7.0]))
+
+
+def test_the_map_controller_starts_on_the_prior_and_learns_each_vehicles_map():
+    config = variant_config(["randomization.actuation_delay=[0.0,0.3]"])
+    env = VehicleVectorEnv(2, config, seed=3)
+    obs = env.reset(3)
+    driver = MapDriver(GAINS)
+    driver.start(env)
+    context = ContextConfig()
+    u, v = cell_centers(context)
+    prior = population_mean_map(config, u, v, context.prior_vehicles, context.prior_seed)
+    assert np.allclose(driver.maps, prior[None], atol=1e-5)  # no samples yet: the prior for both vehicles
+    for _ in range(200):
+        step = env.step(driver(obs, env))
+        driver.observe(step.dynamics_samples)
+        obs = step.obs
+    assert not np.allclose(driver.maps[0], prior, atol=1e-3)  # the estimate moved with the samples
+    assert not np.allclose(driver.maps[0], driver.maps[1], atol=1e-3)  # each vehicle its own
