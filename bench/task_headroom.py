@@ -98,8 +98,7 @@ class OracleDriver:
 
     def start(self, env: VehicleVectorEnv) -> None:
         n = env.num_envs
-        self.u_grid, self.v_grid = MAP_U, MAP_V
-        self.maps = env.true_dynamics_map(MAP_U, MAP_V)
+        self.load_maps(env)
         self.integral, self.v_filt, self.fresh = np.zeros(n), np.zeros(n), np.ones(n, dtype=bool)
         self.dt = env.config.dt
 
@@ -119,6 +118,11 @@ class OracleDriver:
         stop = (preview[:, 0] <= 0.0) & (preview[:, ahead] <= 0.0) & (self.v_filt < 0.5)
         return np.where(stop, np.minimum(u, -0.3), u).reshape(-1, 1)
 
+    def load_maps(self, env: VehicleVectorEnv) -> None:
+        """The maps the controller inverts (``maps [n, U, V]`` on ``u_grid × v_grid``): each vehicle's true one."""
+        self.u_grid, self.v_grid = MAP_U, MAP_V
+        self.maps = env.true_dynamics_map(MAP_U, MAP_V)
+
     def observe(self, samples: np.ndarray) -> None:
         """The step's dynamics samples (the true map needs none)."""
 
@@ -135,8 +139,8 @@ class OracleDriver:
 class MapDriver(OracleDriver):
     """``OracleDriver`` on each vehicle's map as the dynamics-map context estimates it from the episode's samples."""
 
-    def start(self, env: VehicleVectorEnv) -> None:
-        super().start(env)
+    def load_maps(self, env: VehicleVectorEnv) -> None:
+        """The population-mean prior on the context's grid until samples come in."""
         context = ContextConfig()
         self.u_grid, self.v_grid = cell_centers(context)
         prior = population_mean_map(env.config, self.u_grid, self.v_grid, context.prior_vehicles, context.prior_seed)

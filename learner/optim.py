@@ -24,7 +24,8 @@ BETAS, EPS = (0.9, 0.999), 1e-8
 
 
 def make_adam(params: list[nn.Parameter], lr: torch.Tensor) -> torch.optim.Adam:
-    """Fused Adam over ``params`` with ``lr`` as its learning rate; its state already allocated."""
+    """Adam over ``params`` with ``lr`` as its learning rate and its state already allocated: the state's home and
+    the checkpoint's layout. SAC steps these tensors through ``clipped_adam_step`` / ``adam_step``, not ``step()``."""
     capturable = lr.device.type == "cuda"
     optimizer = torch.optim.Adam(params, lr=lr, betas=BETAS, eps=EPS, fused=True, capturable=capturable)
     for p in params:

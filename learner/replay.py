@@ -27,8 +27,7 @@ class ReplayBuffer:
     ) -> None:
         self.capacity = capacity
         self.device = device
-        widths = {"obs": obs_dim, "context": context_dim, "action": action_dim, "reward": 1,
-                  "next_obs": obs_dim, "next_context": context_dim, "terminated": 1}  # fmt: skip
+        widths = dict(zip(FIELDS, (obs_dim, context_dim, action_dim, 1, obs_dim, context_dim, 1), strict=True))
         self.columns = column_ranges(widths)
         self.rows = torch.zeros((capacity, sum(widths.values())), device=device)
         self.storage = self.fields(self.rows)
@@ -65,7 +64,7 @@ class ReplayBuffer:
 
     def fields(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """Views of ``rows`` per field; reward and terminated as vectors."""
-        return {name: rows[:, a] if name in SCALAR_FIELDS else rows[:, a:b] for name, (a, b) in self.columns.items()}
+        return {name: rows[:, c.start] if name in SCALAR_FIELDS else rows[:, c] for name, c in self.columns.items()}
 
     def state_dict(self) -> dict:
         live = slice(0, self.size)
@@ -88,11 +87,11 @@ class ReplayBuffer:
         self.generator.set_state(state["generator"])
 
 
-def column_ranges(widths: dict[str, int]) -> dict[str, tuple[int, int]]:
-    """Each field's ``[start, end)`` columns, side by side in ``widths``' order."""
+def column_ranges(widths: dict[str, int]) -> dict[str, slice]:
+    """Each field's columns, side by side in ``widths``' order."""
     ranges, start = {}, 0
     for name, width in widths.items():
-        ranges[name] = (start, start + width)
+        ranges[name] = slice(start, start + width)
         start += width
     return ranges
 
@@ -106,5 +105,4 @@ def transition_rows(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def transition_layout(state_dim: int, action_dim: int) -> dict[str, slice]:
     """The update's columns of a row: ``state`` (obs ‖ context), ``action``, ``reward``, ``next_state``,
     ``terminated``. ``state`` and ``action`` are adjacent: the critics' input is one column range."""
-    widths = {"state": state_dim, "action": action_dim, "reward": 1, "next_state": state_dim, "terminated": 1}
-    return {name: slice(a, b) for name, (a, b) in column_ranges(widths).items()}
+    return column_ranges({"state": state_dim, "action": action_dim, "reward": 1, "next_state": state_dim, "terminated": 1})

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
+from torch._utils import _unflatten_dense_tensors
 
 from learner.checkpoint_io import SAC_LAYOUT as LAYOUT
 from learner.config import LearnerConfig
@@ -302,15 +303,14 @@ def update_blocks(
 
 @torch.no_grad()
 def copies_of(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Copies of ``tensors`` held in one buffer per dtype: one allocation and a few kernels rather than one of each
-    per tensor (the service snapshots every block it launches)."""
+    """Copies of ``tensors`` held in one buffer per dtype (one ``cat``, then torch's unflatten into views): one
+    allocation and a kernel or two rather than one of each per tensor (the service snapshots every block it
+    launches). Not ``_flatten_dense_tensors``: for a single tensor it returns a view, not a copy."""
     copies: list[torch.Tensor] = list(tensors)
     for dtype in {t.dtype for t in tensors}:
         picked = [i for i, t in enumerate(tensors) if t.dtype == dtype]
-        sizes = [tensors[i].numel() for i in picked]
-        buffer = torch.empty(sum(sizes), dtype=dtype, device=tensors[picked[0]].device)
-        views = [part.view_as(tensors[i]) for part, i in zip(buffer.split(sizes), picked, strict=True)]
-        torch._foreach_copy_(views, [tensors[i] for i in picked])
-        for view, i in zip(views, picked, strict=True):
+        group = [tensors[i] for i in picked]
+        flat = torch.cat([t.reshape(-1) for t in group])
+        for i, view in zip(picked, _unflatten_dense_tensors(flat, group), strict=True):
             copies[i] = view
     return copies

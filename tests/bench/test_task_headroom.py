@@ -34,6 +34,9 @@ def test_curves_at_interpolates_on_a_grid_that_does_not_start_at_zero():
 
 
 def test_the_map_controller_starts_on_the_prior_and_learns_each_vehicles_map():
+    """No samples: the population-mean prior for every vehicle. After 200 steps of driving, where the estimate is
+    confident (> 0.5) it is closer to each vehicle's true map than the prior (measured: 0.16 against 0.37 and
+    0.17 against 0.22 m/s² mean absolute error over 4 118 and 1 189 cells)."""
     config = variant_config(["randomization.actuation_delay=[0.0,0.3]"])
     env = VehicleVectorEnv(2, config, seed=3)
     obs = env.reset(3)
@@ -47,5 +50,10 @@ def test_the_map_controller_starts_on_the_prior_and_learns_each_vehicles_map():
         step = env.step(driver(obs, env))
         driver.observe(step.dynamics_samples)
         obs = step.obs
-    assert not np.allclose(driver.maps[0], prior, atol=1e-3)  # the estimate moved with the samples
-    assert not np.allclose(driver.maps[0], driver.maps[1], atol=1e-3)  # each vehicle its own
+    true, confident = env.true_dynamics_map(u, v), driver.provider.current_confidence() > 0.5
+    for k in range(2):
+        cells = confident[k]
+        assert cells.sum() > 1000
+        estimate_error = np.abs(driver.maps[k] - true[k])[cells].mean()
+        prior_error = np.abs(prior - true[k])[cells].mean()
+        assert estimate_error < 0.8 * prior_error
