@@ -62,7 +62,7 @@ from bench.inprocess import hyperparameters, plumbing_overrides  # noqa: E402
 from bench.plots import save_panels  # noqa: E402
 
 CNN_CHECKPOINT = ROOT / "configs" / "encoders" / "cnn_encoder.pt"
-ARMS = ("none", "oracle", "pooled", "cnn", "history", "privileged", "direct")
+ARMS = ("none", "oracle", "pooled", "basis", "cnn", "history", "privileged", "direct")
 DIRECT_ARMS = ("direct",)
 """Arms whose policy drives the vehicle itself (``env.vehicle.action=direct``) whatever the shared overrides say."""
 HPARAMS = {"seed": [], "tuned": ["learner.lr=3e-4"]}
@@ -82,6 +82,8 @@ def arm_overrides(arm: str, cnn_checkpoint: Path) -> list[str]:
         return ["context.mode=dynamics_map", "context.encoder=pooled", "context.privileged_critic=true"]
     if arm == "direct":  # the pooled map, the policy's action is the command (the non-residual peer)
         return ["context.mode=dynamics_map", "context.encoder=pooled", "env.vehicle.action=direct"]
+    if arm == "basis":  # the map fitted on the population's components, its coordinates as the context
+        return ["context.mode=dynamics_map", "context.reconstruction=basis", "context.encoder=basis"]
     sets = ["context.mode=dynamics_map", f"context.encoder={arm}"]
     return sets + ([f"context.encoder_checkpoint={cnn_checkpoint}"] if arm == "cnn" else [])
 

@@ -27,7 +27,9 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.context import ContextConfig, DynamicsMapContext, PooledEncoder, reconstruct_dense  # noqa: E402
 from actors.context.encoders import CnnEncoder  # noqa: E402
+from actors.vehicle.config import VehicleConfig  # noqa: E402
 from bench.common import command_line, machine, machine_line, write_report  # noqa: E402
+from cluster.context_factory import dynamics_map_context  # noqa: E402
 
 TARGET_MS = 5.0
 
@@ -112,16 +114,19 @@ def main() -> None:
         np.random.default_rng(0), args.envs, config.capacity + (args.rebuilds + 60) * config.update_every
     )
     rows = {}
-    encoders = {"pooled": lambda: PooledEncoder(config)}
+    providers = {"pooled": lambda: DynamicsMapContext(args.envs, config, PooledEncoder(config))}
     if Path(args.cnn).exists():
         cnn_config = ContextConfig(mode="dynamics_map", encoder="cnn", encoder_checkpoint=args.cnn)
-        encoders["cnn"] = lambda: CnnEncoder(cnn_config)
-    for name, make in encoders.items():
-        provider = DynamicsMapContext(args.envs, config, make())
+        providers["cnn"] = lambda: DynamicsMapContext(args.envs, cnn_config, CnnEncoder(cnn_config))
+    basis = ContextConfig(mode="dynamics_map", reconstruction="basis", encoder="basis")
+    providers["basis (fit + coordinates)"] = lambda: dynamics_map_context(basis, VehicleConfig(), args.envs, 0.1)
+    for name, make in providers.items():
+        provider = make()
         rows[name] = time_rebuilds(provider, stream, args.rebuilds)
         if args.profile:
             rows[name]["stages_median_ms"] = time_stages(provider, stream, 50)
-    rows[next(iter(rows))]["dense_reference_ms"] = time_dense(provider)
+        if len(rows) == 1:
+            rows[name]["dense_reference_ms"] = time_dense(provider)
     result = {
         "benchmark": "context_cost",
         "envs": args.envs,

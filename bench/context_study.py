@@ -15,7 +15,8 @@ every run has its budget (or with ``--score-now``) each is scored, in parallel, 
 ``<name>.json`` (``arms``, ``pid``, ``aggregate[arm][metric] = {mean, std, n}``, ``floors``, ``runs`` with their
 curves and learner rates), ``<name>.md`` and ``<name>.png``.
 
-Arms are those of ``bench/context_benefit.py`` (``none``, ``oracle``, ``pooled``, ``cnn``, ``history``: the last
+Arms are those of ``bench/context_benefit.py`` (``none``, ``oracle``, ``pooled``, ``basis``: the map fitted on the
+population's principal components, its coordinates as the context, ``cnn``, ``history``: the last
 samples as the context, ``privileged``: the pooled map for the policy and the true parameters for the critics too,
 ``direct``: the pooled map with the policy's action as the command whatever ``--set`` says);
 ``--set env.vehicle.action=residual_pid`` makes every other arm a residual policy on the PID (the PID column stays the
@@ -57,7 +58,7 @@ from bench.context_benefit import (  # noqa: E402
 from bench.plots import save_panels  # noqa: E402
 
 RUN_PROGRESS = re.compile(r"(?:run (\d+): )?(?:done: )?env_steps=(\d+) updates=(\d+) updates/s=([\d.]+)")
-SHARE_ARMS = ("pooled", "cnn", "history", "privileged")
+SHARE_ARMS = ("pooled", "basis", "cnn", "history", "privileged")
 """Arms whose share of the oracle's gain the floors report (the issue's floor: the map's, ``pooled``)."""
 STOP_GRACE_S = 180.0
 """Seconds a run has to checkpoint and exit after the study's Ctrl-C before it is interrupted a second time."""

@@ -37,15 +37,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.context.config import ContextConfig  # noqa: E402
-from actors.context.encoders import PooledEncoder  # noqa: E402
 from actors.context.grid import cell_centers  # noqa: E402
-from actors.context.provider import DynamicsMapContext  # noqa: E402
 from actors.vehicle.config import PIDGains, VehicleConfig  # noqa: E402
-from actors.vehicle.dynamics_map import population_mean_map  # noqa: E402
 from actors.vehicle.env import VehicleVectorEnv  # noqa: E402
 from actors.vehicle.pid import PIDController  # noqa: E402
 from bench.common import ROOT, command_line, fmt, machine, machine_line, write_report  # noqa: E402
 from cluster.config import config_from  # noqa: E402
+from cluster.context_factory import dynamics_map_context  # noqa: E402
 from cluster.evaluate import HELD_OUT_SEED  # noqa: E402
 
 GRAVITY = 9.81
@@ -67,6 +65,8 @@ PID_GRID = {"kp": (0.1, 0.25, 0.5, 1.0), "ki": (0.02, 0.1, 0.3), "k_accel": (0.0
 ORACLE_GRID = {"kp_accel": (0.1, 0.25, 0.5, 1.0, 2.0), "ki_accel": (0.0, 0.2, 0.5), "lookahead": (1, 2),
                "noise_filter": (0.25, 0.5)}  # fmt: skip
 TERMS = ("track", "energy", "jerk", "smooth")
+MAP_CONTROLLERS = {"map": "smoothed", "map_basis": "basis"}
+"""The oracle controller on an estimated map: label → ``context.reconstruction``."""
 
 
 def variant_config(overrides: list[str]) -> VehicleConfig:
@@ -137,14 +137,17 @@ class OracleDriver:
 
 
 class MapDriver(OracleDriver):
-    """``OracleDriver`` on each vehicle's map as the dynamics-map context estimates it from the episode's samples."""
+    """``OracleDriver`` on each vehicle's map as the dynamics-map context estimates it from the episode's samples
+    (``reconstruction``: the context's ``smoothed`` or ``basis`` reconstruction, its other settings the defaults)."""
+
+    def __init__(self, gains: dict, reconstruction: str = "smoothed") -> None:
+        super().__init__(gains)
+        self.context = ContextConfig(mode="dynamics_map", reconstruction=reconstruction)
 
     def load_maps(self, env: VehicleVectorEnv) -> None:
         """The population-mean prior on the context's grid until samples come in."""
-        context = ContextConfig()
-        self.u_grid, self.v_grid = cell_centers(context)
-        prior = population_mean_map(env.config, self.u_grid, self.v_grid, context.prior_vehicles, context.prior_seed)
-        self.provider = DynamicsMapContext(env.num_envs, context, PooledEncoder(context), prior, env.config.dt)
+        self.u_grid, self.v_grid = cell_centers(self.context)
+        self.provider = dynamics_map_context(self.context, env.config, env.num_envs, env.config.dt)
         self.maps = self.provider.current_maps()
 
     def observe(self, samples: np.ndarray) -> None:
@@ -200,25 +203,28 @@ def study_variant(name: str, args: argparse.Namespace) -> dict:
         gains, info = tune(config, make, grid, args.tune_vehicles, args.tune_seed, args.tune_steps)
         held_out = drive(config, make(gains), args.episodes, HELD_OUT_SEED, config.episode_steps)
         tuned[label] = {"gains": gains, **info, **held_out}
-    tuned["map"] = {"gains": tuned["oracle"]["gains"],
-                    **drive(config, MapDriver(tuned["oracle"]["gains"]), args.episodes, HELD_OUT_SEED, config.episode_steps)}  # fmt: skip
+    for label, reconstruction in MAP_CONTROLLERS.items():  # the oracle's gains: only the map differs
+        driver = MapDriver(tuned["oracle"]["gains"], reconstruction)
+        tuned[label] = {"gains": tuned["oracle"]["gains"], "reconstruction": reconstruction,
+                        **drive(config, driver, args.episodes, HELD_OUT_SEED, config.episode_steps)}  # fmt: skip
     shipped = drive(config, PIDDriver({}), args.episodes, HELD_OUT_SEED, config.episode_steps)
-    pid, oracle, estimated = tuned["pid"], tuned["oracle"], tuned["map"]
+    pid, oracle = tuned["pid"], tuned["oracle"]
     row = {
         "overrides": VARIANTS[name], "shipped_pid": shipped, **tuned,
         "oracle_return_gain": (oracle["mean_return"] - pid["mean_return"]) / abs(pid["mean_return"]),
         "oracle_error_gain": (pid["mean_abs_speed_error"] - oracle["mean_abs_speed_error"]) / pid["mean_abs_speed_error"],
-        "map_share_of_oracle_return_gain": share(pid["mean_return"], oracle["mean_return"], estimated["mean_return"]),
-        "map_share_of_oracle_error_gain": share(pid["mean_abs_speed_error"], oracle["mean_abs_speed_error"],
-                                                estimated["mean_abs_speed_error"]),
-        "seconds": time.monotonic() - started,
     }  # fmt: skip
+    for label in MAP_CONTROLLERS:
+        for metric, key in (("return", "mean_return"), ("error", "mean_abs_speed_error")):
+            row[f"{label}_share_of_oracle_{metric}_gain"] = share(pid[key], oracle[key], tuned[label][key])
+    row["seconds"] = time.monotonic() - started
+    maps = "; ".join(f"{label} {fmt(tuned[label]['mean_return'])} / {tuned[label]['mean_abs_speed_error']:.3f} m/s: "
+                     f"{100 * row[f'{label}_share_of_oracle_return_gain']:.0f} % / "
+                     f"{100 * row[f'{label}_share_of_oracle_error_gain']:.0f} % of the oracle's gain" for label in MAP_CONTROLLERS)  # fmt: skip
     print(f"{name}: PID {fmt(pid['mean_return'])} / {pid['mean_abs_speed_error']:.3f} m/s, oracle "
           f"{fmt(oracle['mean_return'])} / {oracle['mean_abs_speed_error']:.3f} m/s: return "
-          f"{100 * row['oracle_return_gain']:+.1f} %, error {100 * row['oracle_error_gain']:+.1f} %; map "
-          f"{fmt(estimated['mean_return'])} / {estimated['mean_abs_speed_error']:.3f} m/s: "
-          f"{100 * row['map_share_of_oracle_return_gain']:.0f} % / {100 * row['map_share_of_oracle_error_gain']:.0f} % "
-          f"of the oracle's gain ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
+          f"{100 * row['oracle_return_gain']:+.1f} %, error {100 * row['oracle_error_gain']:+.1f} %; {maps} "
+          f"({row['seconds']:.0f} s)", flush=True)  # fmt: skip
     return row
 
 
@@ -234,15 +240,17 @@ def markdown(report: dict) -> str:
              f"{report['tune_seed']}, {report['tune_steps']}-step episodes), then scored on {report['episodes']} "
              f"held-out vehicles (env seed {HELD_OUT_SEED}, full episodes).", "",
              "| variant | overrides (env.vehicle.*) | shipped PID: return / abs err | tuned PID: return / abs err | "
-             "oracle: return / abs err | oracle gain: return / error | map (estimated online): return / abs err | "
-             "map's share of the oracle's gain: return / error |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "oracle: return / abs err | oracle gain: return / error | "
+             + "".join(f"{label} ({reconstruction} map, estimated online): return / abs err | its share of the oracle's "
+                       "gain: return / error | " for label, reconstruction in MAP_CONTROLLERS.items()),
+             "|---|---|---|---|---|---|" + "---|---|" * len(MAP_CONTROLLERS)]  # fmt: skip
     for name, r in report["variants"].items():
         s, p, o = r["shipped_pid"], r["pid"], r["oracle"]
         lines.append(f"| {name} | {', '.join(r['overrides']) or '-'} | {fmt(s['mean_return'])} / "
                      f"{s['mean_abs_speed_error']:.3f} | {fmt(p['mean_return'])} / {p['mean_abs_speed_error']:.3f} | "
                      f"{fmt(o['mean_return'])} / {o['mean_abs_speed_error']:.3f} | "
                      f"{100 * r['oracle_return_gain']:+.1f} % / {100 * r['oracle_error_gain']:+.1f} % | "
-                     f"{map_cells(r)} |")  # fmt: skip
+                     + " | ".join(map_cells(r, label) for label in MAP_CONTROLLERS) + " |")  # fmt: skip
     lines += ["", "Cost per episode by reward term (tuned PID, held-out):", "",
               "| variant | " + " | ".join(next(iter(report["variants"].values()))["pid"]["cost_by_term"]) + " |",
               "|---|" + "---|" * len(next(iter(report["variants"].values()))["pid"]["cost_by_term"])]  # fmt: skip
@@ -253,13 +261,14 @@ def markdown(report: dict) -> str:
     return "\n".join(lines + [""])
 
 
-def map_cells(row: dict) -> str:
-    """The map controller's cells of a variant's row (a report from before it: dashes)."""
-    if "map" not in row:
+def map_cells(row: dict, label: str) -> str:
+    """A map controller's cells of a variant's row (a report from before it: dashes)."""
+    if label not in row:
         return "- | -"
-    m = row["map"]
+    m = row[label]
     return (f"{fmt(m['mean_return'])} / {m['mean_abs_speed_error']:.3f} | "
-            f"{100 * row['map_share_of_oracle_return_gain']:.0f} % / {100 * row['map_share_of_oracle_error_gain']:.0f} %")  # fmt: skip
+            f"{100 * row[f'{label}_share_of_oracle_return_gain']:.0f} % / "
+            f"{100 * row[f'{label}_share_of_oracle_error_gain']:.0f} %")
 
 
 def main(argv: list[str] | None = None) -> int:

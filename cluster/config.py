@@ -133,6 +133,12 @@ class Config:
             raise ConfigValueError(
                 "replay.capacity", f"must hold at least one batch (learner.batch_size={self.learner.batch_size})"
             )
+        context = self.context
+        for key in ("encoder", "reconstruction"):
+            if getattr(context, key) == "basis" and context.mode == "dynamics_map" and self.env.kind != "vehicle":
+                raise ConfigValueError(
+                    f"context.{key}", f"basis is built from the vehicle population's maps: it needs env.kind vehicle, not {self.env.kind}"
+                )
         runs = self.train.parallel_runs
         if self.train.run_overrides and len(self.train.run_overrides) != runs:
             raise ConfigValueError(

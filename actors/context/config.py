@@ -23,8 +23,19 @@ class ContextConfig:
     history_steps: int = Field(8, ge=1, le=256)
     """``history`` mode: dynamics samples per environment the context holds, newest first (zeros where the episode
     has fewer; the context has 4 x this many values, not ``context_dim``)."""
-    encoder: Literal["pooled", "cnn"] = "pooled"
-    """``pooled``: average-pooled map and confidence, fixed projection (no training); ``cnn``: pretrained, frozen."""
+    encoder: Literal["pooled", "cnn", "basis"] = "pooled"
+    """``pooled``: average-pooled map and confidence, fixed projection (no training); ``cnn``: pretrained, frozen;
+    ``basis`` (vehicle env): the map's coordinates on the population's principal components (``basis_components``
+    values, not ``context_dim``)."""
+    reconstruction: Literal["smoothed", "basis"] = "smoothed"
+    """``smoothed``: smoothed weighted cell means blended into the prior; ``basis`` (vehicle env): the population
+    mean plus its principal components, weighted by a Bayesian regression of the samples (extrapolates to cells the
+    vehicle has not visited as the population's vehicles do)."""
+    basis_components: int = Field(16, ge=1, le=128)
+    """Principal components of the population's maps (``prior_vehicles`` of them) that ``basis`` keeps."""
+    basis_noise: float = Field(0.1, gt=0)
+    """``basis`` reconstruction: standard deviation in m/s^2 of a sample about the vehicle's map (sensor noise,
+    actuator transients, what the components miss); smaller trusts the samples more against the population prior."""
     context_dim: int = Field(32, ge=1)
     """Length of the context vector appended to the observation."""
     grid_u: int = Field(100, ge=2)
@@ -69,6 +80,8 @@ class ContextConfig:
     def __post_init__(self) -> None:
         if self.pool_grid[0] > self.grid_u or self.pool_grid[1] > self.grid_v:
             raise ConfigValueError("pool_grid", f"must be within (grid_u, grid_v) = ({self.grid_u}, {self.grid_v}), got {self.pool_grid}")
+        if self.basis_components >= self.prior_vehicles and "basis" in (self.encoder, self.reconstruction):
+            raise ConfigValueError("basis_components", f"must be below prior_vehicles ({self.prior_vehicles}), got {self.basis_components}")
         if self.encoder == "cnn" and self.mode == "dynamics_map" and not self.encoder_checkpoint:
             raise ConfigValueError(
                 "encoder_checkpoint", "encoder cnn needs a checkpoint path (write one with python -m cluster.pretrain_encoder)"

@@ -226,11 +226,17 @@ class SmoothedCellMeans:
         exponent = self.config.decay_rate * self.dt * (now_step - self._base)
         ids = np.flatnonzero(exponent > _REBASE_EXPONENT)
         if ids.size:
-            idx = torch.from_numpy(ids)
-            rows = self._c[idx, :, :2] * torch.from_numpy(np.exp(-exponent[ids])).view(-1, 1, 1, 1)
-            # Rounding residues of samples long gone would sink into subnormals (slow arithmetic): drop them.
-            self._c[idx, :, :2] = torch.where(rows.abs() < _SUBNORMAL_GUARD, 0.0, rows)
+            self._rescale_decaying(torch.from_numpy(ids), torch.from_numpy(np.exp(-exponent[ids])))
             self._base[ids] = now_step
+
+    def _rescale_decaying(self, idx: torch.Tensor, factor: torch.Tensor) -> None:
+        """Multiply the decaying sums of environments ``idx`` by ``factor [len(idx)]`` (a rebase)."""
+        self._c[idx, :, :2] = flush_residues(self._c[idx, :, :2] * factor.view(-1, 1, 1, 1))
+
+
+def flush_residues(x: torch.Tensor) -> torch.Tensor:
+    """Rounding residues of samples long gone would sink into subnormals (slow arithmetic): zero them."""
+    return torch.where(x.abs() < _SUBNORMAL_GUARD, 0.0, x)
 
 
 def low_rank_factor(g: np.ndarray, tol: float) -> np.ndarray:
@@ -254,6 +260,7 @@ __all__ = [
     "Reconstruction",
     "SmoothedCellMeans",
     "check_prior",
+    "flush_residues",
     "decay_weights",
     "floor_age_s",
     "low_rank_factor",

@@ -12,7 +12,7 @@ Importing this package registers the single-vehicle gymnasium environment
 from __future__ import annotations
 
 from actors.vehicle.config import VehicleConfig
-from actors.vehicle.dynamics_map import dynamics_map, population_mean_map
+from actors.vehicle.dynamics_map import dynamics_map, population_maps, population_mean_map
 from actors.vehicle.env import VehicleVectorEnv
 from actors.vehicle.gym_wrapper import GYM_ID, VehicleGymEnv, register_gym_env
 from actors.vehicle.params import SamplingError, VehicleParams
@@ -27,5 +27,6 @@ __all__ = [
     "VehicleParams",
     "VehicleVectorEnv",
     "dynamics_map",
+    "population_maps",
     "population_mean_map",
 ]

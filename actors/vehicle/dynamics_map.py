@@ -50,14 +50,18 @@ def dynamics_map(
     return np.where(v == 0.0, held, moving) * col(c.inv_meq)
 
 
+def population_maps(
+    config: VehicleConfig, u_grid: np.ndarray, v_grid: np.ndarray, num_vehicles: int = 256, seed: int = 0
+) -> np.ndarray:
+    """``[num_vehicles, len(u_grid), len(v_grid)]`` maps of randomized vehicles, drawn exactly as the environment draws
+    them (same ranges and rejection checks) from their own generator ``default_rng(seed)``, so they never share draws
+    with training."""
+    params = sample_vehicles(np.random.default_rng(seed), config.randomization, num_vehicles)
+    return dynamics_map(params, u_grid, v_grid, config.plant)
+
+
 def population_mean_map(
     config: VehicleConfig, u_grid: np.ndarray, v_grid: np.ndarray, num_vehicles: int = 256, seed: int = 0
 ) -> np.ndarray:
-    """``[len(u_grid), len(v_grid)]`` mean of ``dynamics_map`` over ``num_vehicles`` randomized vehicles.
-
-    The prior of the dynamics-map context: vehicles drawn exactly as the
-    environment draws them (same ranges and rejection checks), from their own
-    generator ``default_rng(seed)``, so the prior never shares draws with training.
-    """
-    params = sample_vehicles(np.random.default_rng(seed), config.randomization, num_vehicles)
-    return dynamics_map(params, u_grid, v_grid, config.plant).mean(axis=0)
+    """``[len(u_grid), len(v_grid)]`` mean of ``population_maps``: the prior of the dynamics-map context."""
+    return population_maps(config, u_grid, v_grid, num_vehicles, seed).mean(axis=0)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from actors.context.basis import BasisEncoder, BasisFit
 from actors.context.encoders import CnnEncoder, PooledEncoder
 from actors.context.grid import cell_centers
 from actors.vehicle.dynamics_map import population_mean_map
-from cluster.config import load_config
+from cluster.config import ConfigError, load_config
 from cluster.context_factory import make_dynamics_map_context, make_encoder, prior_map
 from tests.conftest import ROOT
 
@@ -69,3 +71,26 @@ def test_the_provider_of_another_environment_uses_a_zero_prior_and_a_tenth_of_a_
     provider = make_dynamics_map_context(pendulum(), Envs())
     assert provider.reconstruction.dt == 0.1
     np.testing.assert_array_equal(provider.reconstruction.prior, np.zeros((12, 10)))
+
+
+def test_basis_reconstruction_and_encoder_share_the_populations_basis() -> None:
+    """``basis``: the fit and the encoder of the same 8 vehicles' components; the prior is still their mean; the
+    context has basis_components values whatever context_dim says; a vehicle of the population is read back."""
+    config = vehicle("env.vehicle.dt=0.05", "context.reconstruction=basis", "context.encoder=basis", "context.basis_components=3")
+    provider = make_dynamics_map_context(config, Envs())
+    assert isinstance(provider.reconstruction, BasisFit) and isinstance(provider.encoder, BasisEncoder)
+    assert (provider.context_dim, provider.context().shape, provider.reconstruction.dt) == (3, (3, 3), 0.05)
+    np.testing.assert_allclose(provider.reconstruction.prior, prior_map(config), atol=1e-12)
+    np.testing.assert_array_equal(provider.context(), 0.0)  # no samples: the population mean, coordinates 0
+    smoothed_then_basis = make_dynamics_map_context(vehicle("context.encoder=basis", "context.basis_components=3"), Envs())
+    assert not isinstance(smoothed_then_basis.reconstruction, BasisFit) and smoothed_then_basis.context_dim == 3
+
+
+def test_basis_needs_the_vehicle_population() -> None:
+    """A config error naming the key and the file."""
+    with pytest.raises(ConfigError, match=r"smoke.yaml.*context.reconstruction: basis .* needs env.kind vehicle"):
+        pendulum("context.reconstruction=basis", "context.basis_components=3")
+    with pytest.raises(ConfigError, match=r"context.encoder: basis .* needs env.kind vehicle"):
+        pendulum("context.encoder=basis", "context.basis_components=3")
+    with pytest.raises(ConfigError, match=r"vehicle.yaml.*context.basis_components: must be below prior_vehicles \(8\), got 8"):
+        vehicle("context.reconstruction=basis", "context.basis_components=8")

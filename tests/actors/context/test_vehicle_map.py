@@ -56,3 +56,25 @@ def test_contexts_of_the_episode_are_finite_and_tell_vehicles_apart(episode) -> 
     # Different vehicles, different contexts: the smallest pairwise distance is well above zero.
     dist = np.linalg.norm(ctx[:, None] - ctx[None], axis=-1) + np.eye(NUM_ENVS) * 1e9
     assert dist.min() > 1e-3
+
+
+def test_the_basis_fit_extrapolates_better_than_the_smoothed_map_over_the_whole_grid() -> None:
+    """The same episode (PID with exploration, 24 held-out vehicles) through the ``basis`` reconstruction: over the
+    whole grid it is closer to the true maps than the smoothed map (measured 0.433 against 0.467 m/s^2 RMSE; the prior
+    0.788), over the visited cells as close (0.278 against 0.298)."""
+    from cluster.context_factory import dynamics_map_context
+
+    vcfg = vehicle.VehicleConfig()
+    records = {}
+    for reconstruction in ("smoothed", "basis"):
+        config = ContextConfig(mode="dynamics_map", reconstruction=reconstruction)
+        env = vehicle.VehicleVectorEnv(NUM_ENVS, vcfg, seed=HELD_OUT_SEED)
+        provider = dynamics_map_context(config, vcfg, NUM_ENVS, vcfg.dt)
+        policy = ExploringPolicy(pid.PIDController(NUM_ENVS), NUM_ENVS, seed=HELD_OUT_SEED + 1)
+        records[reconstruction] = record_episode(env, provider, policy, seed=HELD_OUT_SEED, snapshot_steps=(vcfg.episode_steps,))
+    truth = records["basis"].true_maps
+    smoothed, basis = (records[k].snapshots[-1] for k in ("smoothed", "basis"))
+    prior = np.broadcast_to(provider.reconstruction.prior, truth.shape)
+    assert rmse(basis.maps, truth) < 0.95 * rmse(smoothed.maps, truth)
+    assert rmse(basis.maps, truth) < 0.6 * rmse(prior, truth)
+    assert rmse(basis.maps, truth, basis.visited) < rmse(smoothed.maps, truth, smoothed.visited)
