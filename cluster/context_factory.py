@@ -16,7 +16,7 @@ from cluster.config import Config
 
 
 def make_encoder(context: ContextConfig, basis: PopulationBasis | None = None) -> Encoder:
-    # ContextConfig already refused a cnn encoder without a checkpoint path, make_dynamics_map_context a basis without one.
+    # ContextConfig refused a cnn encoder without a checkpoint path; Config refused a basis outside the vehicle env.
     if context.encoder == "pooled":
         return PooledEncoder(context)
     if context.encoder == "basis":

@@ -41,11 +41,9 @@ class DynamicsMapContext:
         dt: float = 0.1,
         reconstruction: Reconstruction | None = None,
     ) -> None:
-        if encoder.context_dim != config.context_dim and config.encoder != "basis":
-            raise ValueError(f"encoder gives {encoder.context_dim} values, config.context_dim is {config.context_dim}")
         self.num_envs = num_envs
         self.config = config
-        self.context_dim = encoder.context_dim
+        self.context_dim = encoder.context_dim  # context_dim for pooled and cnn, basis_components for basis
         self.encoder = encoder
         self.reconstruction = reconstruction or SmoothedCellMeans(num_envs, config, prior_map, dt)
         # Slack of update_every slots: samples that left the window stay readable until the next rebuild.
