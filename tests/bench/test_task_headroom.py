@@ -33,11 +33,12 @@ def test_curves_at_interpolates_on_a_grid_that_does_not_start_at_zero():
     assert np.allclose(driver.curves_at(np.array([0.0, 20.0, 7.0]))[:, 0], 2 * u[0] + 0.1 * np.array([1.0, 7.0, 7.0]))
 
 
-@pytest.mark.parametrize("reconstruction", ["smoothed", "basis"])
-def test_the_map_controller_starts_on_the_prior_and_learns_each_vehicles_map(reconstruction):
+@pytest.mark.parametrize(("reconstruction", "ratio"), [("smoothed", 0.8), ("basis", 0.2)])
+def test_the_map_controller_starts_on_the_prior_and_learns_each_vehicles_map(reconstruction, ratio):
     """No samples: the population-mean prior for every vehicle. After 200 steps of driving, where the estimate is
-    confident (> 0.5) it is closer to each vehicle's true map than the prior (measured, smoothed: 0.16 against 0.37
-    and 0.17 against 0.22 m/s² mean absolute error over 4 118 and 1 189 cells)."""
+    confident (> 0.5) it is closer to each vehicle's true map than the prior (mean absolute error, measured:
+    smoothed 0.16 against 0.37 and 0.17 against 0.22 m/s² over 4 118 and 1 189 cells; basis 0.029 against 0.37 and
+    0.035 against 0.23 over 4 033 and 1 208 cells)."""
     config = variant_config(["randomization.actuation_delay=[0.0,0.3]"])
     env = VehicleVectorEnv(2, config, seed=3)
     obs = env.reset(3)
@@ -57,4 +58,4 @@ def test_the_map_controller_starts_on_the_prior_and_learns_each_vehicles_map(rec
         assert cells.sum() > 1000
         estimate_error = np.abs(driver.maps[k] - true[k])[cells].mean()
         prior_error = np.abs(prior - true[k])[cells].mean()
-        assert estimate_error < 0.8 * prior_error
+        assert estimate_error < ratio * prior_error
