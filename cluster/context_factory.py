@@ -33,23 +33,15 @@ def population(context: ContextConfig, vehicle: VehicleConfig | None) -> np.ndar
     return population_maps(vehicle, u, v, num_vehicles=context.prior_vehicles, seed=context.prior_seed)
 
 
-def vehicle_of(config: Config) -> VehicleConfig | None:
-    return config.env.vehicle if config.env.kind == "vehicle" else None
-
-
-def prior_map(config: Config) -> np.ndarray | None:
-    """The population-mean map where the environment has an oracle (the vehicle env); else no prior (zeros)."""
-    maps = population(config.context, vehicle_of(config))
-    return None if maps is None else maps.mean(axis=0)
-
-
 def make_dynamics_map_context(config: Config, env: VectorEnv) -> DynamicsMapContext:
-    dt = config.env.vehicle.dt if config.env.kind == "vehicle" else getattr(env, "dt", 0.1)
-    return dynamics_map_context(config.context, vehicle_of(config), env.num_envs, dt)
+    if config.env.kind == "vehicle":
+        return dynamics_map_context(config.context, config.env.vehicle, env.num_envs, config.env.vehicle.dt)
+    return dynamics_map_context(config.context, None, env.num_envs, getattr(env, "dt", 0.1))
 
 
 def dynamics_map_context(context: ContextConfig, vehicle: VehicleConfig | None, num_envs: int, dt: float) -> DynamicsMapContext:
-    """The provider of ``context`` for ``num_envs`` environments (``vehicle``: the population its prior comes from)."""
+    """The provider of ``context`` for ``num_envs`` environments. ``vehicle``: the population whose mean map is the
+    prior (and whose components ``basis`` uses); None: a zero prior."""
     maps = population(context, vehicle)
     if maps is None or "basis" not in (context.encoder, context.reconstruction):
         prior = None if maps is None else maps.mean(axis=0)

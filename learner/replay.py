@@ -27,9 +27,8 @@ class ReplayBuffer:
     ) -> None:
         self.capacity = capacity
         self.device = device
-        widths = dict(zip(FIELDS, (obs_dim, context_dim, action_dim, 1, obs_dim, context_dim, 1), strict=True))
-        self.columns = column_ranges(widths)
-        self.rows = torch.zeros((capacity, sum(widths.values())), device=device)
+        self.columns = field_columns(obs_dim, context_dim, action_dim)
+        self.rows = torch.zeros((capacity, self.columns["terminated"].stop), device=device)
         self.storage = self.fields(self.rows)
         self.position = 0
         self.size = 0
@@ -87,13 +86,11 @@ class ReplayBuffer:
         self.generator.set_state(state["generator"])
 
 
-def column_ranges(widths: dict[str, int]) -> dict[str, slice]:
-    """Each field's columns, side by side in ``widths``' order."""
-    ranges, start = {}, 0
-    for name, width in widths.items():
-        ranges[name] = slice(start, start + width)
-        start += width
-    return ranges
+def field_columns(obs_dim: int, context_dim: int, action_dim: int) -> dict[str, slice]:
+    """Each field's columns in a row: the fields side by side in ``FIELDS`` order."""
+    widths = (obs_dim, context_dim, action_dim, 1, obs_dim, context_dim, 1)
+    ends = [sum(widths[: i + 1]) for i in range(len(widths))]
+    return {name: slice(end - width, end) for name, width, end in zip(FIELDS, widths, ends, strict=True)}
 
 
 def transition_rows(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -104,5 +101,8 @@ def transition_rows(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def transition_layout(state_dim: int, action_dim: int) -> dict[str, slice]:
     """The update's columns of a row: ``state`` (obs ‖ context), ``action``, ``reward``, ``next_state``,
-    ``terminated``. ``state`` and ``action`` are adjacent: the critics' input is one column range."""
-    return column_ranges({"state": state_dim, "action": action_dim, "reward": 1, "next_state": state_dim, "terminated": 1})
+    ``terminated`` — the fields' columns with each observation and its context merged (they are adjacent, and so are
+    ``state`` and ``action``: the critics' input is one column range). Any split of ``state_dim`` gives the same."""
+    f = field_columns(state_dim, 0, action_dim)
+    return {"state": slice(f["obs"].start, f["context"].stop), "action": f["action"], "reward": f["reward"],
+            "next_state": slice(f["next_obs"].start, f["next_context"].stop), "terminated": f["terminated"]}  # fmt: skip

@@ -15,6 +15,7 @@ components of many such maps span most of what tells one vehicle from another. T
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,14 @@ class PopulationBasis:
     """``[K, grid_u * grid_v]`` orthonormal rows, in normalized units (``(map - mean) / accel_scale``)."""
     std: np.ndarray
     """``[K]`` population standard deviation of each coordinate."""
+
+    @functools.cached_property
+    def _by_cell(self) -> torch.Tensor:
+        return torch.from_numpy(self.components.T.copy())  # [grid_u * grid_v, K] float64, a row per cell
+
+    def at_cells(self, iu: np.ndarray, iv: np.ndarray) -> torch.Tensor:
+        """``[..., K]`` the components' values at cells ``(iu, iv)`` (a sample's regressors)."""
+        return self._by_cell[torch.from_numpy(iu * self.mean.shape[1] + iv)]
 
 
 def population_basis(maps: np.ndarray, num_components: int, accel_scale: float) -> PopulationBasis:
@@ -65,7 +74,7 @@ def fit_dense(buffer: SampleBuffer, now_step: int, basis: PopulationBasis, confi
     """Reference for ``BasisFit``: the posterior means ``[n, K]`` computed from every held sample at once."""
     weights = torch.from_numpy(buffer.weights(now_step, dt, config.decay_rate, config.min_weight))
     iu, iv, residuals = sample_residuals(buffer.u, buffer.v, buffer.a_dyn, basis.mean, config)
-    features = torch.from_numpy(basis.components.T.copy())[torch.from_numpy(iu * config.grid_v + iv)]  # [n, S, K]
+    features = basis.at_cells(iu, iv)  # [n, S, K]
     weighted = features * weights.unsqueeze(-1)
     gram = weighted.transpose(1, 2) @ features
     moment = (weighted.transpose(1, 2) @ torch.from_numpy(residuals).unsqueeze(-1)).squeeze(-1)
@@ -86,7 +95,7 @@ class BasisFit(SmoothedCellMeans):
     def __init__(self, num_envs: int, config: ContextConfig, basis: PopulationBasis, dt: float = 0.1) -> None:
         super().__init__(num_envs, config, basis.mean, dt)
         k = len(basis.std)
-        self._features = torch.from_numpy(basis.components.T.copy())  # [grid_u * grid_v, K] float64
+        self.basis = basis
         self._components = torch.from_numpy(basis.components).float()
         self._std = torch.from_numpy(basis.std)
         self._sums = torch.zeros(num_envs, 2, k, k + 1, dtype=torch.float64)
@@ -110,7 +119,7 @@ class BasisFit(SmoothedCellMeans):
         if iu.shape[1] == 0:
             return
         n, changed = iu.shape
-        features = self._features[torch.from_numpy(iu * self.config.grid_v + iv)]  # [n, C, K]
+        features = self.basis.at_cells(iu, iv)  # [n, C, K]
         with_residual = torch.cat([features, torch.from_numpy(r).unsqueeze(-1)], dim=-1)  # [n, C, K + 1]
         coefs = torch.from_numpy(np.stack([coef_e, coef_f], axis=2))  # [n, C, 2]
         right = (coefs.unsqueeze(-1) * with_residual.unsqueeze(2)).view(n, changed, -1)  # [n, C, 2 (K + 1)]

@@ -10,7 +10,7 @@ from actors.context.encoders import CnnEncoder, PooledEncoder
 from actors.context.grid import cell_centers
 from actors.vehicle.dynamics_map import population_mean_map
 from cluster.config import ConfigError, load_config
-from cluster.context_factory import make_dynamics_map_context, make_encoder, prior_map
+from cluster.context_factory import make_dynamics_map_context, make_encoder
 from tests.conftest import ROOT
 
 SMALL = [
@@ -45,18 +45,24 @@ def test_the_encoder_is_the_one_the_config_names() -> None:
     assert cnn.features(stacked).shape == (1, 2 * 20 * 20)  # pooled to the checkpoint's input grid (its .json)
 
 
+def prior_of(config) -> np.ndarray:
+    """The prior the worker's provider gets from ``config``."""
+    return make_dynamics_map_context(config, Envs()).reconstruction.prior
+
+
+def population_mean(config) -> np.ndarray:
+    """The mean map of the 8 vehicles of ``SMALL``'s prior (seed 1 000 003), computed directly."""
+    u, v = cell_centers(config.context)
+    return population_mean_map(config.env.vehicle, u, v, num_vehicles=8, seed=1_000_003)
+
+
 def test_the_vehicle_prior_is_the_population_mean_of_the_configured_vehicles_and_seed() -> None:
     config = vehicle()
-    prior = prior_map(config)
+    prior = prior_of(config)
     assert prior.shape == (12, 10) and np.isfinite(prior).all()
-    u, v = cell_centers(config.context)
-    np.testing.assert_array_equal(prior, population_mean_map(config.env.vehicle, u, v, num_vehicles=8, seed=1_000_003))
-    assert not np.array_equal(prior, prior_map(vehicle("context.prior_seed=7")))
-    assert not np.array_equal(prior, prior_map(vehicle("context.prior_vehicles=9")))
-
-
-def test_an_environment_without_an_oracle_has_no_prior() -> None:
-    assert prior_map(pendulum()) is None
+    np.testing.assert_allclose(prior, population_mean(config), rtol=0, atol=1e-12)
+    assert not np.array_equal(prior, prior_of(vehicle("context.prior_seed=7")))
+    assert not np.array_equal(prior, prior_of(vehicle("context.prior_vehicles=9")))
 
 
 def test_the_provider_takes_the_vehicle_step_and_prior() -> None:
@@ -64,7 +70,7 @@ def test_the_provider_takes_the_vehicle_step_and_prior() -> None:
     provider = make_dynamics_map_context(config, Envs())
     assert (provider.num_envs, provider.context_dim, provider.context().shape) == (3, 8, (3, 8))
     assert provider.reconstruction.dt == 0.05
-    np.testing.assert_array_equal(provider.reconstruction.prior, prior_map(config))
+    np.testing.assert_allclose(provider.reconstruction.prior, population_mean(config), rtol=0, atol=1e-12)
 
 
 def test_the_provider_of_another_environment_uses_a_zero_prior_and_a_tenth_of_a_second() -> None:
@@ -75,15 +81,16 @@ def test_the_provider_of_another_environment_uses_a_zero_prior_and_a_tenth_of_a_
 
 def test_basis_reconstruction_and_encoder_share_the_populations_basis() -> None:
     """``basis``: the fit and the encoder of the same 8 vehicles' components; the prior is still their mean; the
-    context has basis_components values whatever context_dim says; a vehicle of the population is read back."""
+    context has basis_components values whatever context_dim says, zero without samples; the basis encoder alone
+    keeps the smoothed reconstruction."""
     config = vehicle("env.vehicle.dt=0.05", "context.reconstruction=basis", "context.encoder=basis", "context.basis_components=3")
     provider = make_dynamics_map_context(config, Envs())
     assert isinstance(provider.reconstruction, BasisFit) and isinstance(provider.encoder, BasisEncoder)
     assert (provider.context_dim, provider.context().shape, provider.reconstruction.dt) == (3, (3, 3), 0.05)
-    np.testing.assert_allclose(provider.reconstruction.prior, prior_map(config), atol=1e-12)
+    np.testing.assert_allclose(provider.reconstruction.prior, population_mean(config), rtol=0, atol=1e-12)
     np.testing.assert_array_equal(provider.context(), 0.0)  # no samples: the population mean, coordinates 0
-    smoothed_then_basis = make_dynamics_map_context(vehicle("context.encoder=basis", "context.basis_components=3"), Envs())
-    assert not isinstance(smoothed_then_basis.reconstruction, BasisFit) and smoothed_then_basis.context_dim == 3
+    encoder_only = make_dynamics_map_context(vehicle("context.encoder=basis", "context.basis_components=3"), Envs())
+    assert not isinstance(encoder_only.reconstruction, BasisFit) and encoder_only.context_dim == 3
 
 
 def test_basis_needs_the_vehicle_population() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors.context.buffer import GRAVITY
+from actors.context.buffer import GRAVITY, SampleBuffer
 from actors.context.config import ContextConfig
 from actors.context.grid import cell_centers
 
@@ -27,3 +27,22 @@ def sample_stream(rng: np.random.Generator, num_envs: int, steps: int, noise: fl
     theta = rng.uniform(-0.08, 0.08, (steps, num_envs))
     a_meas = synthetic_accel(u, v, **kwargs) - GRAVITY * np.sin(theta) + noise * rng.standard_normal(u.shape)
     return np.stack([u, v, a_meas, theta], axis=-1)
+
+
+def checked_rebuilds(reconstruction, config: ContextConfig, num_envs: int, steps: int, reset_step: int,
+                     check_every: int, accel_mean: float = 0.0, accel_std: float = 3.0):  # fmt: skip
+    """Drive ``reconstruction`` with random samples (u, v a little off the grid, 10 % of them absent), a new vehicle
+    in env 1 at ``reset_step``, a rebuild every ``update_every`` steps; yields ``(step, buffer, estimate)`` at the
+    first rebuild of every ``check_every`` steps, for a test to compare against a from-scratch reference."""
+    rng = np.random.default_rng(1)
+    buffer = SampleBuffer(num_envs, config.capacity, slack=config.update_every)
+    for step in range(steps):
+        accel = accel_mean + accel_std * rng.normal(size=num_envs)
+        buffer.add(rng.uniform(-1.2, 1.2, num_envs), rng.uniform(-1, 32, num_envs), accel, step, rng.random(num_envs) < 0.9)
+        if step == reset_step:
+            buffer.clear(np.array([1]))
+            reconstruction.reset(np.array([1]))
+        if step % config.update_every == config.update_every - 1:
+            estimate = reconstruction.rebuild(buffer, step)
+            if step % check_every < config.update_every:
+                yield step, buffer, estimate

@@ -19,6 +19,8 @@ from actors.context.buffer import SampleBuffer
 from actors.context.config import ContextConfig
 from actors.context.reconstruction import reconstruct_dense
 
+from .helpers import checked_rebuilds, sample_stream
+
 
 def small_basis(config: ContextConfig, components: int, seed: int = 0):
     """A random population of maps on ``config``'s grid and its basis."""
@@ -67,28 +69,19 @@ def test_incremental_fit_matches_from_scratch(config: ContextConfig) -> None:
     """The kept sums (samples entering, reaching the floor, leaving the window, rebases, a new vehicle) give the
     coordinates of a fit over every held sample, and the map is the mean plus the components so weighted; the
     confidence is the smoothed reconstruction's."""
-    rng = np.random.default_rng(1)
     n, basis = 3, small_basis(config, config.basis_components)
-    buf = SampleBuffer(n, config.capacity, slack=config.update_every)
     fit = BasisFit(n, config, basis, dt=0.1)
     worst_coordinate, worst_map, checks = 0.0, 0.0, 0
-    for step in range(1500):
-        buf.add(rng.uniform(-1.2, 1.2, n), rng.uniform(-1, 32, n), 2 + rng.normal(size=n), step, rng.random(n) < 0.9)
-        if step == 700:  # a new vehicle in env 1
-            buf.clear(np.array([1]))
-            fit.reset(np.array([1]))
-        if step % config.update_every == config.update_every - 1:
-            estimate = fit.rebuild(buf, step)
-            if step % 150 < config.update_every:
-                reference = fit_dense(buf, step, basis, config, 0.1)
-                scale = reference.abs().max().item()
-                assert scale > 0.1  # a real fit, not the prior
-                worst_coordinate = max(worst_coordinate, (fit.coordinates - reference).abs().max().item() / scale)
-                expanded = (reference.numpy() @ basis.components).reshape(n, config.grid_u, config.grid_v)
-                worst_map = max(worst_map, np.abs(estimate.normalized - expanded).max())
-                smoothed = reconstruct_dense(buf, step, basis.mean, config, 0.1)
-                np.testing.assert_allclose(estimate.confidence, smoothed.confidence, atol=2e-5)
-                checks += 1
+    for step, buf, estimate in checked_rebuilds(fit, config, n, 1500, 700, 150, accel_mean=2.0, accel_std=1.0):
+        reference = fit_dense(buf, step, basis, config, 0.1)
+        scale = reference.abs().max().item()
+        assert scale > 0.1  # a real fit, not the prior
+        worst_coordinate = max(worst_coordinate, (fit.coordinates - reference).abs().max().item() / scale)
+        expanded = (reference.numpy() @ basis.components).reshape(n, config.grid_u, config.grid_v)
+        worst_map = max(worst_map, np.abs(estimate.normalized - expanded).max())
+        smoothed = reconstruct_dense(buf, step, basis.mean, config, 0.1)
+        np.testing.assert_allclose(estimate.confidence, smoothed.confidence, atol=2e-5)
+        checks += 1
     assert checks == 10
     assert worst_coordinate < 1e-8
     assert worst_map < 1e-5
@@ -136,8 +129,6 @@ def test_a_poisoned_fit_gives_the_zero_context_and_starts_over():
     its map non-finite at the next rebuild: zero context, counted as map_nonfinite, history cleared; the others keep
     theirs, and the next rebuild fits the cleared ones afresh."""
     from actors.context.provider import DynamicsMapContext
-
-    from .helpers import sample_stream
 
     config = ContextConfig(mode="dynamics_map", encoder="basis", reconstruction="basis", grid_u=12, grid_v=10, pool_grid=(4, 4),
                            basis_components=4)

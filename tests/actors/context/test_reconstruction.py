@@ -10,7 +10,7 @@ from actors.context.config import ContextConfig
 from actors.context.grid import cell_index
 from actors.context.reconstruction import SmoothedCellMeans, reconstruct_dense
 
-from .helpers import synthetic_accel, synthetic_map
+from .helpers import checked_rebuilds, synthetic_accel, synthetic_map
 
 
 @pytest.mark.parametrize(
@@ -24,24 +24,15 @@ from .helpers import synthetic_accel, synthetic_map
     ],
 )
 def test_incremental_matches_from_scratch(config: ContextConfig) -> None:
-    rng = np.random.default_rng(1)
     n = 4
-    prior = rng.normal(size=(config.grid_u, config.grid_v))
-    buf = SampleBuffer(n, config.capacity, slack=config.update_every)
+    prior = np.random.default_rng(1).normal(size=(config.grid_u, config.grid_v))
     rec = SmoothedCellMeans(n, config, prior, dt=0.1)
-    worst = 0.0
-    for step in range(1800):
-        buf.add(rng.uniform(-1.2, 1.2, n), rng.uniform(-1, 32, n), 3 * rng.normal(size=n), step, rng.random(n) < 0.9)
-        if step == 900:  # a new vehicle in env 1
-            buf.clear(np.array([1]))
-            rec.reset(np.array([1]))
-        if step % config.update_every == config.update_every - 1:
-            est = rec.rebuild(buf, step)
-            if step % 150 < config.update_every:
-                ref = reconstruct_dense(buf, step, prior, config, 0.1)
-                worst = max(
-                    worst, np.abs(est.normalized - ref.normalized).max(), np.abs(est.confidence - ref.confidence).max()
-                )
+    worst, checks = 0.0, 0
+    for step, buf, est in checked_rebuilds(rec, config, n, steps=1800, reset_step=900, check_every=150):
+        ref = reconstruct_dense(buf, step, prior, config, 0.1)
+        worst = max(worst, np.abs(est.normalized - ref.normalized).max(), np.abs(est.confidence - ref.confidence).max())
+        checks += 1
+    assert checks == 12
     assert worst < 2e-5  # float32 state against float64 from scratch
 
 

@@ -74,7 +74,7 @@ def test_the_basis_fit_extrapolates_better_than_the_smoothed_map_over_the_whole_
         records[reconstruction] = record_episode(env, provider, policy, seed=HELD_OUT_SEED, snapshot_steps=(vcfg.episode_steps,))
     truth = records["basis"].true_maps
     smoothed, basis = (records[k].snapshots[-1] for k in ("smoothed", "basis"))
-    prior = np.broadcast_to(provider.reconstruction.prior, truth.shape)
+    prior = np.broadcast_to(provider.reconstruction.prior, truth.shape)  # both providers share it: the population mean
     assert rmse(basis.maps, truth) < 0.95 * rmse(smoothed.maps, truth)
     assert rmse(basis.maps, truth) < 0.6 * rmse(prior, truth)
     assert rmse(basis.maps, truth, basis.visited) < rmse(smoothed.maps, truth, smoothed.visited)
