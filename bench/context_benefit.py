@@ -26,8 +26,8 @@ the whole benchmark: training stops where it has reached by then (reported per
 run) and leaves time for the evaluation.
 
 Each final policy is evaluated deterministically (mean action) with the same
-context provider type it was trained with (``cluster.factory.make_context_provider``
-on the evaluation env), by ``actors.vehicle.evaluation.evaluate_policy``, on
+context provider type it was trained with (``cluster.factory.make_env_and_context``
+for the evaluation env), by ``actors.vehicle.evaluation.evaluate_policy``, on
 ``--eval-episodes`` held-out vehicles: one episode each, env seed ``--eval-seed``
 (not a training actor's seed, not the prior's, not the encoder's pretraining
 vehicles). The PID baseline (``cluster.evaluate`` ``pid``) drives the same vehicles.
@@ -62,7 +62,7 @@ from bench.inprocess import hyperparameters, plumbing_overrides  # noqa: E402
 from bench.plots import save_panels  # noqa: E402
 
 CNN_CHECKPOINT = ROOT / "configs" / "encoders" / "cnn_encoder.pt"
-ARMS = ("none", "oracle", "pooled", "basis", "cnn", "history", "privileged", "direct")
+ARMS = ("none", "oracle", "pooled", "basis", "cnn", "history", "privileged", "direct", "oracle_ff", "basis_ff")
 DIRECT_ARMS = ("direct",)
 """Arms whose policy drives the vehicle itself (``env.vehicle.action=direct``) whatever the shared overrides say."""
 HPARAMS = {"seed": [], "tuned": ["learner.lr=3e-4"]}
@@ -84,6 +84,8 @@ def arm_overrides(arm: str, cnn_checkpoint: Path) -> list[str]:
         return ["context.mode=dynamics_map", "context.encoder=pooled", "env.vehicle.action=direct"]
     if arm == "basis":  # the map fitted on the population's components, its coordinates as the context
         return ["context.mode=dynamics_map", "context.reconstruction=basis", "context.encoder=basis"]
+    if arm.endswith("_ff"):  # the arm's context, and a residual on the map controller inverting the map it knows
+        return arm_overrides(arm.removesuffix("_ff"), cnn_checkpoint) + ["env.vehicle.action=residual_map"]
     sets = ["context.mode=dynamics_map", f"context.encoder={arm}"]
     return sets + ([f"context.encoder_checkpoint={cnn_checkpoint}"] if arm == "cnn" else [])
 

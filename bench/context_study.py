@@ -58,8 +58,9 @@ from bench.context_benefit import (  # noqa: E402
 from bench.plots import save_panels  # noqa: E402
 
 RUN_PROGRESS = re.compile(r"(?:run (\d+): )?(?:done: )?env_steps=(\d+) updates=(\d+) updates/s=([\d.]+)")
-SHARE_ARMS = ("pooled", "basis", "cnn", "history", "privileged")
-"""Arms whose share of the oracle's gain the floors report (the issue's floor: the map's, ``pooled``)."""
+SHARE_ARMS = {"oracle": ("pooled", "basis", "cnn", "history", "privileged"), "oracle_ff": ("basis_ff",)}
+"""Oracle arm → the arms whose share of its gain the floors report (the issue's floor: the map's). ``oracle_ff`` is
+the oracle of the map feed-forward arms (``env.vehicle.action: residual_map``): the true map under the residual."""
 STOP_GRACE_S = 180.0
 """Seconds a run has to checkpoint and exit after the study's Ctrl-C before it is interrupted a second time."""
 
@@ -307,17 +308,30 @@ def floors(table: dict, pid: dict) -> dict:
     direct = {arm: e for arm, e in scored.items() if arm in DIRECT_ARMS}
     if direct and len(direct) < len(scored):  # the non-residual arm beside the best (when the others are residual)
         out |= against_pid("best_direct", direct, pid)
-    oracle = (scored.get("oracle") or {}).get("speed_error_gain_vs_none")
-    if oracle:
-        out["oracle_gain"] = oracle["mean"]
-        for arm in SHARE_ARMS:
+    for oracle_arm, sharing in SHARE_ARMS.items():
+        oracle = (scored.get(oracle_arm) or {}).get("speed_error_gain_vs_none")
+        if not oracle:
+            continue
+        out[f"{oracle_arm}_gain"] = oracle["mean"]
+        for arm in sharing:
             gain = (scored.get(arm) or {}).get("speed_error_gain_vs_none")
             if gain and oracle["mean"] > 0:
-                out[f"{arm}_share_of_oracle_gain"] = gain["mean"] / oracle["mean"]
+                out[f"{arm}_share_of_{oracle_arm}_gain"] = gain["mean"] / oracle["mean"]
     return out
 
 
 # -- report -------------------------------------------------------------------------------------------
+
+
+def oracle_lines(f: dict) -> list[str]:
+    """Each oracle arm's gain and the shares of it, as the floors sentence says them."""
+    lines = []
+    for oracle_arm, sharing in SHARE_ARMS.items():
+        if f"{oracle_arm}_gain" in f:
+            lines.append(f"; {oracle_arm} gain {100 * f[f'{oracle_arm}_gain']:.1f} % (floor 10 %)")
+            lines += [f"; {arm} recovers {100 * f[f'{arm}_share_of_{oracle_arm}_gain']:.0f} % of it (floor 50 %)"
+                      for arm in sharing if f"{arm}_share_of_{oracle_arm}_gain" in f]  # fmt: skip
+    return lines
 
 
 def markdown(report: dict) -> str:
@@ -346,9 +360,7 @@ def markdown(report: dict) -> str:
     if f:
         lines.append(f"Floors: best arm `{f['best_arm']}` return {100 * f['best_return_gain_vs_pid']:+.1f} % against "
                      f"PID (floor +10 %), abs speed error {f['best_error_vs_pid']:+.3f} m/s against PID (floor <= 0)"
-                     + (f"; oracle gain {100 * f['oracle_gain']:.1f} % (floor 10 %)" if "oracle_gain" in f else "")
-                     + "".join(f"; {arm} recovers {100 * f[f'{arm}_share_of_oracle_gain']:.0f} % of it (floor 50 %)"
-                               for arm in SHARE_ARMS if f"{arm}_share_of_oracle_gain" in f) + "."
+                     + "".join(oracle_lines(f)) + "."
                      + (f" Best non-residual arm `{f['best_direct_arm']}`: return "
                         f"{100 * f['best_direct_return_gain_vs_pid']:+.1f} % against PID, abs speed error "
                         f"{f['best_direct_error_vs_pid']:+.3f} m/s." if "best_direct_arm" in f else ""))  # fmt: skip

@@ -31,8 +31,6 @@ from pathlib import Path  # noqa: E402
 import ray  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from actors.context.base import policy_context_dim  # noqa: E402
-from actors.worker import RolloutWorker  # noqa: E402
 from bench.common import command_line, machine, machine_line, write_report  # noqa: E402
 from cluster.config import Config, load_config  # noqa: E402
 from cluster.factory import make_worker  # noqa: E402
@@ -46,38 +44,17 @@ class BenchRollout:
         import torch
 
         torch.set_num_threads(1)
-        self.worker = bench_worker(config, actor_id)
+        self.worker = make_worker(config, actor_id=actor_id)
 
     def rollout(self, steps: int):
         return self.worker.rollout(steps)
-
-
-def bench_worker(config: Config, actor_id: int = 0) -> RolloutWorker:
-    """``make_worker``; while ``cluster.context_factory`` is not written yet, the bench wires the
-    dynamics-map context itself (``DynamicsMapContext`` + ``PooledEncoder``, no prior map)."""
-    try:
-        return make_worker(config, actor_id=actor_id)
-    except ModuleNotFoundError as error:
-        if "context_factory" not in str(error):
-            raise
-    from actors.context import DynamicsMapContext
-    from actors.context.encoders import PooledEncoder
-    from actors.policy import PolicyCopy
-    from cluster.factory import actor_seed, make_env
-
-    seed = actor_seed(config, actor_id, 0)
-    env = make_env(config, seed)
-    provider = DynamicsMapContext(env.num_envs, config.context, PooledEncoder(config.context))
-    in_dim = env.observation_dim + policy_context_dim(provider)
-    policy = PolicyCopy(in_dim, env.action_dim, config.learner.hidden_sizes, seed)
-    return RolloutWorker(env, provider, policy, actor_id=actor_id, seed=seed)
 
 
 def usable_config(args: argparse.Namespace) -> tuple[Config, str]:
     """The requested config if a worker can be built from it here, else the fallback (and why)."""
     try:
         config = load_config(args.config, args.set)
-        bench_worker(config).rollout(2)
+        make_worker(config).rollout(2)
         try:
             make_worker(config)
         except ModuleNotFoundError:

@@ -8,10 +8,11 @@ drive the same ``--episodes`` held-out vehicles (env seed 7770001, full episodes
 
 - ``pid``: the shipped PID (``actors/vehicle/pid.py``): fixed gains for every vehicle; the grid is the one its
   defaults came from (kp, ki, k_accel, lookahead).
-- ``oracle``: the same feedback loop in acceleration units, scheduled by the vehicle's true acceleration map
-  ``a(u, v)`` (``env.true_dynamics_map``): the command is the map's inverse at the previewed reference acceleration
-  plus gravity, and the feedback is divided by the map's slope ``∂a/∂u`` there. It knows what a perfect dynamics-map
-  context knows and nothing else (the speed it reads is the noisy measurement).
+- ``oracle``: the map controller (``actors/vehicle/map_control.py``, the base of ``env.vehicle.action:
+  residual_map``) on the vehicle's true acceleration map ``a(u, v)`` (``env.true_dynamics_map``): feedback in
+  acceleration units, the command the map's inverse at the previewed reference acceleration plus gravity and the
+  feedback. It knows what a perfect dynamics-map context knows and nothing else (the speed it reads is the noisy
+  measurement). Its gains tuned here for ``agile_delay`` are ``env.vehicle.map_control``'s defaults.
 - ``map``: the oracle's controller and gains with each vehicle's map as the service estimates it online — the
   dynamics-map context's reconstruction (``DynamicsMapContext`` with the default ``context`` settings, from the
   population-mean prior) fed by the episode's own dynamics samples — instead of the true one. Its share of the
@@ -38,17 +39,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.context.config import ContextConfig  # noqa: E402
 from actors.context.grid import cell_centers  # noqa: E402
-from actors.vehicle.config import PIDGains, VehicleConfig  # noqa: E402
+from actors.vehicle.config import MapControlGains, PIDGains, VehicleConfig  # noqa: E402
 from actors.vehicle.env import VehicleVectorEnv  # noqa: E402
+from actors.vehicle.map_control import MapController  # noqa: E402
 from actors.vehicle.pid import PIDController  # noqa: E402
+from actors.vehicle.residual import TRUE_MAP_U, TRUE_MAP_V  # noqa: E402
 from bench.common import ROOT, command_line, fmt, machine, machine_line, write_report  # noqa: E402
 from cluster.config import config_from  # noqa: E402
 from cluster.context_factory import dynamics_map_context  # noqa: E402
 from cluster.evaluate import HELD_OUT_SEED  # noqa: E402
 
-GRAVITY = 9.81
-MAP_U = np.linspace(-1.0, 1.0, 81)
-MAP_V = np.linspace(0.0, 50.0, 101)
 VARIANTS: dict[str, list[str]] = {
     "default": [],
     "tracking": ["reward.w_track=10"],
@@ -90,50 +90,25 @@ class PIDDriver:
 
 
 class OracleDriver:
-    """Feedback in m/s² per m/s, feed-forward and gain from the true map ``a(u, v)`` of each vehicle."""
+    """``actors.vehicle.map_control.MapController`` on each vehicle's true map ``a(u, v)``."""
 
     def __init__(self, gains: dict) -> None:
-        self.kp, self.ki, self.lookahead = gains["kp_accel"], gains["ki_accel"], gains["lookahead"]
-        self.noise_filter = gains["noise_filter"]
+        self.gains = MapControlGains(**gains)
 
     def start(self, env: VehicleVectorEnv) -> None:
-        n = env.num_envs
         self.load_maps(env)
-        self.integral, self.v_filt, self.fresh = np.zeros(n), np.zeros(n), np.ones(n, dtype=bool)
-        self.dt = env.config.dt
+        self.controller = MapController(env.num_envs, self.gains, env.config.dt)
 
     def __call__(self, obs: np.ndarray, env: VehicleVectorEnv) -> np.ndarray:
-        obs = obs.astype(np.float64)
-        v_meas, pitch, preview = obs[:, 0], obs[:, 3], obs[:, 4:]
-        self.v_filt = np.where(self.fresh, v_meas, self.noise_filter * v_meas + (1 - self.noise_filter) * self.v_filt)
-        self.fresh[:] = False
-        ahead = min(self.lookahead, preview.shape[1] - 2)
-        error = preview[:, ahead] - self.v_filt
-        wanted = (preview[:, ahead + 1] - preview[:, ahead]) / self.dt + GRAVITY * np.sin(pitch)
-        wanted += self.kp * error + self.ki * self.integral
-        curves = self.curves_at(self.v_filt)  # [n, U]: a(u) at this speed, increasing in u
-        u = np.array([np.interp(a, curve, self.u_grid) for a, curve in zip(wanted, curves, strict=True)])
-        reachable = (wanted > curves[:, 0]) & (wanted < curves[:, -1])
-        self.integral = np.where(reachable, self.integral + error * self.dt, self.integral)  # anti-windup
-        stop = (preview[:, 0] <= 0.0) & (preview[:, ahead] <= 0.0) & (self.v_filt < 0.5)
-        return np.where(stop, np.minimum(u, -0.3), u).reshape(-1, 1)
+        return self.controller(obs, self.maps, self.u_grid, self.v_grid)
 
     def load_maps(self, env: VehicleVectorEnv) -> None:
         """The maps the controller inverts (``maps [n, U, V]`` on ``u_grid × v_grid``): each vehicle's true one."""
-        self.u_grid, self.v_grid = MAP_U, MAP_V
-        self.maps = env.true_dynamics_map(MAP_U, MAP_V)
+        self.u_grid, self.v_grid = TRUE_MAP_U, TRUE_MAP_V
+        self.maps = env.true_dynamics_map(TRUE_MAP_U, TRUE_MAP_V)
 
     def observe(self, samples: np.ndarray) -> None:
         """The step's dynamics samples (the true map needs none)."""
-
-    def curves_at(self, v: np.ndarray) -> np.ndarray:
-        grid = self.v_grid
-        x = (np.clip(v, grid[0], grid[-1]) - grid[0]) / (grid[1] - grid[0])
-        j = np.minimum(x.astype(int), len(grid) - 2)
-        w = (x - j)[:, None]
-        rows = np.arange(v.size)
-        curves = self.maps[rows, :, j] * (1 - w) + self.maps[rows, :, j + 1] * w
-        return np.maximum.accumulate(curves, axis=1)  # monotone for the inverse (flat stretches at the limits)
 
 
 class MapDriver(OracleDriver):

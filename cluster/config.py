@@ -139,6 +139,13 @@ class Config:
                 raise ConfigValueError(
                     f"context.{key}", f"basis is built from the vehicle population's maps: it needs env.kind vehicle, not {self.env.kind}"
                 )
+        if self.env.kind == "vehicle" and self.env.vehicle.action == "residual_map" and context.mode not in (
+            "oracle", "dynamics_map"
+        ):
+            raise ConfigValueError(
+                "env.vehicle.action", f"residual_map inverts the acceleration map the context knows: it needs "
+                f"context.mode oracle (the true map) or dynamics_map (the estimate), not {context.mode}"
+            )  # fmt: skip
         runs = self.train.parallel_runs
         if self.train.run_overrides and len(self.train.run_overrides) != runs:
             raise ConfigValueError(

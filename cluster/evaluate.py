@@ -87,10 +87,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def with_num_envs(config: Config, num_envs: int) -> Config:
+    return dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=num_envs))
+
+
 def make_eval_env(config: Config, num_envs: int, seed: int) -> VectorEnv:
     from cluster.factory import make_env
 
-    return make_env(dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=num_envs)), seed)
+    return make_env(with_num_envs(config, num_envs), seed)
 
 
 # -- a trained checkpoint ---------------------------------------------------------------------------
@@ -136,11 +140,10 @@ def evaluate_trained(config: Config, actor: dict, episodes: int, seed: int, num_
     """The deterministic policy on ``episodes`` environments of env seed ``seed``, its context built as in training."""
     from actors.context.base import policy_context_dim
     from actors.policy import PolicyCopy
-    from cluster.factory import make_context_provider
+    from cluster.factory import make_env_and_context
     from learner.types import VersionedWeights
 
-    env = make_eval_env(config, num_envs or min(episodes, 64), seed)
-    provider = make_context_provider(config, env)
+    env, provider = make_env_and_context(with_num_envs(config, num_envs or min(episodes, 64)), seed)
     in_dim = env.observation_dim + policy_context_dim(provider)
     policy = PolicyCopy(in_dim, env.action_dim, config.learner.hidden_sizes, seed)
     try:
@@ -154,9 +157,9 @@ def evaluate_trained(config: Config, actor: dict, episodes: int, seed: int, num_
 def evaluate_baseline(config: Config, name: str, episodes: int, seed: int, num_envs: int | None = None,
                       trace_envs: int = 0) -> EvalReport:  # fmt: skip
     """A baseline policy alone on the same vehicles (the vehicle env's commands direct, even for a residual run)."""
-    if config.env.kind == "vehicle":
-        direct = dataclasses.replace(config.env.vehicle, action="direct")
-        config = dataclasses.replace(config, env=dataclasses.replace(config.env, vehicle=direct))
+    from cluster.factory import direct_control
+
+    config = direct_control(config)
     env = make_eval_env(config, num_envs or min(episodes, 64), seed)
     policy = POLICIES[name](config, env, argparse.Namespace(seed=seed))
     return evaluate_policy(env, policy, episodes, seed=seed, dt=step_seconds(config), trace_envs=trace_envs)

@@ -30,21 +30,59 @@ log = logging.getLogger(__name__)
 
 
 def make_env(config: Config, seed: int) -> VectorEnv:
+    """The environments of ``config`` without their context (an env whose base controller reads the context's maps,
+    ``env.vehicle.action: residual_map``, comes from ``make_env_and_context``)."""
     env = config.env
-    if env.kind == "vehicle":
-        from actors.vehicle import VehicleVectorEnv
+    if env.kind != "vehicle":
+        return GymVectorEnv(env.id, env.num_envs, env.kwargs)
+    from actors.vehicle import VehicleVectorEnv
 
-        vehicles = VehicleVectorEnv(env.num_envs, env.vehicle, seed=seed)
-        if env.vehicle.action == "residual_pid":
-            from actors.vehicle.residual import ResidualPIDEnv
+    vehicles = VehicleVectorEnv(env.num_envs, env.vehicle, seed=seed)
+    if env.vehicle.action == "residual_pid":
+        from actors.vehicle.residual import ResidualEnv
 
-            return ResidualPIDEnv(vehicles, env.vehicle.residual_scale)
-        return vehicles
-    return GymVectorEnv(env.id, env.num_envs, env.kwargs)
+        return ResidualEnv(vehicles, env.vehicle.residual_scale)
+    if env.vehicle.action == "residual_map":
+        raise ValueError("env.vehicle.action residual_map reads the context's maps: build it with make_env_and_context")
+    return vehicles
 
 
-def make_context_provider(config: Config, env: VectorEnv) -> ContextProvider:
-    provider = make_policy_context(config, env)
+def make_env_and_context(config: Config, seed: int) -> tuple[VectorEnv, ContextProvider]:
+    """A worker's environments and their context provider; under ``residual_map`` the environments' base controller
+    inverts the maps that context knows (``map_source``)."""
+    vehicle = config.env.vehicle if config.env.kind == "vehicle" else None
+    residual_map = vehicle is not None and vehicle.action == "residual_map"
+    env = make_env(direct_control(config) if residual_map else config, seed)
+    policy_context = make_policy_context(config, env)
+    if residual_map:
+        from actors.vehicle.residual import MapFeedForward, ResidualEnv
+
+        base = MapFeedForward(env.num_envs, map_source(config, env, policy_context), vehicle.map_control, vehicle.dt)
+        env = ResidualEnv(env, vehicle.residual_scale, base)
+    return env, with_privileged_critic(config, env, policy_context)
+
+
+def direct_control(config: Config) -> Config:
+    """``config`` with the vehicle's command the action itself (``env.vehicle.action: direct``); others unchanged."""
+    if config.env.kind != "vehicle":
+        return config
+    direct = dataclasses.replace(config.env.vehicle, action="direct")
+    return dataclasses.replace(config, env=dataclasses.replace(config.env, vehicle=direct))
+
+
+def map_source(config: Config, env: VectorEnv, policy_context: ContextProvider):
+    """The maps a ``residual_map`` base controller inverts: the true ones with the oracle context, else the dynamics-map
+    context's estimate (``Config`` refuses any other context with it)."""
+    from actors.context.grid import cell_centers
+    from actors.vehicle.residual import EstimatedMaps, TrueMaps
+
+    if config.context.mode == "oracle":
+        return TrueMaps(env)
+    return EstimatedMaps(policy_context, *cell_centers(config.context))
+
+
+def with_privileged_critic(config: Config, env: VectorEnv, provider: ContextProvider) -> ContextProvider:
+    """``provider``, with the true vehicle parameters appended for the critics if ``context.privileged_critic``."""
     if not config.context.privileged_critic:
         return provider
     from actors.context.privileged import PrivilegedCriticContext
@@ -91,8 +129,7 @@ def new_incarnation() -> int:
 
 def make_worker(config: Config, actor_id: int = 0, seed_stream: int = 0) -> RolloutWorker:
     seed = actor_seed(config, actor_id, seed_stream)
-    env = make_env(config, seed)
-    provider = make_context_provider(config, env)
+    env, provider = make_env_and_context(config, seed)
     policy = PolicyCopy(env.observation_dim + policy_context_dim(provider), env.action_dim, config.learner.hidden_sizes, seed)
     return RolloutWorker(env, provider, policy, actor_id=actor_id, incarnation=new_incarnation(), seed=seed)
 
@@ -106,13 +143,13 @@ def probe_dimensions(config: Config) -> Dimensions:
     key = "env.vehicle" if config.env.kind == "vehicle" else "env.id"
     try:
         single = dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=1))
-        env = make_env(single, seed=0)
+        env = make_env(direct_control(single), seed=0)
     except TypeError as err:
         raise ConfigValueError("env.kwargs" if config.env.kwargs else key, f"{config.env.id}: {err}") from None
     except Exception as err:  # gymnasium's NameNotFound, an import error, a discrete action space, ...
         raise ConfigValueError(key, f"{config.env.id if key == 'env.id' else 'vehicle'}: {err}") from None
     try:
-        provider = make_context_provider(config, env)
+        env, provider = make_env_and_context(single, seed=0)  # the context, and a base controller that reads it
     except Exception as err:  # a missing or mismatched encoder checkpoint, ...
         raise ConfigValueError("context", f"the context provider cannot be built: {err}") from None
     try:

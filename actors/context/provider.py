@@ -51,7 +51,9 @@ class DynamicsMapContext:
         self._step = -1  # index of the latest observe call: the time stamp of its samples
         self._counts = dict.fromkeys(CONTEXT_FALLBACK_REASONS, 0)
         self._faulted = np.zeros(num_envs, dtype=bool)
+        self._new_vehicle = np.zeros(num_envs, dtype=bool)  # reset since the last rebuild: the estimate is stale
         self._estimate: MapEstimate | None = None
+        self._maps: np.ndarray | None = None  # current_maps, until the next reset or rebuild
         self._empty = self._encode_rows(np.zeros((1, 2, config.grid_u, config.grid_v), np.float32))
         self._context = np.repeat(self._empty, num_envs, axis=0)
         self._zeros = np.zeros_like(self._context)
@@ -63,6 +65,8 @@ class DynamicsMapContext:
         self.buffer.clear(ids)
         self.reconstruction.reset(ids)
         self._faulted[ids] = False
+        self._new_vehicle[ids] = True
+        self._maps = None
         self._context[ids] = self._empty
 
     def observe(self, samples: np.ndarray | None, present: np.ndarray | None = None) -> None:
@@ -101,6 +105,8 @@ class DynamicsMapContext:
         ok = map_ok & encoder_ok
         self._context = np.where(ok[:, None], context, 0.0).astype(np.float32)
         self._faulted[:] = False
+        self._new_vehicle[:] = False
+        self._maps = None
         if not map_ok.all():
             bad = np.flatnonzero(~map_ok)
             log.warning("non-finite dynamics map in environments %s: zero context, history cleared", bad.tolist())
@@ -108,11 +114,18 @@ class DynamicsMapContext:
             self.reconstruction.reset(bad)
 
     def current_maps(self) -> np.ndarray:
-        """``[n, grid_u, grid_v]`` float32 maps in m/s^2 as of the last rebuild (the prior before any)."""
-        prior = self.reconstruction.prior.astype(np.float32)
-        if self._estimate is None:
-            return np.repeat(prior[None], self.num_envs, axis=0)
-        return prior[None] + self.config.accel_scale * self._estimate.normalized
+        """``[n, grid_u, grid_v]`` float32 maps in m/s^2 as of the last rebuild; the prior for an environment without
+        one since its reset, or whose map is not finite (a controller inverting these maps never sees a NaN). Read
+        only: the same array until the next reset or rebuild (a ``residual_map`` controller reads it every step)."""
+        if self._maps is None:
+            prior = self.reconstruction.prior.astype(np.float32)[None]
+            if self._estimate is None:
+                self._maps = np.repeat(prior, self.num_envs, axis=0)
+            else:
+                maps = prior + self.config.accel_scale * self._estimate.normalized
+                unusable = self._new_vehicle | ~np.isfinite(maps).all(axis=(1, 2))
+                self._maps = np.where(unusable[:, None, None], prior, maps) if unusable.any() else maps
+        return self._maps
 
     def current_confidence(self) -> np.ndarray:
         """``[n, grid_u, grid_v]`` confidence as of the last rebuild (zeros before any)."""

@@ -192,6 +192,27 @@ class PIDGains:
 
 
 @config_section
+class MapControlGains:
+    """Gains of the map controller (``actors/vehicle/map_control.py``), the base under ``action: residual_map``: feedback
+    in acceleration units, the command from the inverse of the vehicle's acceleration map. The defaults are
+    ``bench/task_headroom.py``'s grid search on the true maps (its ``oracle``) for the agile task with an actuation
+    delay (kp_accel, ki_accel, lookahead, noise_filter; best return)."""
+
+    kp_accel: float = Field(0.25, ge=0)
+    """Wanted acceleration per m/s of speed error (1/s)."""
+    ki_accel: float = Field(0.0, ge=0)
+    """Wanted acceleration per m of integrated error (1/s²)."""
+    lookahead: int = Field(1, ge=0)
+    """Preview steps ahead the error is taken against."""
+    noise_filter: float = Field(0.5, gt=0, le=1)
+    """Weight of a new speed measurement in the exponential filter (1: no filtering)."""
+    hold_brake: float = Field(-0.3, ge=-1, le=0)
+    """Largest command at a stop (reference zero now and ahead, car below ``hold_speed``)."""
+    hold_speed: float = Field(0.5, ge=0)
+    """Speed (m/s) below which a stopped reference means hold."""
+
+
+@config_section
 class VehicleConfig:
     """The randomized electric-vehicle speed-tracking environment."""
 
@@ -203,13 +224,17 @@ class VehicleConfig:
     """Plant integration substeps per control step."""
     preview_steps: int = Field(30, ge=1)
     """Reference preview in the observation: ``v_ref[t … t+preview_steps-1]``."""
-    action: Literal["direct", "residual_pid"] = "direct"
+    action: Literal["direct", "residual_pid", "residual_map"] = "direct"
     """``direct``: the action is the command u; ``residual_pid``: a correction the env adds to the shipped PID's
-    command, ``u = clip(u_pid + residual_scale · a, -1, 1)`` (actors/vehicle/residual.py)."""
+    command, ``u = clip(u_pid + residual_scale · a, -1, 1)``; ``residual_map``: the same on the map controller's
+    command, which inverts the vehicle's acceleration map as the run's context knows it: the true map with
+    ``context.mode: oracle``, the online estimate with ``dynamics_map`` (no other mode) (actors/vehicle/residual.py)."""
     residual_scale: float = Field(0.5, gt=0, le=2)
-    """With ``action: residual_pid``: how far the agent's correction in [-1, 1] may move the PID's command."""
+    """With a residual action: how far the agent's correction in [-1, 1] may move the base controller's command."""
     pid: PIDGains = field(default_factory=PIDGains)
     """The PID baseline's gains (evaluation baseline and ``residual_pid``)."""
+    map_control: MapControlGains = field(default_factory=MapControlGains)
+    """The map controller's gains (``residual_map``)."""
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
     """Parameter ranges and rejection-sampling checks."""
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)

@@ -37,6 +37,16 @@ def test_the_floors_name_the_best_arm_against_pid_and_the_maps_share_of_the_orac
     assert measured["pooled_share_of_oracle_gain"] == pytest.approx(0.5)
 
 
+def test_the_feed_forward_arms_are_measured_against_their_own_oracle():
+    rows = ROWS + [row("oracle_ff", 0, 0.15, -900.0), row("oracle_ff", 1, 0.12, -850.0),
+                   row("basis_ff", 0, 0.18, -950.0), row("basis_ff", 1, 0.14, -900.0)]  # fmt: skip
+    measured = floors(aggregate(rows, ["none", "oracle", "pooled", "oracle_ff", "basis_ff"]), PID)
+    assert measured["best_arm"] == "oracle_ff" and measured["oracle_gain"] == pytest.approx(0.15)
+    assert measured["oracle_ff_gain"] == pytest.approx(0.45)  # 0.15 / 0.30 and 0.08 / 0.20
+    assert measured["basis_ff_share_of_oracle_ff_gain"] == pytest.approx(0.35 / 0.45)  # 0.12 / 0.30 and 0.06 / 0.20
+    assert "basis_ff_share_of_oracle_gain" not in measured and "pooled_share_of_oracle_ff_gain" not in measured
+
+
 def test_the_best_non_residual_arm_is_reported_beside_the_best_arm():
     rows = ROWS + [row("direct", 0, 0.25, -1260.0), row("direct", 1, 0.23, -1140.0)]
     measured = floors(aggregate(rows, ["none", "oracle", "pooled", "direct"]), PID)
@@ -87,13 +97,16 @@ def test_one_job_runs_every_arm_and_seed_as_a_parallel_run(tmp_path):
     from tests.conftest import ROOT
 
     args = parse_args(["--one-job", "--work", str(tmp_path), "--steps", "5000", "--set", "env.vehicle.action=residual_pid"])
-    runs = [("none", 0), ("oracle", 0), ("history", 1), ("privileged", 1), ("direct", 2)]
+    runs = [("none", 0), ("oracle", 0), ("history", 1), ("privileged", 1), ("direct", 2), ("oracle_ff", 2),
+            ("basis_ff", 2)]  # fmt: skip
     config = load_config(ROOT / "configs" / "vehicle_agile.yaml", one_job_overrides(args, runs, tmp_path / "job"))
-    assert (config.cluster.mode, config.train.parallel_runs, config.train.total_env_steps) == ("local", 5, 5000)
+    assert (config.cluster.mode, config.train.parallel_runs, config.train.total_env_steps) == ("local", 7, 5000)
     configs = run_configs(config)
     assert [(c.context.mode, c.context.privileged_critic, c.train.seed, c.env.vehicle.action) for c in configs] == [
         ("none", False, 0, "residual_pid"), ("oracle", False, 0, "residual_pid"), ("history", False, 1, "residual_pid"),
-        ("dynamics_map", True, 1, "residual_pid"), ("dynamics_map", False, 2, "direct")]  # the arm wins over --set
+        ("dynamics_map", True, 1, "residual_pid"), ("dynamics_map", False, 2, "direct"),  # the arm wins over --set
+        ("oracle", False, 2, "residual_map"), ("dynamics_map", False, 2, "residual_map")]
+    assert (configs[6].context.reconstruction, configs[6].context.encoder) == ("basis", "basis")
     assert {(c.learner.lr, c.env.num_envs) for c in configs} == {(3e-4, 32)}
     assert configs[2].train.run_dir == str(tmp_path / "job" / "runs" / "2")
     on_ray = parse_args(["--one-job", "--work", str(tmp_path), "--address", "127.0.0.1:6379"])

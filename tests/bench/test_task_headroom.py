@@ -1,4 +1,4 @@
-"""The headroom bench's map controller: its grid arithmetic, the share of the oracle's gain, and that with no samples
+"""The headroom bench's map controller: the share of the oracle's gain, and that with no samples
 it drives on the population-mean prior."""
 
 import math
@@ -10,7 +10,7 @@ from actors.context.config import ContextConfig
 from actors.context.grid import cell_centers
 from actors.vehicle.dynamics_map import population_mean_map
 from actors.vehicle.env import VehicleVectorEnv
-from bench.task_headroom import MapDriver, OracleDriver, share, variant_config
+from bench.task_headroom import MapDriver, share, variant_config
 
 GAINS = {"kp_accel": 0.5, "ki_accel": 0.2, "lookahead": 2, "noise_filter": 0.5}
 
@@ -20,17 +20,6 @@ def test_share_of_the_oracles_gain():
     assert share(0.2, 0.1, 0.16) == pytest.approx(0.4)  # errors: lower is better, the same formula
     assert share(-100.0, -50.0, -120.0) == pytest.approx(-0.4)  # worse than the baseline
     assert math.isnan(share(0.2, 0.2, 0.1))
-
-
-def test_curves_at_interpolates_on_a_grid_that_does_not_start_at_zero():
-    """The map controller's grid is the context's cell centres (v from dv/2): a(u, v) = 2u + 0.1v is read exactly."""
-    driver = OracleDriver(GAINS)
-    u, v = cell_centers(ContextConfig(grid_u=5, grid_v=4, v_max=8.0, pool_grid=(2, 2)))  # v: 1, 3, 5, 7
-    driver.u_grid, driver.v_grid = u, v
-    driver.maps = np.broadcast_to(2 * u[:, None] + 0.1 * v[None, :], (3, 5, 4))
-    speeds = np.array([1.0, 4.0, 6.5])
-    assert np.allclose(driver.curves_at(speeds), 2 * u[None, :] + 0.1 * speeds[:, None])
-    assert np.allclose(driver.curves_at(np.array([0.0, 20.0, 7.0]))[:, 0], 2 * u[0] + 0.1 * np.array([1.0, 7.0, 7.0]))
 
 
 @pytest.mark.parametrize(("reconstruction", "ratio"), [("smoothed", 0.8), ("basis", 0.2)])

@@ -95,7 +95,7 @@ def documented_sections(cls: type) -> list[type]:
 
 def test_every_config_field_has_a_docstring():
     sections = documented_sections(Config)
-    assert len(sections) == 20  # root, 11 sections, env.vehicle with its 6, safety.warnings
+    assert len(sections) == 21  # root, 11 sections, env.vehicle with its 7, safety.warnings
     for section in sections:
         missing = [name for name, info in fields_of(section).items() if not info.description]
         assert missing == [], f"{section.__name__} lacks docstrings for {missing}"
@@ -108,7 +108,7 @@ def test_help_config_prints_every_key_with_type_default_and_description():
     assert result.returncode == 0 and result.stdout.splitlines() == config_help()
     lines = {line.split(" ", 1)[0]: line for line in config_help()}
     keys = sum(1 for s in documented_sections(Config) for i in fields_of(s).values() if not is_section(i.annotation))
-    assert len(lines) == keys == 167
+    assert len(lines) == keys == 173
     assert lines["learner.lr"] == (
         "learner.lr (float, default 3e-05): Adam learning rate of policy, critics and temperature (seed: 3e-5)."
     )

@@ -10,7 +10,7 @@ from actors.context.base import policy_context_dim
 from actors.context.privileged import PrivilegedCriticContext
 from actors.policy import PolicyCopy
 from cluster.evaluate import evaluate_trained
-from cluster.factory import make_context_provider, make_env, make_learner, make_worker, probe_dimensions
+from cluster.factory import make_env_and_context, make_learner, make_worker, probe_dimensions
 from cluster.local import run_local
 from learner.checkpoint import Checkpointer
 from tests.cluster.test_vehicle_context import vehicle_config
@@ -54,8 +54,7 @@ def test_the_critics_see_the_true_parameters_and_the_policy_never_does(tmp_path)
     assert learner.sac.actor.net[0].in_features == dims.obs_dim + 32
     assert learner.sac.critic.weights[0].shape[-1] == dims.obs_dim + 32 + 17 + dims.action_dim
     # the oracle part is each vehicle's normalized parameters, in [-1, 1]
-    env = make_env(config, seed=3)
-    provider = make_context_provider(config, env)
+    env, provider = make_env_and_context(config, seed=3)
     provider.reset(np.arange(env.num_envs))
     oracle = provider.context()[:, 32:]
     assert oracle.shape == (4, 17) and np.abs(oracle).max() <= 1.0 and np.abs(oracle).max() > 0.1

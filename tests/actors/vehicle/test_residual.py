@@ -7,13 +7,13 @@ import numpy as np
 from actors.vehicle.config import VehicleConfig
 from actors.vehicle.env import VehicleVectorEnv
 from actors.vehicle.pid import PIDController
-from actors.vehicle.residual import ResidualPIDEnv
+from actors.vehicle.residual import ResidualEnv
 
 SHORT = VehicleConfig(episode_steps=40)
 
 
 def test_a_zero_correction_is_the_pid_itself_across_new_vehicles():
-    residual = ResidualPIDEnv(VehicleVectorEnv(3, SHORT, seed=9), residual_scale=0.5)
+    residual = ResidualEnv(VehicleVectorEnv(3, SHORT, seed=9), residual_scale=0.5)
     direct, pid = VehicleVectorEnv(3, SHORT, seed=9), PIDController(3, SHORT.pid, SHORT.dt)
     obs_r, obs_d = residual.reset(9), direct.reset(9)
     assert np.array_equal(obs_r, obs_d)
@@ -28,7 +28,7 @@ def test_a_zero_correction_is_the_pid_itself_across_new_vehicles():
 
 
 def test_a_correction_moves_the_command_by_scale_times_a_within_the_limits():
-    env = ResidualPIDEnv(VehicleVectorEnv(3, SHORT, seed=4), residual_scale=0.5)
+    env = ResidualEnv(VehicleVectorEnv(3, SHORT, seed=4), residual_scale=0.5)
     obs = env.reset(4)
     u_pid = PIDController(3, SHORT.pid, SHORT.dt)(obs)[:, 0]
     correction = np.array([[0.4], [-1.0], [1.0]])
@@ -41,7 +41,7 @@ def test_a_correction_moves_the_command_by_scale_times_a_within_the_limits():
 def test_comfort_figures_measure_the_command_applied_not_the_correction():
     from actors.vehicle.evaluation import evaluate_policy
 
-    residual = ResidualPIDEnv(VehicleVectorEnv(3, SHORT, seed=9), residual_scale=0.5)
+    residual = ResidualEnv(VehicleVectorEnv(3, SHORT, seed=9), residual_scale=0.5)
     zero = evaluate_policy(residual, lambda obs: np.zeros((3, 1)), 3, seed=9)
     pid = PIDController(3, SHORT.pid, SHORT.dt)
 
@@ -61,7 +61,7 @@ def test_the_pid_under_the_correction_has_the_configured_gains():
     from actors.vehicle.config import PIDGains
 
     config = VehicleConfig(episode_steps=40, pid=PIDGains(kp=0.6, ki=0.0, lookahead=1))
-    residual = ResidualPIDEnv(VehicleVectorEnv(2, config, seed=3), residual_scale=0.5)
+    residual = ResidualEnv(VehicleVectorEnv(2, config, seed=3), residual_scale=0.5)
     obs = residual.reset(3)
     expected = PIDController(2, PIDGains(kp=0.6, ki=0.0, lookahead=1), config.dt)(obs)[:, 0]
     assert not np.allclose(expected, PIDController(2, SHORT.pid, SHORT.dt)(obs)[:, 0])  # the gains matter here
