@@ -84,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "graph replay updating every run; on the --address cluster, else in one local process")  # fmt: skip
     parser.add_argument("--score-now", action="store_true", help="score the runs where they are, done or not")
     parser.add_argument("--no-score", action="store_true", help="train only")
+    parser.add_argument("--score-only", action="store_true",
+                        help="score the runs where their last good checkpoints are, without training (say, after "
+                             "the cluster under a job died)")  # fmt: skip
     parser.add_argument("--eval-episodes", type=int, default=32)
     parser.add_argument("--eval-seed", type=int, default=EVAL_SEED)
     parser.add_argument("--name", default="context_study")
@@ -248,7 +251,8 @@ def run_row(args: argparse.Namespace, arm: str, seed: int, scored: dict) -> dict
     updates = sum(s.get("updates_this_run") or 0 for s in segments)
     wall = sum(s.get("wall_seconds") or 0.0 for s in segments)
     curve = [point for s in segments for point in (s.get("return_curve") or [])]
-    row = {"arm": arm, "seed": seed, "env_steps": last.get("env_steps"), "updates": last.get("updates"),
+    scored_step = (read_json(run_dir / "checkpoints" / "last_good.json") or {}).get("step")
+    row = {"arm": arm, "seed": seed, "env_steps": last.get("env_steps") or scored_step, "updates": last.get("updates"),
            "train_wall_s": wall, "mean_updates_per_second": updates / wall if wall else None,
            "segments": len(segments), "counters": last.get("counters") or {}, "curve": curve}  # fmt: skip
     if "error" in scored:
@@ -323,6 +327,10 @@ def floors(table: dict, pid: dict) -> dict:
 # -- report -------------------------------------------------------------------------------------------
 
 
+def count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
 def oracle_lines(f: dict) -> list[str]:
     """Each oracle arm's gain and the shares of it, as the floors sentence says them."""
     lines = []
@@ -371,7 +379,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['arm']} | {r['seed']} | failed: {r['error'][:160]} |" + " |" * 8)
             continue
         c = r["counters"]
-        lines.append(f"| {r['arm']} | {r['seed']} | {r['env_steps']:,} | {r['updates']:,} | {r['segments']} | "
+        lines.append(f"| {r['arm']} | {r['seed']} | {count(r['env_steps'])} | {count(r['updates'])} | {r['segments']} | "
                      f"{r['train_wall_s']:.0f} | {fmt(r['mean_updates_per_second'])} | {c.get('nan_blocks', 0)} | "
                      f"{c.get('rollbacks', 0)} | {fmt(r['eval']['mean_abs_speed_error'])} | "
                      f"{fmt(r['eval']['mean_return'])} |")  # fmt: skip
@@ -445,9 +453,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runs = [(arm, seed) for seed in args.seeds for arm in args.arms]
     started = time.time()
-    train_all(args, runs)
+    if not args.score_only:
+        train_all(args, runs)
     unfinished = [run_name(*run) for run in runs if not finished(args.work / "runs" / run_name(*run), args.steps)]
-    if args.no_score or (unfinished and not args.score_now):
+    if args.no_score or (unfinished and not (args.score_now or args.score_only)):
         print(f"not scored: {len(unfinished)} run(s) short of {args.steps:,} env steps ({', '.join(unfinished)}); "
               "call again with the same --work to continue them, or --score-now", flush=True)  # fmt: skip
         return 0
