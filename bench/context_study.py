@@ -346,6 +346,7 @@ def markdown(report: dict) -> str:
     pid, table, f = report["pid"], report["aggregate"], report["floors"]
     lines = [f"# Context study on the service: {', '.join(report['arms'])} x seeds {report['seeds']}", "",
              f"{machine_line(report['machine'])}.  ", f"Command: `{report['command']}`", "",
+             *([f"Note: {report['note']}.", ""] if report.get("note") else []),
              ("All runs in one job (one learner process): " if report.get("one_job") else "Each run: ")
              + f"`python -m cluster.train --config {Path(report['config']).name} --resume auto` with "
              + ", ".join(f"`{o}`" for o in report["run_overrides"])
