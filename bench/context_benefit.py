@@ -62,7 +62,8 @@ from bench.inprocess import hyperparameters, plumbing_overrides  # noqa: E402
 from bench.plots import save_panels  # noqa: E402
 
 CNN_CHECKPOINT = ROOT / "configs" / "encoders" / "cnn_encoder.pt"
-ARMS = ("none", "oracle", "pooled", "basis", "cnn", "history", "privileged", "direct", "oracle_ff", "basis_ff")
+ARMS = ("none", "oracle", "pooled", "basis", "cnn", "history", "privileged", "direct", "oracle_ff", "basis_ff",
+        "oracle_ff_history", "basis_ff_history")  # fmt: skip
 FEED_FORWARD_RESIDUAL_SCALE = 0.1
 """The ``*_ff`` arms' ``env.vehicle.residual_scale``: at 0.5 SAC's corrections made the map controller worse (study
 ``context_study_ff_scale05``)."""
@@ -87,6 +88,8 @@ def arm_overrides(arm: str, cnn_checkpoint: Path) -> list[str]:
         return ["context.mode=dynamics_map", "context.encoder=pooled", "env.vehicle.action=direct"]
     if arm == "basis":  # the map fitted on the population's components, its coordinates as the context
         return ["context.mode=dynamics_map", "context.reconstruction=basis", "context.encoder=basis"]
+    if arm.endswith("_history"):  # the arm, with the last samples appended to its context
+        return arm_overrides(arm.removesuffix("_history"), cnn_checkpoint) + ["context.append_history=true"]
     if arm.endswith("_ff"):  # the arm's context, and a small residual on the map controller inverting the map it knows
         return arm_overrides(arm.removesuffix("_ff"), cnn_checkpoint) + [
             "env.vehicle.action=residual_map", f"env.vehicle.residual_scale={FEED_FORWARD_RESIDUAL_SCALE}"]

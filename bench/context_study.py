@@ -18,7 +18,10 @@ curves and learner rates), ``<name>.md`` and ``<name>.png``.
 Arms are those of ``bench/context_benefit.py`` (``none``, ``oracle``, ``pooled``, ``basis``: the map fitted on the
 population's principal components, its coordinates as the context, ``cnn``, ``history``: the last
 samples as the context, ``privileged``: the pooled map for the policy and the true parameters for the critics too,
-``direct``: the pooled map with the policy's action as the command whatever ``--set`` says);
+``direct``: the pooled map with the policy's action as the command whatever ``--set`` says, ``oracle_ff`` and
+``basis_ff``: those contexts with a residual of ±0.1 on the controller that inverts the map they know
+(``env.vehicle.action: residual_map``), ``oracle_ff_history`` and ``basis_ff_history``: the same with the last
+samples appended to the context, ``context.append_history``);
 ``--set env.vehicle.action=residual_pid`` makes every other arm a residual policy on the PID (the PID column stays the
 PID alone). An arm's overrides come after ``--set``.
 Gain is the reduction of the held-out mean abs speed error against the ``none`` arm, paired by seed.
@@ -58,7 +61,8 @@ from bench.context_benefit import (  # noqa: E402
 from bench.plots import save_panels  # noqa: E402
 
 RUN_PROGRESS = re.compile(r"(?:run (\d+): )?(?:done: )?env_steps=(\d+) updates=(\d+) updates/s=([\d.]+)")
-SHARE_ARMS = {"oracle": ("pooled", "basis", "cnn", "history", "privileged"), "oracle_ff": ("basis_ff",)}
+SHARE_ARMS = {"oracle": ("pooled", "basis", "cnn", "history", "privileged"), "oracle_ff": ("basis_ff",),
+              "oracle_ff_history": ("basis_ff_history",)}  # fmt: skip
 """Oracle arm → the arms whose share of its gain the floors report (the issue's floor: the map's). ``oracle_ff`` is
 the oracle of the map feed-forward arms (``env.vehicle.action: residual_map``): the true map under the residual."""
 STOP_GRACE_S = 180.0
@@ -176,8 +180,9 @@ def train_all(args: argparse.Namespace, runs: list[tuple[str, int]]) -> None:
         job_dir = (args.work / "job").absolute()
         for k, run in enumerate(runs):  # the job resumes every run; the finished ones only checkpoint again
             dirs[run_name(*run)].parent.mkdir(parents=True, exist_ok=True)
-            if not dirs[run_name(*run)].is_symlink():
-                dirs[run_name(*run)].symlink_to(job_dir / "runs" / str(k), target_is_directory=True)
+            if not dirs[run_name(*run)].is_symlink():  # a job of one run is a single run: in the job's directory
+                target = job_dir / "runs" / str(k) if len(runs) > 1 else job_dir
+                dirs[run_name(*run)].symlink_to(target, target_is_directory=True)
         procs["job"] = launch(args, "job", job_dir, one_job_overrides(args, runs, job_dir))
     elif todo:
         for arm, seed in todo:

@@ -232,12 +232,16 @@ JOB_KEYS = ("cluster.", "metrics.", "train.run_dir", "train.parallel_runs", "tra
 
 
 def run_configs(config: Config, source: str = "config") -> list[Config]:
-    """The configs of a job's runs: the job's own for ``parallel_runs: 1``; else run ``k``'s, a whole single-run
-    config (``<run_dir>/runs/<k>``, seed ``seed + k``, its own metrics port and checkpoint directory, then
-    ``run_overrides[k]``). Errors name the run's override."""
+    """The configs of a job's runs: the job's own for ``parallel_runs: 1`` (with its one ``run_overrides`` entry, if
+    given); else run ``k``'s, a whole single-run config (``<run_dir>/runs/<k>``, seed ``seed + k``, its own metrics
+    port and checkpoint directory, then ``run_overrides[k]``). Errors name the run's override."""
     train = config.train
     if train.parallel_runs == 1:
-        return [config]
+        if not train.run_overrides:
+            return [config]
+        data = to_plain(config)
+        data["train"]["run_overrides"] = []
+        return [config_from(data, f"{source}, train.run_overrides[0]", run_only(train.run_overrides[0], 0, source))]
     configs = []
     for k in range(train.parallel_runs):
         data = to_plain(config)
@@ -246,13 +250,18 @@ def run_configs(config: Config, source: str = "config") -> list[Config]:
             data["metrics"]["port"] = config.metrics.port + k
         if config.checkpoint.dir:
             data["checkpoint"]["dir"] = str(Path(config.checkpoint.dir) / "runs" / str(k))
-        overrides = train.run_overrides[k] if train.run_overrides else ()
-        for assignment in overrides:
-            key = assignment.split("=", 1)[0].strip()
-            if key.startswith(JOB_KEYS) or f"{key}." in JOB_KEYS:
-                raise ConfigError(source, f"train.run_overrides[{k}]", f"{key} is the job's, the same for every run")
+        overrides = run_only(train.run_overrides[k], k, source) if train.run_overrides else []
         configs.append(config_from(data, f"{source}, train.run_overrides[{k}]", overrides))
     return configs
+
+
+def run_only(overrides: list[str], k: int, source: str) -> list[str]:
+    """Run ``k``'s overrides, refused where they set a key of the whole job (``JOB_KEYS``)."""
+    for assignment in overrides:
+        key = assignment.split("=", 1)[0].strip()
+        if key.startswith(JOB_KEYS) or f"{key}." in JOB_KEYS:
+            raise ConfigError(source, f"train.run_overrides[{k}]", f"{key} is the job's, the same for every run")
+    return list(overrides)
 
 
 def run_dir_of(config: Config, k: int) -> Path:

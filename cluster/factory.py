@@ -53,13 +53,18 @@ def make_env_and_context(config: Config, seed: int) -> tuple[VectorEnv, ContextP
     vehicle = config.env.vehicle if config.env.kind == "vehicle" else None
     residual_map = vehicle is not None and vehicle.action == "residual_map"
     env = make_env(direct_control(config) if residual_map else config, seed)
-    policy_context = make_policy_context(config, env)
+    context = make_policy_context(config, env)
     if residual_map:
         from actors.vehicle.residual import MapFeedForward, ResidualEnv
 
-        base = MapFeedForward(env.num_envs, map_source(config, env, policy_context), vehicle.map_control, vehicle.dt)
+        base = MapFeedForward(env.num_envs, map_source(config, env, context), vehicle.map_control, vehicle.dt)
         env = ResidualEnv(env, vehicle.residual_scale, base)
-    return env, with_privileged_critic(config, env, policy_context)
+    if config.context.append_history:
+        from actors.context.history import HistoryContext
+        from actors.context.privileged import JoinedContext
+
+        context = JoinedContext(context, HistoryContext(env.num_envs, config.context))
+    return env, with_privileged_critic(config, env, context)
 
 
 def direct_control(config: Config) -> Config:
@@ -85,12 +90,12 @@ def with_privileged_critic(config: Config, env: VectorEnv, provider: ContextProv
     """``provider``, with the true vehicle parameters appended for the critics if ``context.privileged_critic``."""
     if not config.context.privileged_critic:
         return provider
-    from actors.context.privileged import PrivilegedCriticContext
+    from actors.context.privileged import JoinedContext
     from actors.vehicle.oracle import OracleContext
 
     if not hasattr(env, "true_params"):
         raise ValueError("context.privileged_critic reads the true vehicle parameters: it needs env.kind vehicle")
-    return PrivilegedCriticContext(provider, OracleContext(env, config.env.vehicle.randomization))
+    return JoinedContext(provider, OracleContext(env, config.env.vehicle.randomization), second_for_critics_only=True)
 
 
 def make_policy_context(config: Config, env: VectorEnv) -> ContextProvider:

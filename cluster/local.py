@@ -98,7 +98,7 @@ def run_local(config: Config, resume: str | None = None, grad_hook=None, stopper
     signal; ``final_stats.json`` is written on those ways out too, with their exit codes.
     """
     configs = run_configs(config)
-    job_dir = prepare_run_dir(config)
+    job_dir = prepare_run_dir(config if len(configs) > 1 else configs[0])  # a single run's config.yaml: its own
     run_dirs = [prepare_run_dir(c) for c in configs] if len(configs) > 1 else [job_dir]
     services: list[LearnerService] = []
     records: list[RunRecord] = []

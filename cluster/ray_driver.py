@@ -287,7 +287,7 @@ def run_ray(
     run's driver on every turn of the loop (tests and benchmarks that act on the job).
     """
     configs = run_configs(config)
-    job_dir = prepare_run_dir(config)
+    job_dir = prepare_run_dir(config if len(configs) > 1 else configs[0])  # a single run's config.yaml: its own
     run_dirs = [prepare_run_dir(c) for c in configs] if len(configs) > 1 else [job_dir]
     stopper = stopper or Stopper()
     drivers: list[RayDriver] = []

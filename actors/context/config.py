@@ -21,8 +21,11 @@ class ContextConfig:
     """Vehicle env, a study arm: the critics also see each vehicle's true parameters (the oracle context, appended
     after this mode's context), the policy does not (asymmetric actor-critic: privileged information for training)."""
     history_steps: int = Field(8, ge=1, le=256)
-    """``history`` mode: dynamics samples per environment the context holds, newest first (zeros where the episode
-    has fewer; the context has 4 x this many values, not ``context_dim``)."""
+    """``history`` mode (and ``append_history``): dynamics samples per environment the context holds, newest first
+    (zeros where the episode has fewer; the context has 4 x this many values, not ``context_dim``)."""
+    append_history: bool = False
+    """``dynamics_map`` or ``oracle`` mode, a study arm: the ``history`` context appended to this mode's, for the policy
+    and critics (the commands and accelerations of the last steps: the state an actuation delay hides)."""
     encoder: Literal["pooled", "cnn", "basis"] = "pooled"
     """``pooled``: average-pooled map and confidence, fixed projection (no training); ``cnn``: pretrained, frozen;
     ``basis`` (vehicle env): the map's coordinates on the population's principal components (``basis_components``
@@ -78,6 +81,8 @@ class ContextConfig:
     """Seed of the prior's vehicles (keep it apart from training and evaluation seeds)."""
 
     def __post_init__(self) -> None:
+        if self.append_history and self.mode not in ("dynamics_map", "oracle"):
+            raise ConfigValueError("append_history", f"appends to a dynamics_map or oracle context, not {self.mode}")
         if self.pool_grid[0] > self.grid_u or self.pool_grid[1] > self.grid_v:
             raise ConfigValueError("pool_grid", f"must be within (grid_u, grid_v) = ({self.grid_u}, {self.grid_v}), got {self.pool_grid}")
         if self.basis_components >= self.prior_vehicles and "basis" in (self.encoder, self.reconstruction):

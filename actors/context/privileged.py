@@ -1,4 +1,5 @@
-"""Privileged information for the critic only (asymmetric actor-critic): a study arm of the vehicle env.
+"""Two contexts side by side: privileged information for the critic only (asymmetric actor-critic), or a second
+context for both (``context.append_history``): study arms of the vehicle env.
 
 ``context.privileged_critic: true`` appends each vehicle's true parameters (the oracle context) to the
 context the policy sees; the learner feeds the whole vector to the critics and only the leading
@@ -15,27 +16,28 @@ import numpy as np
 from actors.context.base import ContextProvider
 
 
-class PrivilegedCriticContext:
-    """``[policy context ‖ critic-only context]`` per environment; ``policy_context_dim`` says where the cut is."""
+class JoinedContext:
+    """``[first ‖ second]`` per environment; ``policy_context_dim`` says how much of it the policy sees: all of it, or
+    with ``second_for_critics_only`` the first part alone (the privileged critic)."""
 
-    def __init__(self, policy_part: ContextProvider, critic_part: ContextProvider) -> None:
-        self.policy_part, self.critic_part = policy_part, critic_part
-        self.policy_context_dim = policy_part.context_dim
-        self.context_dim = policy_part.context_dim + critic_part.context_dim
+    def __init__(self, first: ContextProvider, second: ContextProvider, second_for_critics_only: bool = False) -> None:
+        self.first, self.second = first, second
+        self.context_dim = first.context_dim + second.context_dim
+        self.policy_context_dim = first.context_dim if second_for_critics_only else self.context_dim
 
     def reset(self, env_ids: np.ndarray) -> None:
-        self.policy_part.reset(env_ids)
-        self.critic_part.reset(env_ids)
+        self.first.reset(env_ids)
+        self.second.reset(env_ids)
 
     def observe(self, samples: np.ndarray | None, present: np.ndarray | None = None) -> None:
-        self.policy_part.observe(samples, present)
-        self.critic_part.observe(samples, present)
+        self.first.observe(samples, present)
+        self.second.observe(samples, present)
 
     def context(self) -> np.ndarray:
-        return np.concatenate([self.policy_part.context(), self.critic_part.context()], axis=1)
+        return np.concatenate([self.first.context(), self.second.context()], axis=1)
 
     def take_fallback_counts(self) -> dict[str, int]:
-        counts = dict(self.policy_part.take_fallback_counts())
-        for reason, count in self.critic_part.take_fallback_counts().items():
+        counts = dict(self.first.take_fallback_counts())
+        for reason, count in self.second.take_fallback_counts().items():
             counts[reason] = counts.get(reason, 0) + count
         return counts

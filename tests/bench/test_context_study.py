@@ -107,6 +107,11 @@ def test_one_job_runs_every_arm_and_seed_as_a_parallel_run(tmp_path):
         ("dynamics_map", True, 1, "residual_pid"), ("dynamics_map", False, 2, "direct"),  # the arm wins over --set
         ("oracle", False, 2, "residual_map"), ("dynamics_map", False, 2, "residual_map")]
     assert (configs[6].context.reconstruction, configs[6].context.encoder) == ("basis", "basis")
+    assert not configs[6].context.append_history
+    with_history = load_config(ROOT / "configs" / "vehicle_agile.yaml",
+                               one_job_overrides(args, [("basis_ff_history", 0)], tmp_path / "job2"))  # fmt: skip
+    (history_run,) = run_configs(with_history)
+    assert (history_run.context.append_history, history_run.env.vehicle.action) == (True, "residual_map")
     assert {(c.learner.lr, c.env.num_envs) for c in configs} == {(3e-4, 32)}
     assert configs[2].train.run_dir == str(tmp_path / "job" / "runs" / "2")
     on_ray = parse_args(["--one-job", "--work", str(tmp_path), "--address", "127.0.0.1:6379"])

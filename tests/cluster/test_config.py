@@ -108,7 +108,7 @@ def test_help_config_prints_every_key_with_type_default_and_description():
     assert result.returncode == 0 and result.stdout.splitlines() == config_help()
     lines = {line.split(" ", 1)[0]: line for line in config_help()}
     keys = sum(1 for s in documented_sections(Config) for i in fields_of(s).values() if not is_section(i.annotation))
-    assert len(lines) == keys == 173
+    assert len(lines) == keys == 174
     assert lines["learner.lr"] == (
         "learner.lr (float, default 3e-05): Adam learning rate of policy, critics and temperature (seed: 3e-5)."
     )

@@ -63,6 +63,16 @@ def test_resume_auto_continues_every_run_and_evaluate_takes_one(tmp_path):
     assert trained_checkpoint(str(tmp_path / "job" / "runs" / "1")).name == "step_000001200"
 
 
+def test_a_job_of_one_run_trains_with_its_run_override_and_records_it(tmp_path):
+    """A study of one (arm, seed) is a job of one run: its override is not dropped, and its run directory's config
+    (what ``--resume`` and ``cluster.evaluate`` read) carries it."""
+    summary = run_local(job(tmp_path, "train.parallel_runs=1", "train.total_env_steps=400",
+                            "train.run_overrides=[[learner.reward_scale=0.5]]"))  # fmt: skip
+    saved = load_config(tmp_path / "job" / "config.yaml")
+    assert (saved.learner.reward_scale, saved.train.run_overrides, summary["env_steps"]) == (0.5, (), 400)
+    assert final_state(tmp_path / "job", 400)["learner"]["sac"]["reward_scale"] == 0.5
+
+
 def test_run_overrides_are_checked_and_name_the_run(tmp_path):
     with pytest.raises(ConfigError, match=r"train.run_overrides\[0\]: cluster.num_actors is the job's"):
         run_configs(job(tmp_path, "train.run_overrides=[[cluster.num_actors=3], []]"))
@@ -70,5 +80,9 @@ def test_run_overrides_are_checked_and_name_the_run(tmp_path):
         job(tmp_path, "train.run_overrides=[[]]")
     with pytest.raises(ConfigError, match=r"train.run_overrides\[1\].*learner.lr: "):
         run_configs(job(tmp_path, "train.run_overrides=[[], [learner.lr=-1]]"))
+    (single,) = run_configs(job(tmp_path, "train.parallel_runs=1", "train.run_overrides=[[learner.lr=0.002]]"))
+    assert (single.learner.lr, single.train.run_dir, single.train.run_overrides) == (0.002, str(tmp_path / "job"), ())  # not lost
+    with pytest.raises(ConfigError, match=r"train.run_overrides\[0\]: metrics.port is the job's"):
+        run_configs(job(tmp_path, "train.parallel_runs=1", "train.run_overrides=[[metrics.port=1]]"))
     configs = run_configs(job(tmp_path, "train.parallel_runs=3", "train.run_overrides=[]", "metrics.port=9500"))
     assert [(c.train.seed, c.metrics.port) for c in configs] == [(0, 9500), (1, 9501), (2, 9502)]

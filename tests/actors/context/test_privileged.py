@@ -4,10 +4,11 @@ parameters after the policy's context; the policy, wherever it runs, sees only i
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from actors.context.base import policy_context_dim
-from actors.context.privileged import PrivilegedCriticContext
+from actors.context.privileged import JoinedContext
 from actors.policy import PolicyCopy
 from cluster.evaluate import evaluate_trained
 from cluster.factory import make_env_and_context, make_learner, make_worker, probe_dimensions
@@ -37,13 +38,38 @@ class Fixed:
 
 def test_the_context_is_the_policy_part_then_the_critic_part():
     policy_part, critic_part = Fixed(np.ones((2, 3), np.float32)), Fixed(np.full((2, 2), 5.0, np.float32))
-    both = PrivilegedCriticContext(policy_part, critic_part)
+    both = JoinedContext(policy_part, critic_part, second_for_critics_only=True)
     assert (both.context_dim, policy_context_dim(both), policy_context_dim(policy_part)) == (5, 3, 3)
     assert both.context().tolist() == [[1, 1, 1, 5, 5]] * 2
     both.observe(np.zeros((2, 4)))
     both.reset(np.array([1]))
     assert policy_part.calls == critic_part.calls == [("observe", (2, 4)), ("reset", [1])]
     assert both.take_fallback_counts() == {"nan": 2}
+    for_both = JoinedContext(policy_part, critic_part)  # context.append_history: the policy sees all of it
+    assert (for_both.context_dim, policy_context_dim(for_both)) == (5, 5)
+
+
+def test_append_history_puts_the_last_samples_after_the_maps_context_for_policy_and_critics(tmp_path):
+    from actors.context.history import normalized_samples
+    from actors.context.provider import DynamicsMapContext
+    from cluster.config import ConfigError
+
+    config = vehicle_config(tmp_path, "context.append_history=true", "context.history_steps=3",
+                            "env.vehicle.action=residual_map")  # fmt: skip
+    dims = probe_dimensions(config)
+    assert (dims.context_dim, dims.policy_context_dim) == (32 + 12, None)
+    worker = make_worker(config)
+    assert isinstance(worker.env.base.source.provider, DynamicsMapContext)  # the map, not the joined context
+    samples = []
+    for _ in range(5):
+        step = worker.env.step(np.zeros((worker.env.num_envs, 1)))
+        worker.provider.observe(step.dynamics_samples)
+        samples.append(step.dynamics_samples)
+    history = worker.provider.context()[:, 32:].reshape(-1, 3, 4)
+    for k in range(3):  # newest first
+        assert np.allclose(history[:, k], normalized_samples(samples[-1 - k], config.context))
+    with pytest.raises(ConfigError, match="context.append_history: appends to a dynamics_map or oracle context, not history"):
+        vehicle_config(tmp_path, "context.mode=history", "context.append_history=true")
 
 
 def test_the_critics_see_the_true_parameters_and_the_policy_never_does(tmp_path):
