@@ -5,6 +5,11 @@ vehicles with references that use 90 % of each vehicle's capability and tracking
 retuned for it. The second exists because the first does not reward knowing the vehicle: its return is mostly
 comfort and energy cost (``bench/task_headroom.py``; README "Does the context pay?").
 
+The agent's action is the command itself (``env.vehicle.action: direct``) or a bounded correction to a base
+controller's command (``actors/vehicle/residual.py``): the PID (``residual_pid``), or the map controller of
+``map_control.py`` inverting the acceleration map the run's context knows (``residual_map``: the true map for the
+``oracle`` context, the online estimate for ``dynamics_map``).
+
 Importing this package registers the single-vehicle gymnasium environment
 ``dmsac/Vehicle-v0``.
 """
