@@ -239,14 +239,25 @@ def last_progress_by_run(log: Path, name: str) -> dict[str, tuple[int, int, floa
 
 
 def score_run(args: argparse.Namespace, run_dir: Path) -> dict:
-    """``cluster.evaluate --checkpoint`` on the run's last good checkpoint, its report in ``run_dir/eval``."""
+    """``cluster.evaluate --checkpoint`` on the run's last good checkpoint, its report in ``run_dir/eval``; beside the
+    PID, a residual run's own base controller alone (``--baseline base``)."""
     report = run_dir / "eval"
+    residual = residual_action(run_dir)
     command = [sys.executable, "-m", "cluster.evaluate", "--checkpoint", str(run_dir), "--episodes",
-               str(args.eval_episodes), "--seed", str(args.eval_seed), "--baseline", "pid", "--report", str(report)]  # fmt: skip
+               str(args.eval_episodes), "--seed", str(args.eval_seed), "--baseline", "pid", *(["base"] if residual else []),
+               "--report", str(report)]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if done.returncode != 0:
         return {"error": f"cluster.evaluate exit {done.returncode}: {done.stderr.strip()[-400:]}"}
     return read_json(report / "summary.json")["policies"]
+
+
+def residual_action(run_dir: Path) -> bool:
+    """The run's vehicle action corrects a base controller (``residual_pid``, ``residual_map``)."""
+    from cluster.config import load_config
+
+    config = load_config(run_dir / "config.yaml")
+    return config.env.kind == "vehicle" and config.env.vehicle.action != "direct"
 
 
 def run_row(args: argparse.Namespace, arm: str, seed: int, scored: dict) -> dict:
@@ -263,7 +274,7 @@ def run_row(args: argparse.Namespace, arm: str, seed: int, scored: dict) -> dict
     if "error" in scored:
         row["error"] = scored["error"]
     else:
-        row["eval"], row["pid"] = scored["sac"], scored["pid"]
+        row["eval"], row["pid"], row["base"] = scored["sac"], scored["pid"], scored.get("base")
     return row
 
 
@@ -294,6 +305,8 @@ def aggregate(rows: list[dict], arms: list[str]) -> dict:
         entry["env_steps"] = mean_std([r["env_steps"] for r in mine])
         entry["updates_per_second"] = mean_std([r["mean_updates_per_second"] for r in mine])
         entry["speed_error_gain_vs_none"] = paired_gain(ok, arm)
+        bases = [r["base"] for r in mine if r.get("base")]  # the same vehicles and maps for every seed: one value
+        entry["base_alone"] = {m: bases[0][m] for m in ("mean_abs_speed_error", "mean_return")} if bases else None
         entry["failed"] = sum(1 for r in rows if r["arm"] == arm and "error" in r)
         table[arm] = entry
     return table
@@ -332,6 +345,10 @@ def floors(table: dict, pid: dict) -> dict:
 # -- report -------------------------------------------------------------------------------------------
 
 
+def base_text(base: dict | None) -> str:
+    return f"{fmt(base['mean_abs_speed_error'])} / {fmt(base['mean_return'])}" if base else "-"
+
+
 def count(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
@@ -357,18 +374,21 @@ def markdown(report: dict) -> str:
              + ", ".join(f"`{o}`" for o in report["run_overrides"])
              + (" and per run its arm and seed in `train.run_overrides`" if report.get("one_job") else "")
              + "; then `python -m cluster.evaluate --checkpoint "
-             f"RUN_DIR --episodes {report['eval_episodes']} --seed {report['eval_seed']} --baseline pid`.", "",
+             f"RUN_DIR --episodes {report['eval_episodes']} --seed {report['eval_seed']} --baseline pid` (`pid base` for a "
+             "residual run: its base controller alone, with a zero correction).", "",
              "| arm | runs | env steps | learner updates/s | abs speed error (m/s) | return / episode | gain vs none "
-             "(paired) | abs jerk (m/s^3) | abs action change |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "(paired) | abs jerk (m/s^3) | abs action change | base controller alone: error / return |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for arm, e in table.items():
         failed = f" ({e['failed']} failed)" if e["failed"] else ""
         gain = e["speed_error_gain_vs_none"]
         gain_text = f"{100 * gain['mean']:.1f} ± {100 * gain['std']:.1f} %" if gain else "-"
         lines.append(f"| {arm} | {e['mean_return']['n']}{failed} | {pm(e['env_steps'], 4)} | "
                      f"{pm(e['updates_per_second'])} | {pm(e['mean_abs_speed_error'])} | {pm(e['mean_return'])} | "
-                     f"{gain_text} | {pm(e['mean_abs_jerk'])} | {pm(e['mean_abs_action_change'])} |")  # fmt: skip
+                     f"{gain_text} | {pm(e['mean_abs_jerk'])} | {pm(e['mean_abs_action_change'])} | "
+                     f"{base_text(e.get('base_alone'))} |")  # fmt: skip
     lines.append(f"| PID | - | - | - | {fmt(pid['mean_abs_speed_error'])} | {fmt(pid['mean_return'])} | - | "
-                 f"{fmt(pid['mean_abs_jerk'])} | {fmt(pid['mean_abs_action_change'])} |")  # fmt: skip
+                 f"{fmt(pid['mean_abs_jerk'])} | {fmt(pid['mean_abs_action_change'])} | - |")  # fmt: skip
     lines += ["", "Mean ± sample std over seeds; gain = relative reduction of the held-out abs speed error against the "
               "`none` arm of the same seed.", ""]  # fmt: skip
     if f:

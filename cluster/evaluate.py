@@ -1,15 +1,17 @@
 """Score a trained checkpoint, or a baseline policy, on held-out environments.
 
-    python -m cluster.evaluate --checkpoint PATH|RUN_DIR [--episodes 32] [--seed N] [--baseline pid|random|none]
-                               [--report DIR] [--set key=value ...]
-    python -m cluster.evaluate --config FILE --policy pid|random [--episodes N] [--seed S] [--set key=value ...]
+    python -m cluster.evaluate --checkpoint PATH|RUN_DIR [--episodes 32] [--seed N]
+                               [--baseline pid|random|base ...|none] [--report DIR] [--set key=value ...]
+    python -m cluster.evaluate --config FILE --policy pid|random|base [--episodes N] [--seed S] [--set key=value ...]
 
 ``--checkpoint`` loads the policy (``weights_only=True``, every file's sha256 checked) and the
 config it trained with, rebuilds that run's context provider, and drives the deterministic
 policy (its mean action) on ``--episodes`` held-out vehicles, one episode each, and the
 baseline on the same vehicles. Held out: the env seed is none a training actor, the prior map
 or the encoder's pretraining used. A bad path, a checkpoint that fails verification or a
-config this code cannot rebuild exits 2 with the reason.
+config this code cannot rebuild exits 2 with the reason. ``base``: under a residual action
+(``env.vehicle.action: residual_pid | residual_map``) the run's own base controller alone, a zero correction,
+its context built and reset as the policy's is: what the residual adds is the difference.
 """
 
 from __future__ import annotations
@@ -58,7 +60,22 @@ def random_policy(config: Config, env: VectorEnv, args: argparse.Namespace) -> P
 
 
 POLICIES: dict[str, PolicyBuilder] = {"pid": pid_policy, "random": random_policy}
-"""Policy name → builder; the CLI accepts exactly these names."""
+"""Policy name → builder (driving the vehicle directly); the CLI accepts these names and ``BASE``."""
+BASE = "base"
+"""The run's base controller under its residual action, alone (``evaluate_base``)."""
+
+
+class ZeroCorrection:
+    """A residual policy that corrects nothing; it resets the context at new vehicles as a trained policy does."""
+
+    def __init__(self, provider, env: VectorEnv) -> None:
+        self.provider, self.zeros = provider, np.zeros((env.num_envs, env.action_dim), np.float32)
+
+    def reset(self, env_ids: np.ndarray) -> None:
+        self.provider.reset(np.asarray(env_ids))
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return self.zeros
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,9 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", metavar="PATH|RUN_DIR", help="a checkpoint, or a run directory (its last good)")
     source.add_argument("--config", help="YAML config, e.g. configs/vehicle.yaml (with --policy)")
-    parser.add_argument("--policy", choices=sorted(POLICIES), help="with --config: which baseline policy to run")
-    parser.add_argument("--baseline", choices=[*sorted(POLICIES), "none"], default=None,
-                        help="with --checkpoint: the baseline on the same vehicles (default pid for the vehicle env)")
+    parser.add_argument("--policy", choices=[*sorted(POLICIES), BASE], help="with --config: which baseline policy to run")
+    parser.add_argument("--baseline", nargs="+", choices=[*sorted(POLICIES), BASE, "none"], default=None,
+                        help="with --checkpoint: the baselines on the same vehicles (default pid for the vehicle env; "
+                             "base: the run's base controller alone, under a residual action)")  # fmt: skip
     parser.add_argument("--episodes", type=int, default=None, help="episodes, one per vehicle (default 32; 10 with --policy)")
     parser.add_argument("--seed", type=int, default=None, help=f"env seed (default {HELD_OUT_SEED}; 0 with --policy)")
     parser.add_argument("--num-envs", type=int, default=None, help="environments stepped together (default: episodes, at most 64)")
@@ -84,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.seed = args.seed if args.seed is not None else (HELD_OUT_SEED if args.checkpoint else 0)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
+    if args.baseline and "none" in args.baseline and len(args.baseline) > 1:
+        parser.error("--baseline none goes alone")
     return args
 
 
@@ -165,6 +185,20 @@ def evaluate_baseline(config: Config, name: str, episodes: int, seed: int, num_e
     return evaluate_policy(env, policy, episodes, seed=seed, dt=step_seconds(config), trace_envs=trace_envs)
 
 
+def evaluate_base(config: Config, episodes: int, seed: int, num_envs: int | None = None,
+                  trace_envs: int = 0) -> EvalReport:  # fmt: skip
+    """The run's base controller alone on the same vehicles: its residual action with a zero correction, on the
+    environments and context a trained policy of the run is evaluated on."""
+    if config.env.kind != "vehicle" or config.env.vehicle.action == "direct":
+        raise ValueError("the base policy is the base controller under a residual action (env.vehicle.action "
+                         "residual_pid or residual_map); this config's action is the command itself")  # fmt: skip
+    from cluster.factory import make_env_and_context
+
+    env, provider = make_env_and_context(with_num_envs(config, num_envs or min(episodes, 64)), seed)
+    return evaluate_policy(ObservingEnv(env, provider), ZeroCorrection(provider, env), episodes, seed=seed,
+                           dt=step_seconds(config), trace_envs=trace_envs)  # fmt: skip
+
+
 def step_seconds(config: Config) -> float:
     return config.env.vehicle.dt if config.env.kind == "vehicle" else 1.0
 
@@ -229,7 +263,7 @@ def plot_report(out: Path, reports: dict[str, EvalReport]) -> list[Path]:
     ax.set_xlabel("mean |v - v_ref| per vehicle (m/s)")
     ax.legend()
     files.append(_save(fig, out / "error_distribution.png"))
-    if len(names) == 2:
+    if len(names) >= 2:  # the policy against the first baseline
         fig, ax = plt.subplots(figsize=(5, 5))
         x, y = reports[names[1]].episode_errors, reports[names[0]].episode_errors
         ax.scatter(x, y, s=12)
@@ -268,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_baseline(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
-    report = evaluate_baseline(config, args.policy, args.episodes, args.seed, args.num_envs)
+    if args.policy == BASE:
+        report = evaluate_base(config, args.episodes, args.seed, args.num_envs)
+    else:
+        report = evaluate_baseline(config, args.policy, args.episodes, args.seed, args.num_envs)
     title = f"policy {args.policy} on {args.config}, {args.episodes} episodes, seed {args.seed}"
     sys.stdout.write(format_table(title, {args.policy: report}) + "\n")
     return 0
@@ -279,11 +316,12 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     config, actor = load_trained(path, args.overrides)
     check_held_out(config, args.seed)
     vehicle = config.env.kind == "vehicle"
-    baseline = args.baseline or ("pid" if vehicle else "none")
+    baselines = [b for b in args.baseline or ["pid" if vehicle else "none"] if b != "none"]
     traces = TRACES if vehicle and args.report else 0
     reports = {"sac": evaluate_trained(config, actor, args.episodes, args.seed, args.num_envs, traces)}
-    if baseline != "none":
-        reports[baseline] = evaluate_baseline(config, baseline, args.episodes, args.seed, args.num_envs, traces)
+    for name in baselines:
+        reports[name] = (evaluate_base(config, args.episodes, args.seed, args.num_envs, traces) if name == BASE else
+                         evaluate_baseline(config, name, args.episodes, args.seed, args.num_envs, traces))  # fmt: skip
     title = f"{path} on {args.episodes} held-out episodes (env seed {args.seed}), deterministic policy"
     sys.stdout.write(format_table(title, reports) + "\n")
     if not vehicle:

@@ -45,6 +45,10 @@ def test_the_feed_forward_arms_are_measured_against_their_own_oracle():
     assert measured["oracle_ff_gain"] == pytest.approx(0.45)  # 0.15 / 0.30 and 0.08 / 0.20
     assert measured["basis_ff_share_of_oracle_ff_gain"] == pytest.approx(0.35 / 0.45)  # 0.12 / 0.30 and 0.06 / 0.20
     assert "basis_ff_share_of_oracle_gain" not in measured and "pooled_share_of_oracle_ff_gain" not in measured
+    base = {"mean_abs_speed_error": 0.15, "mean_return": -800.0, "mean_abs_jerk": 1.0}
+    table = aggregate([{**r, "base": base} if r["arm"] == "oracle_ff" else r for r in rows], ["none", "oracle_ff"])
+    assert table["oracle_ff"]["base_alone"] == {"mean_abs_speed_error": 0.15, "mean_return": -800.0}
+    assert table["none"]["base_alone"] is None
 
 
 def test_the_best_non_residual_arm_is_reported_beside_the_best_arm():

@@ -36,6 +36,22 @@ def test_pid_and_random_on_short_vehicle_episodes(capsys):
     assert rand["mean abs action change"] > 0.5  # uniform actions: E|u - u'| = 2/3
 
 
+def test_the_base_policy_is_the_residual_runs_base_controller_alone(capsys):
+    """``--policy base`` under ``residual_pid`` drives exactly as the PID baseline (which drives directly); under a
+    direct action it is refused with the reason."""
+    common = ["--config", str(ROOT / "configs" / "vehicle_agile.yaml"), "--episodes", "3", "--seed", "2",
+              "--set", "env.vehicle.episode_steps=300"]  # fmt: skip
+    assert main([*common, "--policy", "base"]) == 0
+    base = figures(capsys.readouterr().out)
+    assert main([*common, "--policy", "pid"]) == 0
+    assert base == figures(capsys.readouterr().out) and base["episodes"] == 3
+    assert main([*common, "--policy", "base", "--set", "env.vehicle.action=direct"]) == 2
+    assert "base controller under a residual action" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", "x", "--baseline", "none", "base"])
+    assert "--baseline none goes alone" in capsys.readouterr().err
+
+
 def test_pid_refuses_a_gymnasium_config(capsys):
     assert main(["--config", str(ROOT / "configs" / "pendulum.yaml"), "--policy", "pid", "--episodes", "1"]) == 2
     assert "vehicle" in capsys.readouterr().err

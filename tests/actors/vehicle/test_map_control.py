@@ -24,7 +24,7 @@ from actors.vehicle.residual import (
     TrueMaps,
 )
 from cluster.config import ConfigError, load_config
-from cluster.evaluate import evaluate_trained
+from cluster.evaluate import evaluate_base, evaluate_trained
 from cluster.factory import make_env, make_env_and_context, make_worker, probe_dimensions
 from learner.networks import Actor
 from tests.conftest import ROOT
@@ -154,3 +154,19 @@ def test_a_checkpoint_of_a_residual_map_run_is_scored_on_its_map_controller(tmp_
     assert trained.episode_returns == direct.episode_returns and trained.episode_errors == direct.episode_errors
     blind = evaluate_policy(make_env_and_context(config, 424242)[0], lambda obs: np.zeros((3, 1)), 3, seed=424242)
     assert blind.episode_returns != direct.episode_returns  # the correction is not lost on the way
+
+
+def test_the_base_alone_is_a_zero_correction_with_the_context_reset_as_for_a_policy(tmp_path):
+    """``cluster.evaluate``'s ``base`` on the estimated-map controller: exactly a trained policy whose mean action is
+    0 (two episodes per env: the context is reset at the new vehicles)."""
+    config = residual_map_config(tmp_path, "context.reconstruction=basis", "context.encoder=basis",
+                                 "learner.hidden_sizes=[16,16]")  # fmt: skip
+    dims = probe_dimensions(config)
+    actor = Actor(dims.policy_in, dims.action_dim, (16, 16))
+    with torch.no_grad():
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.copy_(torch.tensor([0.0, -5.0]))
+    zero_policy = evaluate_trained(config, actor.state_dict(), 6, seed=424242, num_envs=3)
+    base = evaluate_base(config, 6, seed=424242, num_envs=3)
+    assert base.episode_returns == zero_policy.episode_returns and base.episode_errors == zero_policy.episode_errors
+    assert len(set(base.episode_returns)) == 6
