@@ -111,6 +111,13 @@ def with_num_envs(config: Config, num_envs: int) -> Config:
     return dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=num_envs))
 
 
+def eval_env_and_context(config: Config, episodes: int, num_envs: int | None, seed: int):
+    """The run's environments (``num_envs``, default: the episodes, at most 64) and context, as a worker has them."""
+    from cluster.factory import make_env_and_context
+
+    return make_env_and_context(with_num_envs(config, num_envs or min(episodes, 64)), seed)
+
+
 def make_eval_env(config: Config, num_envs: int, seed: int) -> VectorEnv:
     from cluster.factory import make_env
 
@@ -160,10 +167,9 @@ def evaluate_trained(config: Config, actor: dict, episodes: int, seed: int, num_
     """The deterministic policy on ``episodes`` environments of env seed ``seed``, its context built as in training."""
     from actors.context.base import policy_context_dim
     from actors.policy import PolicyCopy
-    from cluster.factory import make_env_and_context
     from learner.types import VersionedWeights
 
-    env, provider = make_env_and_context(with_num_envs(config, num_envs or min(episodes, 64)), seed)
+    env, provider = eval_env_and_context(config, episodes, num_envs, seed)
     in_dim = env.observation_dim + policy_context_dim(provider)
     policy = PolicyCopy(in_dim, env.action_dim, config.learner.hidden_sizes, seed)
     try:
@@ -192,9 +198,7 @@ def evaluate_base(config: Config, episodes: int, seed: int, num_envs: int | None
     if config.env.kind != "vehicle" or config.env.vehicle.action == "direct":
         raise ValueError("the base policy is the base controller under a residual action (env.vehicle.action "
                          "residual_pid or residual_map); this config's action is the command itself")  # fmt: skip
-    from cluster.factory import make_env_and_context
-
-    env, provider = make_env_and_context(with_num_envs(config, num_envs or min(episodes, 64)), seed)
+    env, provider = eval_env_and_context(config, episodes, num_envs, seed)
     return evaluate_policy(ObservingEnv(env, provider), ZeroCorrection(provider, env), episodes, seed=seed,
                            dt=step_seconds(config), trace_envs=trace_envs)  # fmt: skip
 

@@ -50,11 +50,22 @@ def make_env(config: Config, seed: int) -> VectorEnv:
 def make_env_and_context(config: Config, seed: int) -> tuple[VectorEnv, ContextProvider]:
     """A worker's environments and their context provider; under ``residual_map`` the environments' base controller
     inverts the maps that context knows (``map_source``)."""
+    return with_context(config, make_env(without_map_base(config), seed))
+
+
+def without_map_base(config: Config) -> Config:
+    """The config ``make_env`` builds a ``residual_map`` run's environments from: the vehicles alone, their base
+    controller added by ``with_context`` once the context exists."""
     vehicle = config.env.vehicle if config.env.kind == "vehicle" else None
-    residual_map = vehicle is not None and vehicle.action == "residual_map"
-    env = make_env(direct_control(config) if residual_map else config, seed)
+    return direct_control(config) if vehicle is not None and vehicle.action == "residual_map" else config
+
+
+def with_context(config: Config, env: VectorEnv) -> tuple[VectorEnv, ContextProvider]:
+    """``env`` (from ``make_env(without_map_base(config))``) with its context provider, and under ``residual_map``
+    the map controller as its base."""
     context = make_policy_context(config, env)
-    if residual_map:
+    vehicle = config.env.vehicle
+    if config.env.kind == "vehicle" and vehicle.action == "residual_map":
         from actors.vehicle.residual import MapFeedForward, ResidualEnv
 
         base = MapFeedForward(env.num_envs, map_source(config, env, context), vehicle.map_control, vehicle.dt)
@@ -78,12 +89,9 @@ def direct_control(config: Config) -> Config:
 def map_source(config: Config, env: VectorEnv, policy_context: ContextProvider):
     """The maps a ``residual_map`` base controller inverts: the true ones with the oracle context, else the dynamics-map
     context's estimate (``Config`` refuses any other context with it)."""
-    from actors.context.grid import cell_centers
     from actors.vehicle.residual import EstimatedMaps, TrueMaps
 
-    if config.context.mode == "oracle":
-        return TrueMaps(env)
-    return EstimatedMaps(policy_context, *cell_centers(config.context))
+    return TrueMaps(env) if config.context.mode == "oracle" else EstimatedMaps(policy_context)
 
 
 def with_privileged_critic(config: Config, env: VectorEnv, provider: ContextProvider) -> ContextProvider:
@@ -148,13 +156,13 @@ def probe_dimensions(config: Config) -> Dimensions:
     key = "env.vehicle" if config.env.kind == "vehicle" else "env.id"
     try:
         single = dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=1))
-        env = make_env(direct_control(single), seed=0)
+        env = make_env(without_map_base(single), seed=0)
     except TypeError as err:
         raise ConfigValueError("env.kwargs" if config.env.kwargs else key, f"{config.env.id}: {err}") from None
     except Exception as err:  # gymnasium's NameNotFound, an import error, a discrete action space, ...
         raise ConfigValueError(key, f"{config.env.id if key == 'env.id' else 'vehicle'}: {err}") from None
     try:
-        env, provider = make_env_and_context(single, seed=0)  # the context, and a base controller that reads it
+        env, provider = with_context(single, env)  # the context, and a base controller that reads it
     except Exception as err:  # a missing or mismatched encoder checkpoint, ...
         raise ConfigValueError("context", f"the context provider cannot be built: {err}") from None
     try:

@@ -22,7 +22,7 @@ from cluster.runner import (
     Stopper,
     format_progress,
     log,
-    prepare_run_dir,
+    prepare_run_dirs,
     recorded,
     run_label,
     write_summary,
@@ -98,8 +98,7 @@ def run_local(config: Config, resume: str | None = None, grad_hook=None, stopper
     signal; ``final_stats.json`` is written on those ways out too, with their exit codes.
     """
     configs = run_configs(config)
-    job_dir = prepare_run_dir(config if len(configs) > 1 else configs[0])  # a single run's config.yaml: its own
-    run_dirs = [prepare_run_dir(c) for c in configs] if len(configs) > 1 else [job_dir]
+    job_dir, run_dirs = prepare_run_dirs(config, configs)
     services: list[LearnerService] = []
     records: list[RunRecord] = []
 

@@ -32,7 +32,7 @@ from cluster.runner import (
     Stopper,
     exit_code_for,
     format_progress,
-    prepare_run_dir,
+    prepare_run_dirs,
     run_label,
     write_summary,
 )
@@ -287,8 +287,7 @@ def run_ray(
     run's driver on every turn of the loop (tests and benchmarks that act on the job).
     """
     configs = run_configs(config)
-    job_dir = prepare_run_dir(config if len(configs) > 1 else configs[0])  # a single run's config.yaml: its own
-    run_dirs = [prepare_run_dir(c) for c in configs] if len(configs) > 1 else [job_dir]
+    job_dir, run_dirs = prepare_run_dirs(config, configs)
     stopper = stopper or Stopper()
     drivers: list[RayDriver] = []
     connected = False

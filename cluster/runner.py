@@ -64,6 +64,15 @@ def prepare_run_dir(config: Config) -> Path:
     return run_dir
 
 
+def prepare_run_dirs(config: Config, configs: list[Config]) -> tuple[Path, list[Path]]:
+    """The job's directory and its runs' (``run_configs``): a job of one run is that run, in the job's directory
+    with the run's own config.yaml; several runs each get ``<run_dir>/runs/<k>``."""
+    if len(configs) == 1:
+        run_dir = prepare_run_dir(configs[0])
+        return run_dir, [run_dir]
+    return prepare_run_dir(config), [prepare_run_dir(c) for c in configs]
+
+
 def format_progress(progress: Progress, extra: str = "") -> str:
     recent = "n/a" if math.isnan(progress.recent_return) else f"{progress.recent_return:.1f}"
     checkpoint = progress.last_checkpoint_step if progress.last_checkpoint_step >= 0 else "none"

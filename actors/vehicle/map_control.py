@@ -17,7 +17,7 @@ GRAVITY = 9.81
 
 
 def curves_at(maps: np.ndarray, v_grid: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``maps [n, U, V]`` on ``v_grid`` → each vehicle's ``a(u)`` at its speed ``v [n]``, ``[n, U]``, interpolated
+    """``maps [n, U, V]`` on ``v_grid`` → each vehicle's ``a(u)`` at its speed ``v [n]``, ``[n, U]`` float64, interpolated
     linearly in v (clamped to the grid) and made non-decreasing in u for the inverse (flat where it is not)."""
     x = (np.clip(v, v_grid[0], v_grid[-1]) - v_grid[0]) / (v_grid[1] - v_grid[0])
     j = np.minimum(x.astype(int), len(v_grid) - 2)
@@ -65,7 +65,7 @@ class MapController:
         error = preview[:, ahead] - self.v_filt
         wanted = (preview[:, ahead + 1] - preview[:, ahead]) / self.dt + GRAVITY * np.sin(pitch)
         wanted += g.kp_accel * error + g.ki_accel * self.integral
-        curves = curves_at(np.asarray(maps, dtype=np.float64), v_grid, self.v_filt)
+        curves = curves_at(maps, v_grid, self.v_filt)  # float64 from here (the maps may be float32: not copied)
         u = invert_curves(curves, u_grid, wanted)
         reachable = (wanted > curves[:, 0]) & (wanted < curves[:, -1])
         self.integral = np.where(reachable, self.integral + error * self.dt, self.integral)  # anti-windup

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
+from actors.context.grid import cell_centers
+from actors.context.provider import DynamicsMapContext
 from actors.envs import VecStep
 from actors.vehicle.config import MapControlGains
 from actors.vehicle.env import VehicleVectorEnv
@@ -61,8 +63,9 @@ class EstimatedMaps:
     """The dynamics-map context's current estimate (``DynamicsMapContext.current_maps``: the prior for an
     environment whose vehicle is new or whose estimate is not finite)."""
 
-    def __init__(self, provider, u_grid: np.ndarray, v_grid: np.ndarray) -> None:
-        self.provider, self.u_grid, self.v_grid = provider, u_grid, v_grid
+    def __init__(self, provider: DynamicsMapContext) -> None:
+        self.provider = provider
+        self.u_grid, self.v_grid = cell_centers(provider.config)
 
     def maps(self) -> np.ndarray:
         return self.provider.current_maps()
