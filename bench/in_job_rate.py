@@ -13,6 +13,9 @@
    ``train.total_env_steps=--steps`` on Ray (a local instance, or ``--set cluster.address=...``); its progress lines
    give (time, updates) pairs, and the steady rate is the slope from the line where 20 % of the final updates are done
    to the last line before the end (leaving out start-up, warm-up and graph capture).
+   With ``--profile-calls N``, N more calls run under ``torch.profiler``: the GPU's busy share of their wall time,
+   the host's waits (CUDA synchronizations and copies by name), and the GPU's idle gaps attributed to the host code
+   running when each gap began (the innermost op's first frame in this repository): where the loop loses time.
 4. (In the job, from its ``final_stats.json``) where the job's learner spent its time: ingest, train, broadcast,
    checkpoint and idle (``learner.timing``), and its rate while training.
 
@@ -55,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--capacity", type=int, default=200_000, help="replay rows of the learner alone")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for both (repeatable), e.g. learner.device=cpu")  # fmt: skip
+    parser.add_argument("--profile-calls", type=int, default=0, help="service calls profiled (0: none)")
+    parser.add_argument("--skip-job", action="store_true", help="the learner alone and in its service only")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--name", default="in_job_rate")
     return parser.parse_args(argv)
@@ -113,10 +118,76 @@ def service_alone(args: argparse.Namespace, overrides: list[str], work: Path) ->
         per_fragment = max(1, round(config.rollout.steps_per_fragment * config.env.num_envs * config.train.update_to_data))
         sync = torch.cuda.synchronize if learner.device.type == "cuda" else (lambda: None)
         rates, calls = rounds(args, lambda: service.train(max_updates=per_fragment), per_fragment, sync)
+        profiled = None
+        if args.profile_calls and learner.device.type == "cuda":
+            profiled = profile_calls(lambda: service.train(max_updates=per_fragment), args.profile_calls, sync)
     finally:
         service.close()
     return {"updates_per_call": per_fragment, "calls_per_round": calls, "updates": learner.updates_done,
-            "broadcasts": learner.weights_version, "rates": rates, "median": statistics.median(rates)}  # fmt: skip
+            "broadcasts": learner.weights_version, "rates": rates, "median": statistics.median(rates),
+            "profile": profiled}  # fmt: skip
+
+
+HOST_WAITS = ("cudaEventSynchronize", "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy",
+              "cudaMemcpyAsync", "cudaHostAlloc", "cudaFreeHost", "cudaStreamWaitEvent")  # fmt: skip
+GAP_MIN_US = 20.0
+"""GPU idle stretches shorter than this are the graph's own kernel-to-kernel gaps, not the loop's."""
+
+
+def busy_intervals(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping (start, end) spans merged, in order."""
+    merged: list[list[float]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(a, b) for a, b in merged]
+
+
+def where(event) -> str:
+    """An op's first stack frame in this repository (``with_stack``), else its name."""
+    for frame in event.stack or []:
+        if str(ROOT) in frame and "/bench/" not in frame:
+            return f"{frame.replace(str(ROOT) + '/', '')} [{event.name}]"
+    return event.name
+
+
+def profile_calls(work, calls: int, sync) -> dict:
+    """``calls`` of ``work()`` under ``torch.profiler``: GPU busy share, host waits, idle gaps by host code."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=True) as prof:
+        started = time.perf_counter()
+        for _ in range(calls):
+            work()
+        sync()
+        wall = time.perf_counter() - started
+    events = list(prof.events())
+    device = [e for e in events if e.device_type == DeviceType.CUDA]
+    host = sorted((e for e in events if e.device_type == DeviceType.CPU), key=lambda e: e.time_range.start)
+    busy = busy_intervals([(e.time_range.start, e.time_range.end) for e in device])
+    window = (busy[0][0], busy[-1][1]) if busy else (0.0, 0.0)
+    gaps = [(a[1], b[0]) for a, b in zip(busy, busy[1:], strict=False) if b[0] - a[1] >= GAP_MIN_US]
+    by_code: dict[str, float] = {}
+    for start, end in gaps:  # the innermost host op running when the GPU went idle, else the last one before
+        running = [e for e in host if e.time_range.start <= start < e.time_range.end]
+        before = [e for e in host if e.time_range.end <= start]
+        culprit = min(running, key=lambda e: e.time_range.end - e.time_range.start) if running else (
+            before[-1] if before else None)  # fmt: skip
+        key = where(culprit) if culprit else "?"
+        by_code[key] = by_code.get(key, 0.0) + (end - start)
+    waits: dict[str, float] = {}
+    for e in host:
+        if e.name in HOST_WAITS:
+            waits[e.name] = waits.get(e.name, 0.0) + (e.time_range.end - e.time_range.start)
+    span = window[1] - window[0]
+    top = sorted(by_code.items(), key=lambda kv: -kv[1])[:12]
+    return {"calls": calls, "wall_s": wall, "gpu_busy_share": sum(b - a for a, b in busy) / span if span else None,
+            "gaps": len(gaps), "gap_us_total": sum(b - a for a, b in gaps), "gap_us_by_code": dict(top),
+            "host_wait_us": dict(sorted(waits.items(), key=lambda kv: -kv[1]))}  # fmt: skip
 
 
 # -- the learner in the job ----------------------------------------------------------------------
@@ -204,6 +275,15 @@ def time_lines(report: dict) -> list[str]:
         lines += [f"The same learner in its service ({s['updates_per_call']:,} updates and a broadcast per call, as per "
                   f"fragment in the job): {s['median']:,.0f} updates/s, {100 * s['median'] / a['median']:.1f} % of "
                   "alone.", ""]  # fmt: skip
+        profiled = s.get("profile")
+        if profiled:
+            busy = profiled["gpu_busy_share"] or 0.0
+            lines += [f"Profiled ({profiled['calls']} calls, {profiled['wall_s']:.2f} s): the GPU busy "
+                      f"{100 * busy:.1f} % of the span; {profiled['gaps']} idle gaps of "
+                      f">= {GAP_MIN_US:.0f} µs, {profiled['gap_us_total'] / 1e3:.1f} ms in all. Host waits: "
+                      + ", ".join(f"{k} {v / 1e3:.1f} ms" for k, v in profiled["host_wait_us"].items()) + ".", "",
+                      "| host code when the GPU went idle | idle ms |", "|---|---|"]  # fmt: skip
+            lines += [f"| `{code}` | {us / 1e3:.2f} |" for code, us in profiled["gap_us_by_code"].items()] + [""]
     timing = time_shares(report["job"].get("learner_seconds") or {}, report["job"].get("updates"))
     if timing:
         shares = ", ".join(f"{name} {100 * share:.1f} %" for name, share in timing["shares"].items())
@@ -223,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="in_job_service_") as work:
         report["service"] = service_alone(args, [*args.overrides, f"cluster.num_actors={args.actors}"], Path(work))
     print(f"  {report['service']['median']:,.0f} updates/s; the job ...", flush=True)
+    if args.skip_job:
+        text = "\n".join(time_lines({**report, "job": {}}))
+        write_report(args.out, args.name, report, text)
+        print(text, flush=True)
+        return 0
     report["job"] = in_job(args)
     steady = report["job"]["steady"]
     report["ratio"] = steady["rate"] / report["alone"]["median"] if steady else None

@@ -1,6 +1,7 @@
 """Where one SAC update's GPU time goes: its kernels, counted and timed (the groundwork for "fewer kernels").
 
-    python bench/learner_kernels.py [--batch 256] [--steps 20] [--top 25] [--eager] [--out bench/results]
+    python bench/learner_kernels.py [--batch 256] [--precision highest|high|bf16] [--steps 20] [--top 25] [--eager]
+        [--out bench/results]
 
 Runs ``SAC.sampled_step`` (the step the CUDA graph captures, its maths through ``torch.compile`` unless
 ``--eager``) under ``torch.profiler`` and reports, per update: the kernels launched, their summed GPU time, and the
@@ -34,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="profiled updates")
     parser.add_argument("--top", type=int, default=25, help="kernel names listed")
     parser.add_argument("--eager", action="store_true", help="the plain maths, not torch.compile'd")
+    parser.add_argument("--precision", default="highest", choices=["highest", "high", "bf16"],
+                        help="learner.matmul_precision of the step")  # fmt: skip
     parser.add_argument("--capacity", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--name", default="learner_kernels")
@@ -91,7 +94,7 @@ def markdown(report: dict) -> str:
     k = report["kernels"]
     lines = [
         "# One SAC update's kernels (GPU)", "", f"{machine_line(report['machine'])}.  ", f"Command: `{report['command']}`",
-        "", f"Batch {report['batch']}, maths {'eager' if report['eager'] else 'torch.compile'}d, {report['steps']} "
+        "", f"Batch {report['batch']}, precision `{report.get('precision', 'highest')}`, maths {'eager' if report['eager'] else 'torch.compile'}d, {report['steps']} "
         f"updates profiled: **{k['kernels_per_update']:.0f} kernels per update**, {k['kernel_us_per_update']:.0f} µs "
         f"of kernel time per update; as a CUDA graph {report['graph_us_per_update']:.0f} µs per update "
         f"({1e6 / report['graph_us_per_update']:,.0f} updates/s).", "",
@@ -112,16 +115,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device("cuda")
     replay = filled_replay(device, args.capacity)
-    sac = SAC(OBS + CONTEXT, ACTION, learner_config(args.batch), device, seed=0)
+    sac = SAC(OBS + CONTEXT, ACTION, learner_config(args.batch, args.precision), device, seed=0)
     if not args.eager:
         sac.math = compiled_math()
     sac.begin_block(replay, BLOCK)
     sac.allocate_block(max(BLOCK, args.steps))
     events = profile_steps(sac, replay, args.steps)
     report = {
-        "machine": machine(), "command": command_line(), "batch": args.batch, "steps": args.steps, "eager": args.eager,
+        "machine": machine(), "command": command_line(), "batch": args.batch, "precision": args.precision,
+        "steps": args.steps, "eager": args.eager,
         "top": args.top, "kernels": kernel_table(events, args.steps),
-        "graph_us_per_update": graph_us_per_update(SAC(OBS + CONTEXT, ACTION, learner_config(args.batch), device, 0),
+        "graph_us_per_update": graph_us_per_update(SAC(OBS + CONTEXT, ACTION, learner_config(args.batch, args.precision), device, 0),
                                                    replay, compile_math=not args.eager),
     }  # fmt: skip
     text = markdown(report)

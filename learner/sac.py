@@ -58,7 +58,9 @@ def summarize_block(rows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     accumulated = torch.where(keep, rows.sum(dim=0), gauges)
     bad = rows[:, FLAGS].sum(dim=1) > 0
     first = torch.where(bad.any(), bad.float().argmax(), -1)
-    flags = torch.where(bad.any(), rows[first.clamp(min=0), FLAGS], accumulated[FLAGS])
+    # index_select, not rows[first]: indexing by a 0-d tensor reads it on the host, a sync that drains the queue
+    first_flags = rows[:, FLAGS].index_select(0, first.clamp(min=0).reshape(1))[0]
+    flags = torch.where(bad.any(), first_flags, accumulated[FLAGS])
     return torch.cat([accumulated[: FLAGS.start], flags, first.float().reshape(1)])
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from learner.checkpoint import Checkpointer
 from learner.metrics import MetricsExporter
@@ -23,6 +24,19 @@ def make_service(schedule: Schedule = SCHEDULE, checkpointer=None, metrics=None)
     return LearnerService(make_learner(), schedule, checkpointer=checkpointer, metrics=metrics)
 
 
+class DeviceScalarReads(TorchDispatchMode):
+    """Counts reads of a tensor's value by the host (``.item()``, indexing by a 0-d tensor): on CUDA each one waits
+    for every kernel queued before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
 def metric(exporter: MetricsExporter, name: str, **labels) -> float:
     return exporter.registry.get_sample_value(name, labels or None)
 
@@ -34,6 +48,19 @@ def test_a_step_reports_the_statistics_of_every_block_it_ran():
         assert [b.updates for b in report.blocks] == [5, 5, 5, 1]
         assert report.blocks[-1] == service.last_stats
     assert service.learner.updates_done == 32
+
+
+def test_training_reads_no_device_value_until_it_reads_a_block():
+    """With two blocks in flight the device runs the next block while the host reads the one before; a host read of
+    a device value as a block is launched (it was ``summarize_block`` indexing by a 0-d tensor) waits for that block
+    too and drains the queue each block (93.6 % of the learner's rate in its service on an H200). Without a
+    broadcast due, training 16 updates reads nothing but the blocks' pinned statistics (host tensors)."""
+    service = make_service(dataclasses.replace(SCHEDULE, broadcast_every=10_000))
+    service.ingest(make_fragment(steps=8, envs=2, seq=1))
+    with DeviceScalarReads() as reads:
+        service.train()
+    assert service.learner.updates_done == 16 and [b.updates for b in service._step_blocks] == [5, 5, 5, 1]
+    assert reads.count == 0
 
 
 def test_updates_due_hand_computed():
