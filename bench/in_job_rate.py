@@ -153,6 +153,21 @@ def where(event) -> str:
     return event.name
 
 
+def idle_by_host_code(busy: list[tuple[float, float]], host: list[tuple[float, float, str]]) -> tuple[list, dict]:
+    """The GPU's idle gaps of at least ``GAP_MIN_US`` between ``busy`` intervals, and their time by the host code
+    (``(start, end, label)`` ops, in start order) running when each began: the innermost op then, else the last one
+    that ended before it."""
+    gaps = [(a[1], b[0]) for a, b in zip(busy, busy[1:], strict=False) if b[0] - a[1] >= GAP_MIN_US]
+    by_code: dict[str, float] = {}
+    for start, end in gaps:
+        running = [op for op in host if op[0] <= start < op[1]]
+        before = [op for op in host if op[1] <= start]
+        culprit = min(running, key=lambda op: op[1] - op[0]) if running else (before[-1] if before else None)
+        key = culprit[2] if culprit else "?"
+        by_code[key] = by_code.get(key, 0.0) + (end - start)
+    return gaps, by_code
+
+
 def profile_calls(work, calls: int, sync) -> dict:
     """``calls`` of ``work()`` under ``torch.profiler``: GPU busy share, host waits, idle gaps by host code."""
     from torch.autograd import DeviceType
@@ -166,24 +181,14 @@ def profile_calls(work, calls: int, sync) -> dict:
         sync()
         wall = time.perf_counter() - started
     events = list(prof.events())
-    device = [e for e in events if e.device_type == DeviceType.CUDA]
-    host = sorted((e for e in events if e.device_type == DeviceType.CPU), key=lambda e: e.time_range.start)
-    busy = busy_intervals([(e.time_range.start, e.time_range.end) for e in device])
-    window = (busy[0][0], busy[-1][1]) if busy else (0.0, 0.0)
-    gaps = [(a[1], b[0]) for a, b in zip(busy, busy[1:], strict=False) if b[0] - a[1] >= GAP_MIN_US]
-    by_code: dict[str, float] = {}
-    for start, end in gaps:  # the innermost host op running when the GPU went idle, else the last one before
-        running = [e for e in host if e.time_range.start <= start < e.time_range.end]
-        before = [e for e in host if e.time_range.end <= start]
-        culprit = min(running, key=lambda e: e.time_range.end - e.time_range.start) if running else (
-            before[-1] if before else None)  # fmt: skip
-        key = where(culprit) if culprit else "?"
-        by_code[key] = by_code.get(key, 0.0) + (end - start)
+    busy = busy_intervals([(e.time_range.start, e.time_range.end) for e in events if e.device_type == DeviceType.CUDA])
+    host_events = sorted((e for e in events if e.device_type == DeviceType.CPU), key=lambda e: e.time_range.start)
+    gaps, by_code = idle_by_host_code(busy, [(e.time_range.start, e.time_range.end, where(e)) for e in host_events])
     waits: dict[str, float] = {}
-    for e in host:
+    for e in host_events:
         if e.name in HOST_WAITS:
             waits[e.name] = waits.get(e.name, 0.0) + (e.time_range.end - e.time_range.start)
-    span = window[1] - window[0]
+    span = busy[-1][1] - busy[0][0] if busy else 0.0
     top = sorted(by_code.items(), key=lambda kv: -kv[1])[:12]
     return {"calls": calls, "wall_s": wall, "gpu_busy_share": sum(b - a for a, b in busy) / span if span else None,
             "gaps": len(gaps), "gap_us_total": sum(b - a for a, b in gaps), "gap_us_by_code": dict(top),

@@ -69,3 +69,19 @@ def test_where_the_jobs_learner_spent_its_time_is_read_as_shares_of_its_wall():
     text = markdown(report)
     assert "1,900 updates/s, 95.0 % of alone" in text
     assert "train 80.0 %" in text and "idle 10.0 %" in text and "training 2,000 updates/s" in text
+
+
+def test_the_profile_merges_device_spans_and_blames_each_idle_gap_on_the_host_code_running_when_it_began():
+    from bench.in_job_rate import busy_intervals, idle_by_host_code
+
+    busy = busy_intervals([(0, 10), (5, 12), (12, 20), (50, 60), (65, 70), (100, 130), (110, 120)])
+    assert busy == [(0, 20), (50, 60), (65, 70), (100, 130)]
+    host = [(0, 200, "train"), (15, 45, "launch"), (18, 40, "copy_"), (62, 64, "cat"), (80, 90, "read")]
+    gaps, by_code = idle_by_host_code(busy, host)
+    # 20..50 begins inside copy_ (the innermost op then); 60..65 is under the 20 µs floor; 70..100 begins inside
+    # train only: blamed on it, not on read, which starts later
+    assert gaps == [(20, 50), (70, 100)]
+    assert by_code == {"copy_": 30, "train": 30}
+    # no op running: the last one that ended before the gap; none at all: "?"
+    assert idle_by_host_code(busy, [(1, 2, "early"), (66, 68, "late")])[1] == {"early": 30, "late": 30}
+    assert idle_by_host_code(busy, [])[1] == {"?": 60}
