@@ -14,8 +14,8 @@
    give (time, updates) pairs, and the steady rate is the slope from the line where 20 % of the final updates are done
    to the last line before the end (leaving out start-up, warm-up and graph capture).
    With ``--profile-calls N``, N more calls run under ``torch.profiler``: the GPU's busy share of their wall time,
-   the host's waits (CUDA synchronizations and copies by name), and the GPU's idle gaps attributed to the host code
-   running when each gap began (the innermost op's first frame in this repository): where the loop loses time.
+   the host's waits (CUDA synchronizations and copies by name), and the GPU's idle gaps attributed to the host op
+   running when each gap began (the innermost one): where the loop loses time.
 4. (In the job, from its ``final_stats.json``) where the job's learner spent its time: ingest, train, broadcast,
    checkpoint and idle (``learner.timing``), and its rate while training.
 
@@ -145,14 +145,6 @@ def busy_intervals(spans: list[tuple[float, float]]) -> list[tuple[float, float]
     return [(a, b) for a, b in merged]
 
 
-def where(event) -> str:
-    """An op's first stack frame in this repository (``with_stack``), else its name."""
-    for frame in event.stack or []:
-        if str(ROOT) in frame and "/bench/" not in frame:
-            return f"{frame.replace(str(ROOT) + '/', '')} [{event.name}]"
-    return event.name
-
-
 def idle_by_host_code(busy: list[tuple[float, float]], host: list[tuple[float, float, str]]) -> tuple[list, dict]:
     """The GPU's idle gaps of at least ``GAP_MIN_US`` between ``busy`` intervals, and their time by the host code
     (``(start, end, label)`` ops, in start order) running when each began: the innermost op then, else the last one
@@ -174,7 +166,7 @@ def profile_calls(work, calls: int, sync) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     sync()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         started = time.perf_counter()
         for _ in range(calls):
             work()
@@ -183,7 +175,7 @@ def profile_calls(work, calls: int, sync) -> dict:
     events = list(prof.events())
     busy = busy_intervals([(e.time_range.start, e.time_range.end) for e in events if e.device_type == DeviceType.CUDA])
     host_events = sorted((e for e in events if e.device_type == DeviceType.CPU), key=lambda e: e.time_range.start)
-    gaps, by_code = idle_by_host_code(busy, [(e.time_range.start, e.time_range.end, where(e)) for e in host_events])
+    gaps, by_code = idle_by_host_code(busy, [(e.time_range.start, e.time_range.end, e.name) for e in host_events])
     waits: dict[str, float] = {}
     for e in host_events:
         if e.name in HOST_WAITS:

@@ -55,10 +55,6 @@ def usable_config(args: argparse.Namespace) -> tuple[Config, str]:
     try:
         config = load_config(args.config, args.set)
         make_worker(config).rollout(2)
-        try:
-            make_worker(config)
-        except ModuleNotFoundError:
-            return config, "as requested; dynamics-map context wired by the bench (no cluster.context_factory yet)"
         return config, "as requested"
     except Exception as error:  # noqa: BLE001 - report and fall back
         reason = f"requested config unusable ({type(error).__name__}: {error})"[:300]

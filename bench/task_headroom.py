@@ -38,12 +38,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.context.config import ContextConfig  # noqa: E402
-from actors.context.grid import cell_centers  # noqa: E402
 from actors.vehicle.config import MapControlGains, PIDGains, VehicleConfig  # noqa: E402
 from actors.vehicle.env import VehicleVectorEnv  # noqa: E402
-from actors.vehicle.map_control import MapController  # noqa: E402
 from actors.vehicle.pid import PIDController  # noqa: E402
-from actors.vehicle.residual import TRUE_MAP_U, TRUE_MAP_V  # noqa: E402
+from actors.vehicle.residual import EstimatedMaps, MapFeedForward, MapSource, TrueMaps  # noqa: E402
 from bench.common import ROOT, command_line, fmt, machine, machine_line, write_report  # noqa: E402
 from cluster.config import config_from  # noqa: E402
 from cluster.context_factory import dynamics_map_context  # noqa: E402
@@ -90,22 +88,26 @@ class PIDDriver:
 
 
 class OracleDriver:
-    """``actors.vehicle.map_control.MapController`` on each vehicle's true map ``a(u, v)``."""
+    """The map controller as ``env.vehicle.action: residual_map`` runs it (``actors.vehicle.residual.MapFeedForward``,
+    a zero correction) on each vehicle's true map ``a(u, v)``."""
 
     def __init__(self, gains: dict) -> None:
         self.gains = MapControlGains(**gains)
 
     def start(self, env: VehicleVectorEnv) -> None:
-        self.load_maps(env)
-        self.controller = MapController(env.num_envs, self.gains, env.config.dt)
+        self.source = self.map_source(env)
+        self.base = MapFeedForward(env.num_envs, self.source, self.gains, env.config.dt)
 
     def __call__(self, obs: np.ndarray, env: VehicleVectorEnv) -> np.ndarray:
-        return self.controller(obs, self.maps, self.u_grid, self.v_grid)
+        return self.base(obs)
 
-    def load_maps(self, env: VehicleVectorEnv) -> None:
-        """The maps the controller inverts (``maps [n, U, V]`` on ``u_grid × v_grid``): each vehicle's true one."""
-        self.u_grid, self.v_grid = TRUE_MAP_U, TRUE_MAP_V
-        self.maps = env.true_dynamics_map(TRUE_MAP_U, TRUE_MAP_V)
+    @property
+    def maps(self) -> np.ndarray:
+        """The maps the controller inverts now, ``[n, U, V]``."""
+        return self.source.maps()
+
+    def map_source(self, env: VehicleVectorEnv) -> MapSource:
+        return TrueMaps(env)
 
     def observe(self, samples: np.ndarray) -> None:
         """The step's dynamics samples (the true map needs none)."""
@@ -119,15 +121,13 @@ class MapDriver(OracleDriver):
         super().__init__(gains)
         self.context = ContextConfig(mode="dynamics_map", reconstruction=reconstruction)
 
-    def load_maps(self, env: VehicleVectorEnv) -> None:
-        """The population-mean prior on the context's grid until samples come in."""
-        self.u_grid, self.v_grid = cell_centers(self.context)
+    def map_source(self, env: VehicleVectorEnv) -> MapSource:
+        """The context's estimate: the population-mean prior until samples come in."""
         self.provider = dynamics_map_context(self.context, env.config, env.num_envs, env.config.dt)
-        self.maps = self.provider.current_maps()
+        return EstimatedMaps(self.provider)
 
     def observe(self, samples: np.ndarray) -> None:
         self.provider.observe(samples)
-        self.maps = self.provider.current_maps()
 
 
 def drive(config: VehicleConfig, driver, vehicles: int, seed: int, steps: int) -> dict:

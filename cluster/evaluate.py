@@ -107,15 +107,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def eval_num_envs(episodes: int, num_envs: int | None) -> int:
+    """Environments stepped together: ``num_envs``, default the episodes, at most 64."""
+    return num_envs or min(episodes, 64)
+
+
 def with_num_envs(config: Config, num_envs: int) -> Config:
     return dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=num_envs))
 
 
 def eval_env_and_context(config: Config, episodes: int, num_envs: int | None, seed: int):
-    """The run's environments (``num_envs``, default: the episodes, at most 64) and context, as a worker has them."""
+    """The run's environments and context, as a worker has them."""
     from cluster.factory import make_env_and_context
 
-    return make_env_and_context(with_num_envs(config, num_envs or min(episodes, 64)), seed)
+    return make_env_and_context(with_num_envs(config, eval_num_envs(episodes, num_envs)), seed)
 
 
 def make_eval_env(config: Config, num_envs: int, seed: int) -> VectorEnv:
@@ -186,7 +191,7 @@ def evaluate_baseline(config: Config, name: str, episodes: int, seed: int, num_e
     from cluster.factory import direct_control
 
     config = direct_control(config)
-    env = make_eval_env(config, num_envs or min(episodes, 64), seed)
+    env = make_eval_env(config, eval_num_envs(episodes, num_envs), seed)
     policy = POLICIES[name](config, env, argparse.Namespace(seed=seed))
     return evaluate_policy(env, policy, episodes, seed=seed, dt=step_seconds(config), trace_envs=trace_envs)
 
