@@ -27,6 +27,7 @@ from bench.common import command_line, machine, machine_line, write_report  # no
 from bench.learner_speed import ACTION, BLOCK, CONTEXT, OBS, filled_replay, learner_config  # noqa: E402
 from learner.graph import GraphedBlocks, compiled_math  # noqa: E402
 from learner.sac import SAC  # noqa: E402
+from learner.stack import RunStack  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eager", action="store_true", help="the plain maths, not torch.compile'd")
     parser.add_argument("--precision", default="highest", choices=["highest", "high", "bf16"],
                         help="learner.matmul_precision of the step")  # fmt: skip
+    parser.add_argument("--runs", type=int, default=1, help="runs stacked in one step (train.parallel_runs)")
     parser.add_argument("--capacity", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--name", default="learner_kernels")
@@ -60,17 +62,17 @@ def kernel_table(events: list[tuple[str, float]], steps: int) -> dict:
     }
 
 
-def profile_steps(sac: SAC, replay, steps: int) -> list[tuple[str, float]]:
+def profile_steps(stack: RunStack, replays: list, steps: int) -> list[tuple[str, float]]:
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(3):  # compile and warm up outside the profile
-        sac.counter.zero_()
-        sac.sampled_step(replay)
+        stack.counter.zero_()
+        stack.sampled_step(replays)
     torch.cuda.synchronize()
-    sac.counter.zero_()
+    stack.counter.zero_()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
-            sac.sampled_step(replay)
+            stack.sampled_step(replays)
         torch.cuda.synchronize()
     return [
         (event.name, event.device_time)
@@ -79,13 +81,20 @@ def profile_steps(sac: SAC, replay, steps: int) -> list[tuple[str, float]]:
     ]
 
 
-def graph_us_per_update(sac: SAC, replay, compile_math: bool, blocks: int = 40) -> float:
-    graphed = GraphedBlocks(sac, compile_math=compile_math)
-    graphed.update_block(replay, BLOCK)[0].tolist()
+def stacked_runs(runs: int, batch: int, precision: str, device: torch.device) -> RunStack:
+    """``runs`` SACs (seeds 0..runs-1) in one stack."""
+    sacs = [SAC(OBS + CONTEXT, ACTION, learner_config(batch, precision), device, seed=k) for k in range(runs)]
+    return sacs[0].stack if runs == 1 else RunStack.join([sac.stack for sac in sacs])
+
+
+def graph_us_per_update(stack: RunStack, replays: list, compile_math: bool, blocks: int = 40) -> float:
+    """Microseconds per update of all the stack's runs, as a CUDA graph."""
+    graphed = GraphedBlocks(stack, compile_math=compile_math)
+    graphed.update_blocks([replays], BLOCK)[0][0].tolist()
     torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(blocks):
-        graphed.update_block(replay, BLOCK)[0].tolist()
+        graphed.update_blocks([replays], BLOCK)[0][0].tolist()
     torch.cuda.synchronize()
     return (time.perf_counter() - start) / (blocks * BLOCK) * 1e6
 
@@ -94,7 +103,7 @@ def markdown(report: dict) -> str:
     k = report["kernels"]
     lines = [
         "# One SAC update's kernels (GPU)", "", f"{machine_line(report['machine'])}.  ", f"Command: `{report['command']}`",
-        "", f"Batch {report['batch']}, precision `{report.get('precision', 'highest')}`, maths {'eager' if report['eager'] else 'torch.compile'}d, {report['steps']} "
+        "", f"{report.get('runs', 1)} run(s) stacked, batch {report['batch']}, precision `{report.get('precision', 'highest')}`, maths {'eager' if report['eager'] else 'torch.compile'}d, {report['steps']} "
         f"updates profiled: **{k['kernels_per_update']:.0f} kernels per update**, {k['kernel_us_per_update']:.0f} µs "
         f"of kernel time per update; as a CUDA graph {report['graph_us_per_update']:.0f} µs per update "
         f"({1e6 / report['graph_us_per_update']:,.0f} updates/s).", "",
@@ -115,18 +124,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device("cuda")
     replay = filled_replay(device, args.capacity)
-    sac = SAC(OBS + CONTEXT, ACTION, learner_config(args.batch, args.precision), device, seed=0)
+    replays = [replay] * args.runs  # the runs sample the same rows, each with its own generator
+    stack = stacked_runs(args.runs, args.batch, args.precision, device)
     if not args.eager:
-        sac.math = compiled_math()
-    sac.begin_block(replay, BLOCK)
-    sac.allocate_block(max(BLOCK, args.steps))
-    events = profile_steps(sac, replay, args.steps)
+        stack.math = compiled_math()
+    stack.begin_block(replays, BLOCK)
+    stack.allocate_block(max(BLOCK, args.steps))
+    events = profile_steps(stack, replays, args.steps)
+    graph_us = graph_us_per_update(stacked_runs(args.runs, args.batch, args.precision, device), replays,
+                                   compile_math=not args.eager)  # fmt: skip
     report = {
         "machine": machine(), "command": command_line(), "batch": args.batch, "precision": args.precision,
-        "steps": args.steps, "eager": args.eager,
-        "top": args.top, "kernels": kernel_table(events, args.steps),
-        "graph_us_per_update": graph_us_per_update(SAC(OBS + CONTEXT, ACTION, learner_config(args.batch, args.precision), device, 0),
-                                                   replay, compile_math=not args.eager),
+        "runs": args.runs, "steps": args.steps, "eager": args.eager,
+        "top": args.top, "kernels": kernel_table(events, args.steps), "graph_us_per_update": graph_us,
     }  # fmt: skip
     text = markdown(report)
     write_report(args.out, args.name, report, text)

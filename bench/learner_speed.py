@@ -18,8 +18,11 @@ targets, a batch sampled on the GPU from a replay of 1M transitions
 - ``compiled_high``, ``compiled_bf16``: ``graphed_compiled`` with ``learner.matmul_precision: high`` (TF32) or
   ``bf16`` (bfloat16 autocast of the forward passes); for large batches (``--batches 4096 16384``).
 - ``parallel_4``, ``parallel_8``: ``train.parallel_runs`` — 4 or 8 independent SACs (seeds 0..K-1, each with its
-  own replay sampler over the same stored rows) in ``graphed_compiled`` form, one graph replay updating all of them
-  (``learner.parallel.JointTrainer``); their rate counts every run's updates (floor: 8 runs >= 5x ``graphed_compiled``).
+  own replay sampler over the same stored rows) in ``graphed_compiled`` form, stacked (``learner.stack.RunStack``:
+  one step of batched products for all of them, as ``learner.parallel.JointTrainer`` joins runs of one shape), one
+  graph replay per update of all; their rate counts every run's updates (floor: 8 runs >= 5x ``graphed_compiled``);
+- ``branches_8``: the 8 runs as 8 branches of one graph (a step each, side by side on the GPU): how runs of
+  different shapes train together, and how ``parallel_8`` ran before the stack.
 
 Before the single SAC (December 2026) the graphed variants ran a second SAC class
 (``GraphedSAC``) of the same maths; ``graphed_batch`` (a graph per given batch,
@@ -52,6 +55,7 @@ from learner.config import LearnerConfig  # noqa: E402
 from learner.graph import GraphedBlocks  # noqa: E402
 from learner.replay import ReplayBuffer  # noqa: E402
 from learner.sac import SAC  # noqa: E402
+from learner.stack import RunStack  # noqa: E402
 
 OBS, CONTEXT, ACTION, HIDDEN, BLOCK = 17, 32, 6, 256, 50
 TARGET_FLOOR, TARGET_AIM, GUARD_LIMIT = 15.0, 25.0, 5.0
@@ -170,15 +174,22 @@ def sac_block(blocks: SAC | GraphedBlocks, replay: ReplayBuffer) -> None:
     vector.tolist()
 
 
-def parallel_blocks(runs: int, cfg: LearnerConfig, device: torch.device, replay: ReplayBuffer) -> Callable[[], None]:
-    """``runs`` SACs updated by one graph replay; each samples the shared rows with its own generator."""
+def parallel_blocks(
+    runs: int, cfg: LearnerConfig, device: torch.device, replay: ReplayBuffer, stacked: bool = True
+) -> Callable[[], None]:
+    """``runs`` SACs updated by one graph replay, stacked (``train.parallel_runs``: one step of all of them) or each
+    a branch of the graph (how runs of different shapes train); each samples the shared rows with its own
+    generator."""
     sacs = [SAC(OBS + CONTEXT, ACTION, cfg, device, seed=k) for k in range(runs)]
     replays = []
     for k in range(runs):
         view = ReplayBuffer(1, OBS, CONTEXT, ACTION, device, seed=k)
         view.rows, view.storage, view.size, view.capacity = replay.rows, replay.storage, replay.size, replay.capacity
         replays.append(view)
-    blocks = GraphedBlocks(sacs, compile_math=True)
+    if stacked:
+        blocks, replays = GraphedBlocks(RunStack.join([sac.stack for sac in sacs]), compile_math=True), [replays]
+    else:
+        blocks, replays = GraphedBlocks([sac.stack for sac in sacs], compile_math=True), [[r] for r in replays]
 
     def run() -> None:
         results = blocks.update_blocks(replays, BLOCK)
@@ -194,11 +205,12 @@ def make_runners(
     in_dim, cfg = OBS + CONTEXT, learner_config(batch, precision)
     if name == "eager_loop":
         return EagerLoop(device, batch, capacity).block
-    if name.startswith("parallel_"):
-        return parallel_blocks(int(name.removeprefix("parallel_")), cfg, device, replay)
+    if name.startswith(("parallel_", "branches_")):
+        kind, runs = name.split("_")
+        return parallel_blocks(int(runs), cfg, device, replay, stacked=kind == "parallel")
     sac = SAC(in_dim, ACTION, cfg, device, seed=0, guard=name != "graphed_noguard")
     compiled = name == "graphed_compiled" or name.startswith("compiled_")
-    blocks = sac if name == "dmsac_eager" else GraphedBlocks(sac, compile_math=compiled)
+    blocks = sac if name == "dmsac_eager" else GraphedBlocks(sac.stack, compile_math=compiled)
     return lambda: sac_block(blocks, replay)
 
 
@@ -230,7 +242,7 @@ def bench_batch(batch: int, variants: list[str], args: argparse.Namespace, devic
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.repeats):
         for name, run in runners.items():
-            runs = int(name.removeprefix("parallel_")) if name.startswith("parallel_") else 1
+            runs = int(name.split("_")[1]) if name.startswith(("parallel_", "branches_")) else 1
             rates[name].append(runs * blocks[name] * BLOCK / timed(run, blocks[name]))
     del runners
     torch.cuda.empty_cache()
@@ -244,7 +256,7 @@ def summarize(batch: int, raw: dict) -> dict:
         row["x_eager_loop"] = row["median"] / base if base else None
     one = rows.get("graphed_compiled", {}).get("median")
     for name, row in rows.items():
-        row["x_one_run"] = row["median"] / one if one and name.startswith("parallel_") else None
+        row["x_one_run"] = row["median"] / one if one and name.startswith(("parallel_", "branches_")) else None
     on, off = rows.get("graphed", {}).get("median"), rows.get("graphed_noguard", {}).get("median")
     guard = 100.0 * (off - on) / off if on and off else None
     return {
@@ -286,11 +298,13 @@ def markdown(report: dict) -> str:
             lines.append(f"| {result['batch']} | {name} | failed: {error[:120]} | | |")
     parallel = [(r["batch"], n, row) for r in report["results"] for n, row in r["variants"].items() if row.get("x_one_run")]
     if parallel:
-        lines += ["", "| batch | runs in one graph | updates/s, all runs | per run | x one run (graphed_compiled) |",
-                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += ["", "| batch | runs in one graph | how | updates/s, all runs | per run | x one run (graphed_compiled) |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
         for batch, name, row in parallel:
-            runs = int(name.removeprefix("parallel_"))
-            lines.append(f"| {batch} | {runs} | {row['median']:,.0f} | {row['median'] / runs:,.0f} | {row['x_one_run']:.2f} |")
+            kind, runs = name.split("_")
+            how = "stacked" if kind == "parallel" else "branches"
+            lines.append(f"| {batch} | {runs} | {how} | {row['median']:,.0f} | {row['median'] / int(runs):,.0f} | "
+                         f"{row['x_one_run']:.2f} |")  # fmt: skip
     lines += ["", "| batch | guard overhead (graphed vs graphed_noguard) |", "|---|---|"]
     for result in report["results"]:
         g = result["guard_overhead_pct"]
@@ -306,7 +320,7 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     variants_all = ["eager_loop", "dmsac_eager", "graphed", "graphed_noguard", "graphed_compiled", "compiled_high",
-                    "compiled_bf16", "parallel_4", "parallel_8"]  # fmt: skip
+                    "compiled_bf16", "parallel_4", "parallel_8", "branches_8"]  # fmt: skip
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--variants", nargs="+", default=variants_all, choices=variants_all)

@@ -95,7 +95,7 @@ class Learner:
         self.sac = SAC(dims.policy_in, dims.action_dim, config, device, seed, critic_in=dims.critic_in)
         # On CUDA each update of a block is one CUDA-graph replay (``learner.fast_path``); elsewhere eager.
         fast = device.type == "cuda" and config.fast_path != "off"
-        self.blocks = GraphedBlocks(self.sac, compile_math=config.fast_path == "auto") if fast else self.sac
+        self.blocks = GraphedBlocks(self.sac.stack, compile_math=config.fast_path == "auto") if fast else self.sac
         self.replay = ReplayBuffer(replay.capacity, dims.obs_dim, dims.context_dim, dims.action_dim, device, seed + 2)
         self.gate = WeightGate(self.policy_tensors(), dims.policy_in, dims.action_dim, config.hidden_sizes)
         self.env_steps = 0
@@ -165,7 +165,7 @@ class Learner:
     def parameters_finite(self) -> bool:
         tensors = {**prefixed("actor", self.sac.actor), **prefixed("critic", self.sac.critic)}
         tensors.update(prefixed("target", self.sac.critic_target))
-        tensors["alpha"] = self.sac.temperature.alpha()
+        tensors["alpha"] = self.sac.alpha()
         return all_finite(tensors)
 
     def state_dict(self) -> LearnerState:

@@ -1,6 +1,8 @@
 """SAC losses as small pure functions of tensors, in the stacked form the update runs (hand-checked in tests).
 
-Twin-critic Q values arrive stacked, ``[2, B]``. Nothing else computes a loss (``torch.compile`` compiles these).
+Twin-critic Q values arrive stacked, ``[2, B]``, and every argument may carry leading run dimensions (``[K, 2, B]``
+for ``K`` runs trained side by side, ``α`` then ``[K, 1]``): a loss is then one per run. Nothing else computes a loss
+(``torch.compile`` compiles these).
 """
 
 from __future__ import annotations
@@ -16,29 +18,30 @@ def soft_q_target(
     next_log_prob: torch.Tensor,
     alpha: torch.Tensor,
 ) -> torch.Tensor:
-    """``r + γ (1 − terminated) (min(Q1', Q2') − α log π(a'|s'))`` with ``next_q`` ``[2, B]``.
+    """``r + γ (1 − terminated) (min(Q1', Q2') − α log π(a'|s'))`` with ``next_q`` ``[..., 2, B]``.
 
     Only termination stops the bootstrap: a time-limit truncation is not a
     terminal state, so truncated transitions bootstrap from their true next
     observation.
     """
-    soft_value = next_q.amin(dim=0) - alpha * next_log_prob
+    soft_value = next_q.amin(dim=-2) - alpha * next_log_prob
     return scaled_reward + gamma * (1.0 - terminated.float()) * soft_value
 
 
 def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Sum of the two critics' mean squared errors (``q`` ``[2, B]``) against the same target ``[B]``."""
-    return (q - target).pow(2).mean(dim=1).sum()
+    """Sum of the two critics' mean squared errors (``q`` ``[..., 2, B]``) against the same target ``[..., B]``."""
+    return (q - target.unsqueeze(-2)).pow(2).mean(dim=-1).sum(dim=-1)
 
 
 def actor_loss(alpha: torch.Tensor, log_prob: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """``E[α log π(a|s) − min(Q1, Q2)(s, a)]`` for reparameterized ``a`` (``q`` ``[2, B]``)."""
-    return (alpha * log_prob - q.amin(dim=0)).mean()
+    """``E[α log π(a|s) − min(Q1, Q2)(s, a)]`` for reparameterized ``a`` (``q`` ``[..., 2, B]``)."""
+    return (alpha * log_prob - q.amin(dim=-2)).mean(dim=-1)
 
 
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """``−E[log α · (log π + H_target)]``: raises α when entropy is below target."""
-    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
+    """``−E[log α · (log π + H_target)]``: raises α when entropy is below target (``log_alpha`` ``[...]``,
+    ``log_prob`` ``[..., B]``)."""
+    return -(log_alpha.unsqueeze(-1) * (log_prob.detach() + target_entropy)).mean(dim=-1)
 
 
 @torch.no_grad()

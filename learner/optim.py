@@ -1,14 +1,11 @@
-"""Adam with its learning rate as a device tensor and its state created up front, and the clipped step SAC takes.
+"""Adam for ``K`` runs side by side, with per-run learning rates as a device tensor, and the clipped step SAC takes.
 
-The learning rate lives in one 0-d tensor shared by every optimizer of the
-learner, so the NaN remedies change it without touching a captured CUDA graph;
-the state exists before the first step, so its addresses never change, and a
-checkpoint is loaded into it in place. SAC steps through ``clipped_adam_step``, a
-pure function of tensor lists (torch's own clipping and functional Adam), which
-``learner/graph.py`` compiles: on CUDA its foreach form fuses into a few kernels
-spread over the whole GPU (the fused Adam kernel, which compiling leaves as it is,
-gave every parameter chunk of 64k values one thread block: 14 % of an update's GPU
-time at batch 256). One compiled step serves every optimizer of the same shapes.
+Every parameter is stacked on a leading run dimension ``[K, ...]`` and so are its moments; each optimizer counts
+its steps in a ``[K]`` tensor and reads its learning rates from the runs' ``lr`` ``[K]``, so the NaN remedies change
+a run's rate without touching a captured CUDA graph, and the state exists before the first step (its addresses never
+change; a checkpoint is loaded into it in place). Clipping is per run: each run's gradients to its own global norm.
+Written with foreach ops, which ``torch.compile`` (``learner/graph.py``) fuses into a few kernels for all runs and
+parameters. A run's state is saved and loaded in ``torch.optim.Adam``'s layout (by parameter index).
 """
 
 from __future__ import annotations
@@ -16,88 +13,96 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-from torch.optim.adam import adam
 
 BETAS, EPS = (0.9, 0.999), 1e-8
-"""Adam's hyperparameters (torch's defaults), for the optimizers and the step alike."""
-
-
-def make_adam(params: list[nn.Parameter], lr: torch.Tensor) -> torch.optim.Adam:
-    """Adam over ``params`` with ``lr`` as its learning rate and its state already allocated: the state's home and
-    the checkpoint's layout. SAC steps these tensors through ``clipped_adam_step`` / ``adam_step``, not ``step()``."""
-    capturable = lr.device.type == "cuda"
-    optimizer = torch.optim.Adam(params, lr=lr, betas=BETAS, eps=EPS, fused=True, capturable=capturable)
-    for p in params:
-        optimizer.state[p] = {
-            "step": torch.zeros((), dtype=torch.float32, device=p.device),
-            "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-            "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
-        }
-    return optimizer
+"""Adam's hyperparameters (torch's defaults)."""
 
 
 @dataclass(frozen=True)
 class AdamTensors:
-    """An optimizer's parameters and state as the lists ``clipped_adam_step`` takes (the same tensors, not copies)."""
+    """One optimizer of ``K`` runs: its parameters ``[K, ...]``, their moments, and its step count ``[K]``."""
 
-    params: list[nn.Parameter]
+    params: list[torch.Tensor]
     exp_avgs: list[torch.Tensor]
     exp_avg_sqs: list[torch.Tensor]
-    steps: list[torch.Tensor]
-    lr: torch.Tensor
+    step: torch.Tensor
 
     @staticmethod
-    def of(optimizer: torch.optim.Adam) -> AdamTensors:
-        group = optimizer.param_groups[0]
-        params = list(group["params"])
-        states = [optimizer.state[p] for p in params]
-        return AdamTensors(params, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                           [s["step"] for s in states], group["lr"])  # fmt: skip
+    def zeros_for(params: list[torch.Tensor]) -> AdamTensors:
+        runs = params[0].shape[0]
+        return AdamTensors(list(params), [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params],
+                           torch.zeros(runs, device=params[0].device))  # fmt: skip
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The state an update changes (moments and step; the parameters belong to their owner)."""
+        return [*self.exp_avgs, *self.exp_avg_sqs, self.step]
+
+    def run(self, k: int) -> AdamTensors:
+        """Run ``k``'s state as views (a step of ``[]``)."""
+        return AdamTensors([p[k] for p in self.params], [m[k] for m in self.exp_avgs],
+                           [v[k] for v in self.exp_avg_sqs], self.step[k])  # fmt: skip
+
+
+def per_run(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``values`` ``[K]`` as ``[K, 1, ...]``, to broadcast over ``like`` ``[K, ...]``."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
 
 
 def clipped_adam_step(
-    params: list[nn.Parameter], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
-    steps: list[torch.Tensor], lr: torch.Tensor, max_norm: float,
+    params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
+    step: torch.Tensor, lr: torch.Tensor, max_norm: float,
 ) -> torch.Tensor:  # fmt: skip
-    """Clip ``grads`` (the parameters' ``.grad``) to global norm ``max_norm``, then one Adam step (``BETAS``, ``EPS``);
-    returns the pre-clip norm. A non-finite norm leaves non-finite parameters (the guard
-    rolls them back). Foreach and capturable on CUDA (what ``torch.compile`` fuses), fused on the CPU."""
-    norm = nn.utils.get_total_norm(grads, foreach=True)
-    nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
-    adam_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr)
+    """Clip each run's ``grads`` (``[K, ...]``, the parameters' ``.grad``) to its global norm ``max_norm``, in place as
+    ``clip_grad_norm_`` does, then one Adam step; returns the pre-clip norms ``[K]``. A non-finite norm leaves that
+    run's parameters non-finite (the guard rolls them back), and only that run's."""
+    runs = step.shape[0]
+    # run-major, each run's norms one contiguous row: the sum's order is a single run's, however many runs
+    norms = torch._foreach_norm([g[k] for k in range(runs) for g in grads])
+    norm = torch.stack(norms).view(runs, len(grads)).pow(2).sum(dim=1).sqrt()
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)  # clip_grads_with_norm_'s formula, per run
+    torch._foreach_mul_(grads, [per_run(scale, g) for g in grads])
+    adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr)
     return norm
 
 
 @torch.no_grad()
 def adam_step(
     params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
-    steps: list[torch.Tensor], lr: torch.Tensor,
+    step: torch.Tensor, lr: torch.Tensor,
 ) -> None:  # fmt: skip
-    """One step of torch's functional Adam (``BETAS``, ``EPS``): foreach and capturable on CUDA, fused on the CPU."""
-    cuda = lr.device.type == "cuda"
-    adam(
-        params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=cuda, fused=not cuda, capturable=cuda,
-        amsgrad=False, beta1=BETAS[0], beta2=BETAS[1], lr=lr, weight_decay=0.0, eps=EPS, maximize=False,
-    )  # fmt: skip
+    """One Adam step (``BETAS``, ``EPS``, bias-corrected) of ``K`` runs, run ``k`` at learning rate ``lr[k]``."""
+    beta1, beta2 = BETAS
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    step.add_(1)
+    step_size = lr / (1 - beta1**step)
+    correction = (1 - beta2**step).sqrt()
+    denominators = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denominators, [per_run(correction, v) for v in exp_avg_sqs])
+    torch._foreach_add_(denominators, EPS)
+    moves = torch._foreach_div(exp_avgs, denominators)
+    torch._foreach_mul_(moves, [per_run(step_size, m) for m in moves])
+    torch._foreach_sub_(params, moves)
 
 
-def adam_state(optimizer: torch.optim.Adam) -> dict:
-    """``{"state": {i: {step, exp_avg, exp_avg_sq}}}`` by parameter index (copies; the lr lives elsewhere)."""
-    params = optimizer.param_groups[0]["params"]
-    return {"state": {i: {k: v.detach().clone() for k, v in optimizer.state[p].items()} for i, p in enumerate(params)}}
+def adam_state(run: AdamTensors) -> dict:
+    """One run's state (``AdamTensors.run``) as ``{"state": {i: {step, exp_avg, exp_avg_sq}}}`` by parameter index,
+    ``torch.optim.Adam``'s layout (copies; the lr lives elsewhere)."""
+    return {"state": {i: {"step": run.step.detach().clone(), "exp_avg": m.detach().clone(),
+                          "exp_avg_sq": v.detach().clone()}
+                      for i, (m, v) in enumerate(zip(run.exp_avgs, run.exp_avg_sqs, strict=True))}}  # fmt: skip
 
 
 @torch.no_grad()
-def load_adam_state(optimizer: torch.optim.Adam, saved: dict) -> None:
-    """Copy ``adam_state``'s output into the optimizer's own tensors, in place (a captured graph stays valid).
-
-    A parameter missing from ``saved`` (an optimizer that had not stepped) starts from zero.
-    """
-    for i, p in enumerate(optimizer.param_groups[0]["params"]):
-        source = saved["state"].get(i, saved["state"].get(str(i)))
-        for name, tensor in optimizer.state[p].items():
-            if source is None:
-                tensor.zero_()
-            else:
-                tensor.copy_(source[name])
+def load_adam_state(run: AdamTensors, saved: dict) -> None:
+    """Copy ``adam_state``'s output into one run's tensors, in place (a captured graph stays valid). A parameter
+    missing from ``saved`` (an optimizer that had not stepped) starts from zero; the step is the first saved one."""
+    sources = [saved["state"].get(i, saved["state"].get(str(i))) for i in range(len(run.exp_avgs))]
+    for source, m, v in zip(sources, run.exp_avgs, run.exp_avg_sqs, strict=True):
+        if source is None:
+            m.zero_(), v.zero_()
+        else:
+            m.copy_(source["exp_avg"]), v.copy_(source["exp_avg_sq"])
+    steps = [source["step"] for source in sources if source is not None]
+    run.step.fill_(torch.as_tensor(steps[0]).reshape(()) if steps else 0)

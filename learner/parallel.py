@@ -1,10 +1,11 @@
 """Several independent runs trained by one learner process (``train.parallel_runs``).
 
-Each run is a whole ``LearnerService`` (its own SAC, replay, guard and rollback, checkpoints and metrics); what they
-share is the device and, on CUDA, one graph per update: a replay advances every run that has updates due, each on
-a branch of its own. At batch 256 an update is bound by kernel launches and latency, not arithmetic, so side-by-side
-branches should cost little more than one (``bench/learner_speed.py``, variants ``parallel_*``). Runs share no tensor
-and no generator: each one's updates are those it would make alone (tested).
+Each run is a whole ``LearnerService`` (its own SAC, replay, guard and rollback, checkpoints and metrics). Runs of the
+same shapes and update constants (``learner.stack.StackSpec``: seeds, learning rates, reward scales and initial
+temperatures may differ) are joined into one ``RunStack``: their updates are one step of stacked weights, batched
+products for all of them, so at batch 256, where an update is bound by kernel launches, K runs cost little more than
+one (``bench/learner_speed.py``, variants ``parallel_*``). Stacks of different shapes are branches of one CUDA graph.
+Runs share no tensor and no generator: each one's updates are those it would make alone (tested).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import logging
 import time
 
 from learner.graph import GraphedBlocks
-from learner.learner import Learner, block_result
-from learner.sac import update_blocks
+from learner.learner import block_result
 from learner.service import LearnerService
+from learner.stack import RunStack, update_blocks
 from learner.types import VersionedWeights
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,15 @@ class JointTrainer:
         """False once a joint capture failed: from then on each run replays its own graph."""
         self.graphs: dict[tuple[int, ...], GraphedBlocks] = {}
         """A graph per set of runs trained together (the set changes only when a run's budget or schedule does)."""
+        self.stacks: list[tuple[tuple[int, ...], RunStack]] = []
+        """The joined stacks and their runs (by service index): runs of one spec, two or more."""
+        groups: dict = {}
+        for k, service in enumerate(services):
+            groups.setdefault(service.learner.sac.stack.spec, []).append(k)
+        for runs in groups.values():
+            if len(runs) > 1:
+                self.stacks.append((tuple(runs), RunStack.join([services[k].learner.sac.stack for k in runs])))
+        log.info("%d runs in %d stacks", len(services), len(groups))
 
     def train(self) -> list[VersionedWeights | None]:
         """Train every run what is due; per run, the weights to broadcast (None: not due, or refused by the gate).
@@ -48,37 +58,47 @@ class JointTrainer:
             if len(together) < 2:
                 break
             count = min(min(dues[k] for k in together), *(services[k].schedule.block_updates for k in together))
-            learners = [services[k].learner for k in together]
             started = time.perf_counter()
-            snapshots = [learner.snapshot() for learner in learners]
-            results = self.blocks(together, learners, count)
-            for k, (vector, indices), snapshot in zip(together, results, snapshots, strict=True):
-                services[k].after_block(block_result(vector, indices, count, services[k].learner.updates_done), snapshot)
+            snapshots = {k: services[k].learner.snapshot() for k in together}
+            for k, (vector, indices) in self.blocks(together, count).items():
+                services[k].after_block(block_result(vector, indices, count, services[k].learner.updates_done),
+                                        snapshots[k])  # fmt: skip
             share = (time.perf_counter() - started) / len(together)
             for k in together:  # each run's share of the joint block, in its training time
                 services[k].times.add("train", share)
         return [service.train() for service in services]
 
-    def blocks(self, together: tuple[int, ...], learners: list[Learner], count: int) -> list:
-        """``count`` updates of each run in ``together``: one graph for all on CUDA (each run its own graph, one
-        after another, if this GPU or driver refuses the joint capture), eager elsewhere."""
-        replays = [learner.replay for learner in learners]
+    def stacks_for(self, together: tuple[int, ...]) -> tuple[list[tuple[int, ...]], list[RunStack]]:
+        """The stacks that train ``together``: each joined stack all of whose runs are in it, and every other run's
+        own stack; with the runs (service indices) of each."""
+        runs, stacks = [], []
+        for members, stack in self.stacks:
+            if set(members) <= set(together):
+                runs.append(members), stacks.append(stack)
+        covered = {k for members in runs for k in members}
+        for k in together:
+            if k not in covered:
+                runs.append((k,)), stacks.append(self.services[k].learner.sac.stack)
+        return runs, stacks
+
+    def blocks(self, together: tuple[int, ...], count: int) -> dict[int, tuple]:
+        """``count`` updates of each run in ``together``, by service index: one graph for all on CUDA (each run its
+        own graph, one after another, if this GPU or driver refuses the joint capture), eager elsewhere."""
+        runs, stacks = self.stacks_for(together)
+        replays = [[self.services[k].learner.replay for k in members] for members in runs]
+        order = [k for members in runs for k in members]
         if not self.graphed:
-            return update_blocks([learner.sac for learner in learners], replays, count)
+            return dict(zip(order, update_blocks(stacks, replays, count), strict=True))
         if self.joint:
             try:
-                return self.graph_for(together).update_blocks(replays, count)
+                graph = self.graphs.setdefault(together, GraphedBlocks(stacks, compile_math=self.compile_math))
+                return dict(zip(order, graph.update_blocks(replays, count), strict=True))
             except Exception as error:  # noqa: BLE001 - any capture failure: the runs still train, alone
                 self.joint = False  # a failed capture puts every run back as it was
                 log.warning("one CUDA graph for %d runs failed (%s: %s); each run replays its own graph instead",
                             len(together), type(error).__name__, error)  # fmt: skip
-        return [learner.blocks.update_block(learner.replay, count) for learner in learners]
-
-    def graph_for(self, together: tuple[int, ...]) -> GraphedBlocks:
-        if together not in self.graphs:
-            sacs = [self.services[k].learner.sac for k in together]
-            self.graphs[together] = GraphedBlocks(sacs, compile_math=self.compile_math)
-        return self.graphs[together]
+        learners = {k: self.services[k].learner for k in together}
+        return {k: learner.blocks.update_block(learner.replay, count) for k, learner in learners.items()}
 
 
 def time_to_train(owed: list[int], collecting: list[bool], patience: list[float]) -> bool:

@@ -73,7 +73,7 @@ def test_observations_poisoned_by_the_environment_are_dropped_and_counted_end_to
 def interrupt_at_update(update: int):
     """A grad hook that sends this process a real SIGINT when update ``update`` is reached."""
 
-    def hook(n, critic):
+    def hook(n, grads):
         if n == update:
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -135,9 +135,9 @@ def test_a_second_signal_ends_the_run_at_once_with_exit_130(tmp_path, monkeypatc
 
 
 def test_a_stop_on_a_non_finite_update_records_exit_4(tmp_path):
-    def nan_at_60(n, critic):
+    def nan_at_60(n, grads):
         if n == 60:
-            next(critic.parameters()).grad.fill_(float("nan"))
+            grads[0].fill_(float("nan"))
 
     with pytest.raises(NonFiniteStop, match="no good checkpoint was written yet; emergency checkpoint"):
         run_local(smoke(tmp_path, "safety.on_nan=stop"), grad_hook=nan_at_60)

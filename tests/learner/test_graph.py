@@ -16,7 +16,8 @@ import torch
 
 from learner.graph import GraphedBlocks
 from learner.replay import ReplayBuffer
-from learner.sac import MATH, SAC
+from learner.sac import SAC
+from learner.stack import MATH, RunStack
 from tests.learner.helpers import DIMS, random_batch, with_config
 
 CONFIG = with_config(lr=1e-4, hidden_sizes=(32, 32), batch_size=16, max_grad_norm=5.0, block_updates=4)
@@ -26,7 +27,7 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the 
 def pair(config=CONFIG, compile_math: bool = False) -> tuple[SAC, SAC, GraphedBlocks]:
     cuda = torch.device("cuda")
     eager, graphed = (SAC(DIMS.policy_in, DIMS.action_dim, config, cuda, seed=11) for _ in range(2))
-    return eager, graphed, GraphedBlocks(graphed, compile_math=compile_math)
+    return eager, graphed, GraphedBlocks(graphed.stack, compile_math=compile_math)
 
 
 def replays(size: int = 200) -> tuple[ReplayBuffer, ReplayBuffer]:
@@ -54,7 +55,7 @@ def assert_same_run(eager: SAC, graphed: SAC, before: torch.Tensor) -> None:
 def test_graphs_need_a_cuda_device():
     sac = SAC(DIMS.policy_in, DIMS.action_dim, CONFIG, torch.device("cpu"), seed=0)
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
-        GraphedBlocks(sac)
+        GraphedBlocks(sac.stack)
 
 
 @pytest.mark.gpu
@@ -71,20 +72,22 @@ def test_graphed_blocks_equal_eager_blocks_on_cuda(compile_math):
         assert torch.allclose(b, a, rtol=1e-4, atol=1e-5), (a, b)
     assert_same_run(eager, graphed, before)
     assert blocks.captures == 1 and graphed.updates_done == 12
-    assert (graphed.math is not MATH) == compile_math  # compiled, no fallback
+    assert (graphed.stack.math is not MATH) == compile_math  # compiled, no fallback
 
 
 @pytest.mark.gpu
 @gpu
 def test_one_graph_for_several_runs_equals_each_run_eager_on_cuda():
-    """``train.parallel_runs``: three runs (two seeds, two widths) captured as branches of one graph; each run's
-    blocks equal its own eager blocks, and a rollback of one run leaves the graph and the others alone."""
+    """``train.parallel_runs``: three runs, two of one width (seeds and learning rates differ) stacked, one wider its
+    own stack, the stacks branches of one graph; each run's blocks equal its own eager blocks alone, and a rollback
+    of one run leaves the graph and the others alone."""
     cuda = torch.device("cuda")
-    configs = [CONFIG, CONFIG, dataclasses.replace(CONFIG, hidden_sizes=(64, 64), lr=3e-4)]
+    configs = [CONFIG, dataclasses.replace(CONFIG, lr=3e-4), dataclasses.replace(CONFIG, hidden_sizes=(64, 64))]
     make = lambda: [SAC(DIMS.policy_in, DIMS.action_dim, c, cuda, seed=11 + k) for k, c in enumerate(configs)]  # noqa: E731
     eager, graphed = make(), make()
     eager_replays, graphed_replays = ([replays()[0] for _ in configs] for _ in range(2))
-    blocks = GraphedBlocks(graphed)
+    blocks = GraphedBlocks([RunStack.join([graphed[0].stack, graphed[1].stack]), graphed[2].stack])
+    graphed_replays = [graphed_replays[:2], graphed_replays[2:]]
     before = [networks(sac) for sac in eager]
     for _ in range(3):
         results = blocks.update_blocks(graphed_replays, 4)
@@ -138,7 +141,7 @@ def test_a_failing_compile_falls_back_to_the_plain_maths_on_cuda():
         patch.setattr("learner.graph.compiled_math", lambda: dict(MATH, policy_head=broken))
         a, _ = eager.update_block(eager_replay, 4)
         b, _ = blocks.update_block(graphed_replay, 4)
-    assert graphed.math is MATH and blocks.captures == 1
+    assert graphed.stack.math is MATH and blocks.captures == 1
     assert torch.allclose(b, a, rtol=1e-4, atol=1e-5)
 
 

@@ -38,7 +38,7 @@ def test_update_block_returns_block_stats_and_no_bad_index():
 def test_first_bad_update_is_identified_by_index():
     learner = make_learner()
     learner.ingest(make_fragment(steps=8, envs=2, seq=1))
-    learner.sac.grad_hook = lambda n, critic: next(critic.parameters()).grad.fill_(float("nan")) if n == 7 else None
+    learner.sac.grad_hook = lambda n, grads: grads[0].fill_(float("nan")) if n == 7 else None
     result = learner.update_block(5)  # updates 0..4: fine
     assert result.first_bad_index is None
     result = learner.update_block(5)  # updates 5..9: update 7 is index 2

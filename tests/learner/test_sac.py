@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from learner.replay import ReplayBuffer, transition_rows
-from learner.sac import SAC, copies_of, summarize_block
-from learner.temperature import LearnedTemperature
+from learner.sac import SAC
+from learner.stack import copies_of, summarize_block
 from learner.types import STAT_FIELDS, UpdateStats, stat_index
 from tests.learner.helpers import DIMS, random_batch, random_rows, with_config
 
@@ -47,8 +47,9 @@ def test_reward_scale_is_applied_exactly_once():
 def test_reported_grad_norms_are_pre_clip_global_norms():
     sac = make_sac(max_grad_norm=1e9)  # no clipping: .grad keeps the measured gradient
     stats = named(sac.update(random_rows(seed=2)))
-    critic_norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in sac.critic.parameters()))
-    actor_norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in sac.actor.parameters()))
+    grads = sac.gradients()
+    critic_norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grads["critic"]))
+    actor_norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grads["actor"]))
     assert stats.q_grad_norm == pytest.approx(critic_norm, rel=1e-5)
     assert stats.policy_grad_norm == pytest.approx(actor_norm, rel=1e-5)
 
@@ -57,26 +58,25 @@ def test_clipping_limits_the_applied_gradient_and_is_flagged():
     sac = make_sac(max_grad_norm=1e-3)
     stats = named(sac.update(random_rows(seed=3)))
     assert stats.q_grad_norm > 1e-3 and stats.policy_clipped == 1 and stats.q_clipped == 1
-    applied = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in sac.critic.parameters()))
+    applied = math.sqrt(sum(float(g.pow(2).sum()) for g in sac.gradients()["critic"]))
     assert applied == pytest.approx(1e-3, rel=1e-3)
 
 
-def test_learned_alpha_shares_the_learning_rate_tensor_and_moves():
+def test_learned_alpha_moves_at_the_learning_rate():
     sac = make_sac(initial_alpha=1.0, lr=1e-2)
-    temperature = sac.temperature
-    assert isinstance(temperature, LearnedTemperature) and temperature.log_alpha.device == sac.device
-    assert temperature.optimizer.param_groups[0]["lr"] is sac.lr is sac.actor_optimizer.param_groups[0]["lr"]
+    assert sac.stack.temperature.learned and float(sac.alpha()) == 1.0
     for step in range(20):
         sac.update(random_rows(seed=step))
     # a fresh tanh-Gaussian has entropy well above -action_dim: alpha must fall (lr 1e-2 × 20 steps)
-    assert 0.7 < float(temperature.alpha()) < 0.95
+    assert 0.7 < float(sac.alpha()) < 0.95
+    assert float(sac.stack.temperature.adam.step[0]) == 20.0
 
 
 def test_fixed_alpha_does_not_move():
     sac = make_sac(temperature="fixed", initial_alpha=0.3)
     for step in range(5):
         sac.update(random_rows(seed=step))
-    assert float(sac.temperature.alpha()) == pytest.approx(0.3)
+    assert float(sac.alpha()) == pytest.approx(0.3)
 
 
 def test_polyak_targets_follow_online_critics_by_tau():
@@ -98,7 +98,7 @@ def test_statistics_report_the_first_critics_q_and_finite_flags():
 
 
 def test_nan_gradient_is_flagged_and_the_guard_off_leaves_flags_zero():
-    hook = lambda n, critic: next(critic.parameters()).grad.fill_(float("nan"))  # noqa: E731
+    hook = lambda n, grads: grads[0].fill_(float("nan"))  # noqa: E731
     guarded, unguarded = make_sac(), SAC(DIMS.policy_in, DIMS.action_dim, with_config(), CPU, seed=7, guard=False)
     guarded.grad_hook = unguarded.grad_hook = hook
     assert named(guarded.update(random_rows(seed=6))).nonfinite_grad == 1
@@ -143,7 +143,7 @@ def test_a_block_samples_on_the_device_and_equals_its_updates_on_the_same_rows()
     assert indices.shape == (4, 8) and int(indices.min()) >= 0 and int(indices.max()) < len(replay)
     assert len(set(indices.reshape(-1).tolist())) > 8  # not one repeated row
     rows = torch.stack([again.update(replay.gather(index)) for index in indices])
-    assert torch.equal(vector, summarize_block(rows, again.keep))
+    assert torch.equal(vector, summarize_block(rows, again.stack.keep))
     assert torch.equal(params(sac.critic), params(again.critic)) and sac.updates_done == again.updates_done == 4
 
 

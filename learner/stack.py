@@ -1,0 +1,347 @@
+"""SAC's update, defined once, for ``K`` runs stacked on a leading run dimension.
+
+A ``RunStack`` holds every tensor an update changes — policy, twin critics, targets, temperature, Adam moments and
+steps, learning rates and reward scales — as ``[K, ...]`` tensors, and runs the update of all ``K`` runs at once:
+batched matrix products (``learner.networks.stacked_mlp`` / ``twin_q``), the losses of ``learner/losses.py`` per run,
+each run's gradients clipped to its own norm and its own Adam rates (``learner.optim``), one Polyak update, and a
+statistics row per run with its non-finite flags — no host sync. One run is a stack of one (``learner.sac.SAC``
+owns it); ``train.parallel_runs`` joins runs of the same shapes into one stack, their tensors then views of the
+joint ones, so each run's snapshots, rollbacks and checkpoints still act on its own slice. Runs share no generator:
+each one's noise and replay samples are those it would draw alone. ``learner/graph.py`` replays ``sampled_step`` as
+a CUDA graph: the same step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch._utils import _unflatten_dense_tensors
+
+from learner.config import LearnerConfig
+from learner.losses import actor_loss, critic_loss, polyak_update, soft_q_target
+from learner.networks import policy_head, stacked_mlp, twin_q
+from learner.optim import AdamTensors, clipped_adam_step
+from learner.replay import ReplayBuffer, transition_layout
+from learner.temperature import make_temperature, temperature_step
+from learner.types import COUNT_FIELDS, FLAG_FIELDS, STAT_FIELDS
+
+FLAGS = slice(len(STAT_FIELDS) - len(FLAG_FIELDS), len(STAT_FIELDS))
+
+GradHook = Callable[[int, list[torch.Tensor]], None]
+"""Test hook run after the critic backward of update ``n`` with a run's critic gradients (e.g. to inject a NaN
+gradient); runs eagerly."""
+
+
+def stats_vector(
+    q: torch.Tensor, q_loss: torch.Tensor, policy_loss: torch.Tensor, q_norm: torch.Tensor, policy_norm: torch.Tensor,
+    alpha: torch.Tensor, limit: float, guard: bool,
+) -> torch.Tensor:  # fmt: skip
+    """The ``STAT_FIELDS`` vector, one per run: ``q`` ``[..., B]`` is the first critic's values, the others ``[...]``.
+    ``guard`` off leaves the flags 0."""
+    core = torch.stack([policy_norm, q_norm, q.mean(dim=-1), q.std(dim=-1), alpha, policy_loss, q_loss], dim=-1)
+    clipped = (core[..., :2] > limit).float()
+    if guard:  # losses, gradient norms, Q statistics: one flag each
+        checked = torch.stack([q_loss, policy_loss, q_norm, policy_norm, core[..., 2], core[..., 3]], dim=-1)
+        flags = (~torch.isfinite(checked.unflatten(-1, (3, 2))).all(dim=-1)).float()
+    else:
+        flags = torch.zeros_like(core[..., :3])
+    return torch.cat([core, clipped, flags], dim=-1)
+
+
+def summarize_block(rows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Per-update rows ``[n, len(STAT_FIELDS)]`` → the block's statistics ‖ index of the first flagged update.
+
+    Counts are summed, gauges are the last update's (a non-finite gauge anywhere in
+    the block leaves the gauge non-finite), and the non-finite flags are those of
+    the first flagged update (later ones only carry its NaN on).
+    """
+    gauges = rows[-1] + (rows[:-1] * 0).sum(dim=0)
+    accumulated = torch.where(keep, rows.sum(dim=0), gauges)
+    bad = rows[:, FLAGS].sum(dim=1) > 0
+    first = torch.where(bad.any(), bad.float().argmax(), -1)
+    # index_select, not rows[first]: indexing by a 0-d tensor reads it on the host, a sync that drains the queue
+    first_flags = rows[:, FLAGS].index_select(0, first.clamp(min=0).reshape(1))[0]
+    flags = torch.where(bad.any(), first_flags, accumulated[FLAGS])
+    return torch.cat([accumulated[: FLAGS.start], flags, first.float().reshape(1)])
+
+
+@contextlib.contextmanager
+def tf32_matmuls() -> Iterator[None]:
+    """TF32 for the CUDA matmuls run (or captured) inside, restored after: the switch is process-wide."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def precision_contexts(precision: str, device: torch.device) -> tuple[Callable, Callable]:
+    """``(whole_step, forward)``: the contexts a step and its network forward passes run in. ``high``: TF32 on CUDA
+    for the whole step (backward included); ``bf16``: bfloat16 autocast around the forward passes."""
+    whole_step = tf32_matmuls if precision == "high" and device.type == "cuda" else contextlib.nullcontext
+    if precision != "bf16":
+        return whole_step, contextlib.nullcontext
+    # cache_enabled=False: cached casts of the weights would be stale inside a replayed CUDA graph
+    return whole_step, functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, cache_enabled=False)
+
+
+MATH: dict[str, Callable] = {
+    "policy_head": policy_head, "soft_q_target": soft_q_target, "critic_loss": critic_loss,
+    "actor_loss": actor_loss, "stats_vector": stats_vector, "clipped_adam_step": clipped_adam_step,
+    "polyak_update": polyak_update, "temperature_step": temperature_step,
+}  # fmt: skip
+"""The pure maths of a step; ``learner/graph.py`` swaps in their ``torch.compile``d versions."""
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """What runs stacked together must share: the shapes of their networks and batches, and the update's constants.
+    A run's own are its seed, learning rate, reward scale and initial temperature."""
+
+    policy_in: int
+    critic_in: int
+    action_dim: int
+    hidden_sizes: tuple[int, ...]
+    batch_size: int
+    gamma: float
+    tau: float
+    max_grad_norm: float
+    temperature: str
+    target_entropy_scale: float
+    matmul_precision: str
+    block_updates: int
+    guard: bool
+    device: torch.device
+
+    @staticmethod
+    def of(config: LearnerConfig, policy_in: int, critic_in: int, action_dim: int, device: torch.device,
+           guard: bool) -> StackSpec:  # fmt: skip
+        return StackSpec(policy_in, critic_in, action_dim, tuple(config.hidden_sizes), config.batch_size, config.gamma,
+                         config.tau, config.max_grad_norm, config.temperature, config.target_entropy_scale,
+                         config.matmul_precision, config.block_updates, guard, device)  # fmt: skip
+
+
+def layer_shapes(in_dim: int, hidden_sizes: tuple[int, ...], out_dim: int) -> list[tuple[int, int]]:
+    """``(out, in)`` of every linear layer of an MLP."""
+    widths = [in_dim, *hidden_sizes, out_dim]
+    return list(zip(widths[1:], widths[:-1], strict=True))
+
+
+class RunStack:
+    """The state and update of ``K`` runs (``runs``: objects with ``noise``, ``grad_hook`` and ``updates_done``),
+    allocated at zero; ``learner.sac.SAC`` fills a stack of one, ``join`` stacks several."""
+
+    def __init__(self, runs: list, spec: StackSpec) -> None:
+        self.runs, self.spec, self.device = list(runs), spec, spec.device
+        k, device = len(self.runs), spec.device
+
+        def zeros(*shape: int) -> torch.Tensor:
+            return torch.zeros((k, *shape), device=device)
+
+        actor_layers = layer_shapes(spec.policy_in, spec.hidden_sizes, 2 * spec.action_dim)
+        critic_layers = layer_shapes(spec.critic_in + spec.action_dim, spec.hidden_sizes, 1)
+        self.actor = [nn.Parameter(t) for o, i in actor_layers for t in (zeros(o, i), zeros(o))]
+        """Policy weights and biases, layer by layer: ``[K, out, in]``, ``[K, out]``."""
+        self.critic = [nn.Parameter(t) for o, i in critic_layers for t in (zeros(2, o, i), zeros(2, o))]
+        """Twin critics, layer by layer: ``[K, 2, out, in]``, ``[K, 2, out]``."""
+        self.target = [torch.zeros_like(p) for p in self.critic]
+        self.actor_adam, self.critic_adam = AdamTensors.zeros_for(self.actor), AdamTensors.zeros_for(self.critic)
+        self.temperature = make_temperature(spec.temperature, torch.ones(k, device=device), spec.action_dim,
+                                            spec.target_entropy_scale)  # fmt: skip
+        self.lr, self.reward_scale = zeros(), zeros()
+        self.columns = transition_layout(spec.critic_in, spec.action_dim)
+        """Where an update finds state, action, reward, next state and termination in the replay's rows."""
+        self.keep = torch.tensor([name in COUNT_FIELDS for name in STAT_FIELDS], device=device)
+        self.math = MATH
+        self.precision, self.autocast = precision_contexts(spec.matmul_precision, device)
+        self.replay_sizes = torch.ones(k, dtype=torch.long, device=device)
+        """Transitions in each run's replay buffer, as a device tensor (a captured graph samples all of them)."""
+        self.counter = torch.zeros(1, dtype=torch.long, device=device)
+        """The running block's next update: where ``sampled_step`` records its statistics and indices."""
+        self.allocate_block(spec.block_updates)
+
+    # -- its tensors --------------------------------------------------------------------------
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Every tensor an update changes in place (parameters, targets, temperature, Adam moments and steps)."""
+        return [*self.actor, *self.critic, *self.target, *self.temperature.tensors(), *self.actor_adam.tensors(),
+                *self.critic_adam.tensors()]  # fmt: skip
+
+    def all_tensors(self) -> list[torch.Tensor]:
+        """``state_tensors`` and the rates."""
+        return [*self.state_tensors(), self.lr, self.reward_scale]
+
+    @staticmethod
+    @torch.no_grad()
+    def join(stacks: list[RunStack]) -> RunStack:
+        """One stack of all runs of ``stacks`` (the same ``spec``), holding their values; each given stack's tensors
+        become views of the joint ones (so what a run does alone or joined acts on the same memory). Join before any
+        CUDA graph of the given stacks is captured: ``GraphedBlocks`` captures again when it sees moved tensors."""
+        specs = {s.spec for s in stacks}
+        if len(specs) != 1:
+            raise ValueError(f"runs stacked together need one spec, got {len(specs)}")
+        joint = RunStack([run for s in stacks for run in s.runs], stacks[0].spec)
+        start = 0
+        for s in stacks:
+            end = start + len(s.runs)
+            for mine, theirs in zip(s.all_tensors(), joint.all_tensors(), strict=True):
+                theirs[start:end].copy_(mine)
+                mine.data = theirs.data[start:end]
+            start = end
+        for run in joint.runs:
+            run.alias_modules()
+        return joint
+
+    def zero_grad(self) -> None:
+        for p in self.actor + self.critic:
+            p.grad = None
+
+    def generators(self) -> list[torch.Generator]:
+        return [run.noise for run in self.runs]
+
+    def snapshot(self) -> list[torch.Tensor]:
+        """A device copy of ``state_tensors`` (no host sync)."""
+        return copies_of(self.state_tensors())
+
+    @torch.no_grad()
+    def restore(self, snapshot: list[torch.Tensor]) -> None:
+        torch._foreach_copy_(self.state_tensors(), snapshot)
+
+    # -- one update ---------------------------------------------------------------------------
+    def step(self, rows: torch.Tensor) -> torch.Tensor:
+        """One SAC update of every run on its batch ``rows[k]`` (``[K, B, columns]``, the replay's rows) on the device;
+        returns the statistics ``[K, len(STAT_FIELDS)]`` (no host sync)."""
+        with self.precision():
+            return self._step(rows)
+
+    def _step(self, rows: torch.Tensor) -> torch.Tensor:
+        spec, m, columns = self.spec, self.math, self.columns
+        obs_in, next_in = rows[..., columns["state"]], rows[..., columns["next_state"]]
+        state_action = rows[..., columns["state"].start : columns["action"].stop]
+        reward, terminated = rows[..., columns["reward"].start], rows[..., columns["terminated"].start]
+        size = rows.shape[1]
+        alpha = self.temperature.alpha().unsqueeze(-1)
+        noise = self.noise(2 * size)
+        with self.autocast():
+            policy_in = torch.cat([next_in, obs_in], dim=1)[..., : spec.policy_in]
+            policy_out = stacked_mlp(policy_in, self.actor[0::2], self.actor[1::2]).float()
+        actions, log_probs = m["policy_head"](policy_out, noise)
+        next_actions, new_actions = actions[:, :size], actions[:, size:]
+        with torch.no_grad(), self.autocast():
+            next_q = twin_q(torch.cat([next_in, next_actions], dim=-1), self.target[0::2], self.target[1::2]).float()
+        with torch.no_grad():
+            scaled_reward = reward * self.reward_scale.unsqueeze(-1)  # the one place rewards are scaled
+            target = m["soft_q_target"](scaled_reward, terminated, spec.gamma, next_q, log_probs[:, :size], alpha)
+        with self.autocast():
+            q = twin_q(state_action, self.critic[0::2], self.critic[1::2]).float()
+        q_loss = m["critic_loss"](q, target)
+        q_norm = self._descend(self.critic_adam, q_loss, critic=True)
+        for p in self.critic:  # the policy loss must not leave gradients on the critics
+            p.requires_grad_(False)
+        with self.autocast():
+            policy_q = twin_q(torch.cat([obs_in, new_actions], dim=-1), self.critic[0::2], self.critic[1::2]).float()
+        for p in self.critic:
+            p.requires_grad_(True)
+        policy_loss = m["actor_loss"](alpha, log_probs[:, size:], policy_q)
+        policy_norm = self._descend(self.actor_adam, policy_loss)
+        self.temperature.update(log_probs[:, size:].detach(), self.lr, m["temperature_step"])
+        m["polyak_update"](self.target, self.critic, spec.tau)
+        return m["stats_vector"](
+            q[:, 0].detach(), q_loss.detach(), policy_loss.detach(), q_norm, policy_norm, alpha.squeeze(-1),
+            spec.max_grad_norm, spec.guard,
+        )  # fmt: skip
+
+    def noise(self, count: int) -> torch.Tensor:
+        """Standard-normal noise ``[K, count, action_dim]``, each run's from its own generator."""
+        shape = (count, self.spec.action_dim)
+        draws = [torch.randn(shape, generator=g, device=self.device) for g in self.generators()]
+        return draws[0].unsqueeze(0) if len(draws) == 1 else torch.stack(draws)
+
+    def _descend(self, adam: AdamTensors, losses: torch.Tensor, critic: bool = False) -> torch.Tensor:
+        """Backward of every run's loss, per-run pre-clip global norms, clip, Adam step; returns the norms ``[K]``."""
+        for p in adam.params:
+            p.grad = None
+        losses.sum().backward()  # runs share no parameter: each one's gradient is its own loss's
+        if critic:
+            for k, run in enumerate(self.runs):
+                if run.grad_hook is not None:
+                    run.grad_hook(run.updates_done, [p.grad[k] for p in adam.params])
+        return self.math["clipped_adam_step"](
+            adam.params, [p.grad for p in adam.params], adam.exp_avgs, adam.exp_avg_sqs, adam.step, self.lr,
+            self.spec.max_grad_norm,
+        )  # fmt: skip
+
+    # -- blocks of updates on replay ------------------------------------------------------------
+    def allocate_block(self, capacity: int) -> None:
+        """Device buffers for the statistics and replay rows of up to ``capacity`` updates of every run."""
+        k = len(self.runs)
+        self.rows = torch.zeros((k, capacity, len(STAT_FIELDS)), device=self.device)
+        self.indices = torch.zeros((k, capacity, self.spec.batch_size), dtype=torch.long, device=self.device)
+
+    def sampled_step(self, replays: list[ReplayBuffer]) -> None:
+        """Sample each run's batch on the device, update, and record statistics and indices at the block's counter."""
+        size = self.spec.batch_size
+        indices = [replay.sample_indices(size, self.replay_sizes[k]) for k, replay in enumerate(replays)]
+        batches = [replay.gather(index) for replay, index in zip(replays, indices, strict=True)]
+        if len(replays) == 1:
+            index, batch = indices[0].unsqueeze(0), batches[0].unsqueeze(0)
+        else:
+            index, batch = torch.stack(indices), torch.stack(batches)
+        stats = self.step(batch)
+        self.rows.index_copy_(1, self.counter, stats.unsqueeze(1))
+        self.indices.index_copy_(1, self.counter, index.unsqueeze(1))
+        self.counter.add_(1)
+
+    def begin_block(self, replays: list[ReplayBuffer], count: int) -> None:
+        """Ready the block buffers for ``count`` updates on ``replays`` (as they are now)."""
+        if any(len(replay) == 0 for replay in replays):
+            raise ValueError("update_block needs a non-empty replay buffer")
+        if count > self.rows.shape[1]:
+            self.allocate_block(count)
+        for k, replay in enumerate(replays):
+            self.replay_sizes[k].fill_(len(replay))
+        self.counter.zero_()
+
+    def end_block(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per run: the block's statistics ‖ first flagged update, and the replay rows ``[count, batch]`` it used."""
+        return [(summarize_block(self.rows[k, :count], self.keep), self.indices[k, :count].clone())
+                for k in range(len(self.runs))]  # fmt: skip
+
+
+def update_blocks(
+    stacks: list[RunStack], replays: list[list[ReplayBuffer]], count: int, run_step: Callable[[], None] | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` updates of every run of every stack on its own replay (``replays[s][k]``), in lockstep
+    (``run_step``: one ``sampled_step`` of each stack, one CUDA-graph replay of all of them, say). Runs share
+    nothing, so each one's updates are those it would make alone. Per run, stack by stack:
+    ``SAC.update_block``'s statistics ‖ first flagged update, and replay rows."""
+    for stack, stack_replays in zip(stacks, replays, strict=True):
+        stack.begin_block(stack_replays, count)
+    pairs = list(zip(stacks, replays, strict=True))
+    step = run_step or (lambda: [stack.sampled_step(stack_replays) for stack, stack_replays in pairs])
+    for _ in range(count):
+        step()
+        for stack in stacks:
+            for run in stack.runs:
+                run.updates_done += 1  # the update number a grad_hook sees
+    return [result for stack in stacks for result in stack.end_block(count)]
+
+
+@torch.no_grad()
+def copies_of(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of ``tensors`` held in one buffer per dtype (one ``cat``, then torch's unflatten into views): one
+    allocation and a kernel or two rather than one of each per tensor (the service snapshots every block it
+    launches). Not ``_flatten_dense_tensors``: for a single tensor it returns a view, not a copy."""
+    copies: list[torch.Tensor] = list(tensors)
+    for dtype in {t.dtype for t in tensors}:
+        picked = [i for i, t in enumerate(tensors) if t.dtype == dtype]
+        group = [tensors[i] for i in picked]
+        flat = torch.cat([t.reshape(-1) for t in group])
+        for i, view in zip(picked, _unflatten_dense_tensors(flat, group), strict=True):
+            copies[i] = view
+    return copies

@@ -1,0 +1,80 @@
+"""Runs stacked on a leading dimension (``learner.stack.RunStack``): one step of batched products for all of them,
+each run's update exactly what it makes alone, its state, checkpoint and snapshot its own slice."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from learner.replay import ReplayBuffer
+from learner.sac import SAC
+from learner.stack import RunStack, update_blocks
+from tests.learner.helpers import DIMS, random_batch, with_config
+
+CPU = torch.device("cpu")
+RUNS = [(3, with_config(lr=1e-3)), (4, with_config(lr=3e-4, initial_alpha=0.5)), (5, with_config(reward_scale=0.1))]
+"""(seed, config) of three runs that may share a stack: seeds, learning rates, reward scales, initial temperatures."""
+
+
+def make_runs() -> list[SAC]:
+    return [SAC(DIMS.policy_in, DIMS.action_dim, config, CPU, seed=seed) for seed, config in RUNS]
+
+
+def make_replays() -> list[ReplayBuffer]:
+    replays = []
+    for k in range(len(RUNS)):
+        replay = ReplayBuffer(500, DIMS.obs_dim, DIMS.context_dim, DIMS.action_dim, CPU, seed=10 + k)
+        replay.add(random_batch(size=100 + 10 * k, seed=20 + k, reward_scale=5.0))
+        replays.append(replay)
+    return replays
+
+
+def flat(sac: SAC) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in sac.state_tensors()])
+
+
+def test_runs_in_one_stack_make_bitwise_the_updates_they_make_alone():
+    alone, joined = make_runs(), make_runs()
+    stack = RunStack.join([sac.stack for sac in joined])
+    assert len(stack.runs) == 3 and tuple(stack.actor[0].shape[:1]) == (3,)
+    solo = [sac.update_block(replay, 6) for sac, replay in zip(alone, make_replays(), strict=True)]
+    together = update_blocks([stack], [make_replays()], 6)
+    for (a_vector, a_indices), (j_vector, j_indices) in zip(solo, together, strict=True):
+        assert torch.equal(a_vector, j_vector) and torch.equal(a_indices, j_indices)
+    for a, j in zip(alone, joined, strict=True):
+        assert torch.equal(flat(a), flat(j)) and a.updates_done == j.updates_done == 6
+        assert torch.equal(a.actor.net[0].weight, j.actor.net[0].weight)  # the networks are views of the stack
+        assert float(a.alpha()) == float(j.alpha())
+    assert not torch.equal(flat(joined[0]), flat(joined[1]))  # and the runs really differ
+
+
+def test_a_joined_run_alone_and_its_snapshots_act_on_its_slice_of_the_stack():
+    runs = make_runs()
+    stack = RunStack.join([sac.stack for sac in runs])
+    replays = make_replays()
+    before = [flat(sac).clone() for sac in runs]
+    snapshot = runs[1].device_snapshot()
+    runs[1].update_block(replays[1], 3)  # run 1 alone, through its own stack of one (views of the joint stack)
+    assert torch.equal(stack.actor[0][1], runs[1].stack.actor[0][0]) and not torch.equal(flat(runs[1]), before[1])
+    assert torch.equal(flat(runs[0]), before[0]) and torch.equal(flat(runs[2]), before[2])
+    runs[1].restore_device_snapshot(snapshot)
+    assert torch.equal(flat(runs[1]), before[1]) and torch.equal(stack.critic[2][1], runs[1].stack.critic[2][0])
+
+
+def test_a_joined_runs_checkpoint_holds_its_own_slice_and_loads_into_it():
+    runs = make_runs()
+    RunStack.join([sac.stack for sac in runs])
+    state = runs[2].state_dict()
+    weight = state["actor"]["net.0.weight"]
+    assert weight.shape == (16, DIMS.policy_in) and weight.untyped_storage().nbytes() == weight.numel() * 4
+    assert state["reward_scale"] == 0.1 and float(state["temperature"]["optimizer"]["state"][0]["step"]) == 0.0
+    runs[0].load_state_dict(state)
+    assert torch.equal(flat(runs[0]), flat(runs[2])) and runs[0].rates_in_force == (0.1, 1e-3)
+    assert float(runs[0].reward_scale) == pytest.approx(0.1) and float(runs[1].reward_scale) == 1.0
+
+
+def test_runs_of_different_shapes_do_not_share_a_stack():
+    small = SAC(DIMS.policy_in, DIMS.action_dim, with_config(), CPU, seed=0)
+    wide = SAC(DIMS.policy_in, DIMS.action_dim, with_config(hidden_sizes=(32, 32)), CPU, seed=0)
+    with pytest.raises(ValueError, match="one spec"):
+        RunStack.join([small.stack, wide.stack])
