@@ -70,7 +70,8 @@ def run_dmsac(seed: int, steps: int, extra: list[str]) -> dict:
             return {"error": f"exit {done.returncode}: {done.stderr[-800:]}"}
         summary = json.loads(summary_path.read_text())
     return {"process_s": wall, "train_s": summary["wall_seconds"], "env_steps": summary["env_steps"],
-            "updates": summary["updates"], "return": summary["recent_return"], "curve": summary["return_curve"]}  # fmt: skip
+            "updates": summary["updates"], "return": summary["recent_return"], "curve": summary["return_curve"],
+            "learner_seconds": summary.get("learner_seconds", {})}  # fmt: skip
 
 
 def run_worker(system: str, seed: int, steps: int, max_train_s: float) -> dict:

@@ -86,7 +86,9 @@ def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, feature_ma
     return batched(torch.baddbmm, bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
-def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, feature_major: bool = False) -> torch.Tensor:
+def stacked_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, feature_major: bool = False
+) -> torch.Tensor:
     """``StackedLinear`` where a gradient is wanted, the plain product elsewhere (no autograd overhead)."""
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
         return StackedLinear.apply(x, weight, bias, feature_major)

@@ -91,8 +91,9 @@ class JointTrainer:
             return dict(zip(order, update_blocks(stacks, replays, count), strict=True))
         if self.joint:
             try:
-                graph = self.graphs.setdefault(together, GraphedBlocks(stacks, compile_math=self.compile_math))
-                return dict(zip(order, graph.update_blocks(replays, count), strict=True))
+                if together not in self.graphs:
+                    self.graphs[together] = GraphedBlocks(stacks, compile_math=self.compile_math)
+                return dict(zip(order, self.graphs[together].update_blocks(replays, count), strict=True))
             except Exception as error:  # noqa: BLE001 - any capture failure: the runs still train, alone
                 self.joint = False  # a failed capture puts every run back as it was
                 log.warning("one CUDA graph for %d runs failed (%s: %s); each run replays its own graph instead",

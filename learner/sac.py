@@ -131,6 +131,7 @@ class SAC:
 
     def state_dict(self) -> dict:
         """Copies (the networks are views of the stack: saved as they are, they would carry all of it)."""
+
         def copied(module: nn.Module) -> dict:
             return {name: t.detach().clone() for name, t in module.state_dict().items()}
 
@@ -161,5 +162,3 @@ class SAC:
         self.set_rates(state["reward_scale"], state["learning_rate"])
         self.noise.set_state(state["noise_rng"])
         self.updates_done = int(state["updates_done"])
-
-
