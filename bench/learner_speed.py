@@ -22,7 +22,10 @@ targets, a batch sampled on the GPU from a replay of 1M transitions
   one step of batched products for all of them, as ``learner.parallel.JointTrainer`` joins runs of one shape), one
   graph replay per update of all; their rate counts every run's updates (floor: 8 runs >= 5x ``graphed_compiled``);
 - ``branches_8``: the 8 runs as 8 branches of one graph (a step each, side by side on the GPU): how runs of
-  different shapes train together, and how ``parallel_8`` ran before the stack.
+  different shapes train together, and how ``parallel_8`` ran before the stack;
+- ``parallel_8_high``, ``branches_8_high``, ``parallel_8_bf16``: the same in TF32 or bf16, measured against
+  ``compiled_high`` / ``compiled_bf16`` (eight runs' products are eight times the arithmetic: in fp32 SIMT they, not
+  the launches, set the pace).
 
 Before the single SAC (December 2026) the graphed variants ran a second SAC class
 (``GraphedSAC``) of the same maths; ``graphed_batch`` (a graph per given batch,
@@ -198,16 +201,26 @@ def parallel_blocks(
     return run
 
 
+def parallel_variant(name: str) -> tuple[str, int, str]:
+    """``parallel_8_high`` → ``("parallel", 8, "high")``; no suffix: ``highest``."""
+    kind, runs, *precision = name.split("_")
+    return kind, int(runs), precision[0] if precision else "highest"
+
+
+ONE_RUN = {"highest": "graphed_compiled", "high": "compiled_high", "bf16": "compiled_bf16"}
+"""The one-run variant each precision's parallel variants are measured against."""
+
+
 def make_runners(
     name: str, device: torch.device, batch: int, replay: ReplayBuffer, capacity: int
 ) -> Callable[[], None]:
+    if name.startswith(("parallel_", "branches_")):
+        kind, runs, precision = parallel_variant(name)
+        return parallel_blocks(runs, learner_config(batch, precision), device, replay, stacked=kind == "parallel")
     precision = name.removeprefix("compiled_") if name in ("compiled_high", "compiled_bf16") else "highest"
     in_dim, cfg = OBS + CONTEXT, learner_config(batch, precision)
     if name == "eager_loop":
         return EagerLoop(device, batch, capacity).block
-    if name.startswith(("parallel_", "branches_")):
-        kind, runs = name.split("_")
-        return parallel_blocks(int(runs), cfg, device, replay, stacked=kind == "parallel")
     sac = SAC(in_dim, ACTION, cfg, device, seed=0, guard=name != "graphed_noguard")
     compiled = name == "graphed_compiled" or name.startswith("compiled_")
     blocks = sac if name == "dmsac_eager" else GraphedBlocks(sac.stack, compile_math=compiled)
@@ -242,7 +255,7 @@ def bench_batch(batch: int, variants: list[str], args: argparse.Namespace, devic
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.repeats):
         for name, run in runners.items():
-            runs = int(name.split("_")[1]) if name.startswith(("parallel_", "branches_")) else 1
+            runs = parallel_variant(name)[1] if name.startswith(("parallel_", "branches_")) else 1
             rates[name].append(runs * blocks[name] * BLOCK / timed(run, blocks[name]))
     del runners
     torch.cuda.empty_cache()
@@ -254,9 +267,10 @@ def summarize(batch: int, raw: dict) -> dict:
     base = rows.get("eager_loop", {}).get("median")
     for row in rows.values():
         row["x_eager_loop"] = row["median"] / base if base else None
-    one = rows.get("graphed_compiled", {}).get("median")
     for name, row in rows.items():
-        row["x_one_run"] = row["median"] / one if one and name.startswith(("parallel_", "branches_")) else None
+        parallel = name.startswith(("parallel_", "branches_"))
+        one = rows.get(ONE_RUN[parallel_variant(name)[2]], {}).get("median") if parallel else None
+        row["x_one_run"] = row["median"] / one if one else None
     on, off = rows.get("graphed", {}).get("median"), rows.get("graphed_noguard", {}).get("median")
     guard = 100.0 * (off - on) / off if on and off else None
     return {
@@ -298,13 +312,13 @@ def markdown(report: dict) -> str:
             lines.append(f"| {result['batch']} | {name} | failed: {error[:120]} | | |")
     parallel = [(r["batch"], n, row) for r in report["results"] for n, row in r["variants"].items() if row.get("x_one_run")]
     if parallel:
-        lines += ["", "| batch | runs in one graph | how | updates/s, all runs | per run | x one run (graphed_compiled) |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += ["", "| batch | runs in one graph | how | precision | updates/s, all runs | per run | x one run (same "
+                  "precision) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         for batch, name, row in parallel:
-            kind, runs = name.split("_")
+            kind, runs, precision = parallel_variant(name)
             how = "stacked" if kind == "parallel" else "branches"
-            lines.append(f"| {batch} | {runs} | {how} | {row['median']:,.0f} | {row['median'] / int(runs):,.0f} | "
-                         f"{row['x_one_run']:.2f} |")  # fmt: skip
+            lines.append(f"| {batch} | {runs} | {how} | {precision} | {row['median']:,.0f} | {row['median'] / runs:,.0f} "
+                         f"| {row['x_one_run']:.2f} |")  # fmt: skip
     lines += ["", "| batch | guard overhead (graphed vs graphed_noguard) |", "|---|---|"]
     for result in report["results"]:
         g = result["guard_overhead_pct"]
@@ -320,7 +334,8 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     variants_all = ["eager_loop", "dmsac_eager", "graphed", "graphed_noguard", "graphed_compiled", "compiled_high",
-                    "compiled_bf16", "parallel_4", "parallel_8", "branches_8"]  # fmt: skip
+                    "compiled_bf16", "parallel_4", "parallel_8", "branches_8", "parallel_8_high", "branches_8_high",
+                    "parallel_8_bf16"]  # fmt: skip
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--variants", nargs="+", default=variants_all, choices=variants_all)

@@ -32,16 +32,6 @@ def ones_column(batch: int, length: int, like: torch.Tensor) -> torch.Tensor:
     return _ONES[key]
 
 
-def batched(product, *operands: torch.Tensor) -> torch.Tensor:
-    """``product`` (``torch.bmm`` / ``torch.baddbmm``) of a batch of matrices. On the CPU one 2-D product per matrix
-    instead: BLAS takes other paths for a batch of one and a batch of several on small shapes and rounds
-    differently, and a run alone and the same run in a stack must stay bitwise equal there (tested)."""
-    if operands[-1].device.type == "cuda":
-        return product(*operands)
-    two_d = torch.addmm if product is torch.baddbmm else torch.mm
-    return torch.stack([two_d(*(t[k] for t in operands)) for k in range(operands[-1].shape[0])])
-
-
 class StackedLinear(torch.autograd.Function):
     """A batch of affine layers whose bias gradients are matrix-vector products with ones, not autograd's sums over
     the batch: on an H200 those reductions were 13.5 % of an update's kernel time (at batch 256 in TF32 and at 4 096
@@ -63,27 +53,23 @@ class StackedLinear(torch.autograd.Function):
         rows = grad if ctx.feature_major else grad.transpose(1, 2)  # [K, out, N] either way
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            pair = (weight.transpose(1, 2), grad) if ctx.feature_major else (grad, weight)
-            grad_x = batched(torch.bmm, *pair)
+            grad_x = weight.transpose(1, 2) @ grad if ctx.feature_major else grad @ weight
         if ctx.needs_input_grad[1]:
-            grad_weight = batched(torch.bmm, rows, x.transpose(1, 2) if ctx.feature_major else x)
+            grad_weight = rows @ (x.transpose(1, 2) if ctx.feature_major else x)
         if ctx.needs_input_grad[2]:
             grad_bias = bias_gradient(rows)
         return grad_x, grad_weight, grad_bias, None
 
 
 def bias_gradient(rows: torch.Tensor) -> torch.Tensor:
-    """``rows`` ``[K, out, N]`` summed over ``N``: a GEMV with ones on CUDA; a plain sum on the CPU (see
-    ``batched``)."""
-    if rows.device.type != "cuda":
-        return rows.sum(dim=-1)
+    """``rows`` ``[K, out, N]`` summed over ``N``, as a GEMV with ones."""
     return (rows @ ones_column(rows.shape[0], rows.shape[2], rows)).squeeze(-1)
 
 
 def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, feature_major: bool) -> torch.Tensor:
     if feature_major:
-        return batched(torch.baddbmm, bias.unsqueeze(-1), weight, x)
-    return batched(torch.baddbmm, bias.unsqueeze(1), x, weight.transpose(1, 2))
+        return torch.baddbmm(bias.unsqueeze(-1), weight, x)
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
 def stacked_linear(

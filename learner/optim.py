@@ -56,7 +56,7 @@ def clipped_adam_step(
     ``clip_grad_norm_`` does, then one Adam step; returns the pre-clip norms ``[K]``. A non-finite norm leaves that
     run's parameters non-finite (the guard rolls them back), and only that run's."""
     runs = step.shape[0]
-    # run-major, each run's norms one contiguous row: the sum's order is a single run's, however many runs
+    # run-major: each run's per-tensor norms one row
     norms = torch._foreach_norm([g[k] for k in range(runs) for g in grads])
     norm = torch.stack(norms).view(runs, len(grads)).pow(2).sum(dim=1).sqrt()
     scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)  # clip_grads_with_norm_'s formula, per run

@@ -1,5 +1,6 @@
 """Several runs trained by one learner (``train.parallel_runs``): each run's updates, statistics, rollbacks and
-weights are exactly those it makes alone."""
+weights are those it makes alone (the same samples, flags and counts; the numbers to float32 rounding: a stack's
+products round differently from one run's)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from learner.parallel import JointTrainer, time_to_train
 from learner.safety import RollbackToLastGood, Safety, SafetyConfig
 from learner.service import LearnerService, Schedule
-from tests.learner.helpers import make_fragment, make_learner, with_config
+from tests.learner.helpers import RUN_ALONE_TOLERANCE, make_fragment, make_learner, with_config
 from tests.learner.test_safety import one_shot_nan_at
 
 SAFETY = SafetyConfig(reward_scale_factor=1.0, lr_factor=1.0)
@@ -34,7 +35,8 @@ def state(service: LearnerService) -> torch.Tensor:
 
 
 def train(services: list[LearnerService], joint: bool, rounds: int = 4) -> list[list]:
-    """Every run ingests its own fragments (a different stream per run); the weights each round published, by run."""
+    """Every run ingests its own fragments (a different stream per run); the weight versions each round published
+    (gated), by run."""
     trainer = JointTrainer(services) if joint else None
     published: list[list] = [[] for _ in services]
     for seq in range(1, rounds + 1):
@@ -42,16 +44,17 @@ def train(services: list[LearnerService], joint: bool, rounds: int = 4) -> list[
             service.ingest(make_fragment(steps=3 + seq, envs=2, seq=seq, seed=100 * k + seq))
         weights = trainer.train() if trainer else [service.train() for service in services]
         for k, w in enumerate(weights):
-            published[k].append(None if w is None else (w.version, w.checksum))
+            published[k].append(None if w is None else w.version)
     return published
 
 
 def assert_same_runs(joint: list[LearnerService], alone: list[LearnerService], same_blocks: bool = True) -> None:
     for together, by_itself in zip(joint, alone, strict=True):
         assert together.learner.updates_done == by_itself.learner.updates_done
-        assert torch.equal(state(together), state(by_itself))
+        torch.testing.assert_close(state(together), state(by_itself), **RUN_ALONE_TOLERANCE)
         if same_blocks:  # the same updates cut into the same blocks: the same block statistics
-            assert together.last_stats == by_itself.last_stats
+            mine, theirs = dataclasses.asdict(together.last_stats), dataclasses.asdict(by_itself.last_stats)
+            assert mine == pytest.approx(theirs, rel=1e-4, abs=1e-6)
         assert together.safety.counts == by_itself.safety.counts
 
 
@@ -62,7 +65,7 @@ def test_runs_trained_together_make_exactly_the_updates_they_make_alone():
     assert_same_runs(joint, alone)
     # 8 + 10 + 12 + 14 transitions at UTD 1: 44 updates each, a broadcast each round (gated, checksummed)
     assert [s.learner.updates_done for s in joint] == [44, 44, 44]
-    assert [w[0] for w in published[0] if w] == [1, 2, 3, 4]
+    assert [w for w in published[0] if w] == [1, 2, 3, 4]
     assert len({state(s).sum().item() for s in joint}) == 3  # three different runs, not one run three times
 
 
