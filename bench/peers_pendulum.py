@@ -19,7 +19,9 @@ Every system trains SAC on Pendulum-v1 with one update per environment step (equ
 Each run is its own process; "process s" includes start-up (imports, Ray), "train s" only training. A run stops at
 ``--steps`` or after ``--max-train-s`` of training (reported where it got). Return = mean of the last 10 training
 episodes; "s to target" / "steps to target" = training seconds / env steps at which that mean first reaches
-``--target``; env steps/s = env steps over training seconds. ``--parallel`` runs the seeds of one system at once.
+``--target``; env steps/s = env steps over training seconds. ``--parallel`` runs the seeds of one system at once;
+``--dmsac-joint`` runs dmsac's seeds as one job instead (``train.parallel_runs``: one learner process trains them
+stacked, each with its own rollout actors), where separate processes would time-slice one GPU.
 Writes ``peers_pendulum.{json,md,png}`` (return against wall clock and against env steps).
 """
 
@@ -56,20 +58,40 @@ def first_at_target(curve: list[list[float]], target: float) -> tuple[int | None
 
 
 def run_dmsac(seed: int, steps: int, extra: list[str]) -> dict:
+    """One dmsac run: ``python -m cluster.train`` on the Ray service, in its own process."""
+    job = dmsac_job([f"train.seed={seed}", f"train.total_env_steps={steps}", "metrics.port=0", *extra])
+    return job if "error" in job else dmsac_row(job["summary"], job["process_s"])
+
+
+def run_dmsac_joint(seeds: list[int], steps: int, extra: list[str]) -> list[dict]:
+    """dmsac's seeds as one job (``train.parallel_runs``, run ``k`` of seed ``seeds[0] + k``): one learner process
+    trains all of them, stacked; each run has its own rollout actors. A row per run."""
+    if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+        raise SystemExit(f"--dmsac-joint needs consecutive seeds (run k trains seed first + k), not {seeds}")
+    job = dmsac_job([f"train.seed={seeds[0]}", f"train.total_env_steps={steps}", f"train.parallel_runs={len(seeds)}",
+                     "metrics.enabled=false", *extra])  # fmt: skip
+    if "error" in job:
+        return [job for _ in seeds]
+    return [dmsac_row(run, job["process_s"]) for run in job["summary"]["runs"]]
+
+
+def dmsac_job(sets: list[str]) -> dict:
+    """``cluster.train --config configs/pendulum.yaml`` with ``sets``: its process seconds and final summary."""
     with tempfile.TemporaryDirectory() as run_dir:
-        sets = [f"train.seed={seed}", f"train.total_env_steps={steps}", f"train.run_dir={run_dir}",
-                "metrics.port=0", "cluster.node_ip_address=127.0.0.1", *extra]  # fmt: skip
+        sets = [f"train.run_dir={run_dir}", "cluster.node_ip_address=127.0.0.1", *sets]
         command = [sys.executable, "-m", "cluster.train", "--config", "configs/pendulum.yaml"]
         command += [arg for s in sets for arg in ("--set", s)]
-        env = child_env()
         start = time.perf_counter()
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+        done = subprocess.run(command, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=3600)
         wall = time.perf_counter() - start
         summary_path = Path(run_dir) / "final_stats.json"
         if done.returncode != 0 or not summary_path.exists():
             return {"error": f"exit {done.returncode}: {done.stderr[-800:]}"}
-        summary = json.loads(summary_path.read_text())
-    return {"process_s": wall, "train_s": summary["wall_seconds"], "env_steps": summary["env_steps"],
+        return {"process_s": wall, "summary": json.loads(summary_path.read_text())}
+
+
+def dmsac_row(summary: dict, process_s: float) -> dict:
+    return {"process_s": process_s, "train_s": summary["wall_seconds"], "env_steps": summary["env_steps"],
             "updates": summary["updates"], "return": summary["recent_return"], "curve": summary["return_curve"],
             "learner_seconds": summary.get("learner_seconds", {})}  # fmt: skip
 
@@ -256,6 +278,8 @@ def main() -> None:
     parser.add_argument("--max-train-s", type=float, default=900.0, help="training seconds per run at most")
     parser.add_argument("--parallel", action="store_true", help="run the seeds of one system concurrently")
     parser.add_argument("--dmsac-set", nargs="*", default=[], help="extra --set overrides for dmsac")
+    parser.add_argument("--dmsac-joint", action="store_true",
+                        help="dmsac's seeds as one job (train.parallel_runs: one learner process, stacked runs)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--worker", nargs=2, metavar=("SYSTEM", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -263,15 +287,16 @@ def main() -> None:
         WORKERS[args.worker[0]](int(args.worker[1]), args.steps, args.max_train_s)
         return
     report = {"versions": versions(), "command": command_line(), "steps": args.steps, "max_train_s": args.max_train_s,
-              "parallel": args.parallel, "dmsac_set": args.dmsac_set,
+              "parallel": args.parallel, "dmsac_set": args.dmsac_set, "dmsac_joint": args.dmsac_joint,
               "target": args.target, "settings": SETTINGS, "runs": [], "summary": {}}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
 
     def run(system: str, seed: int) -> dict:
         if system == "dmsac":
-            row = run_dmsac(seed, args.steps, args.dmsac_set)
-        else:
-            row = run_worker(system, seed, args.steps, args.max_train_s)
+            return finish(run_dmsac(seed, args.steps, args.dmsac_set), system, seed)
+        return finish(run_worker(system, seed, args.steps, args.max_train_s), system, seed)
+
+    def finish(row: dict, system: str, seed: int) -> dict:
         row.update(system=system, seed=seed)
         if "error" not in row:
             row["steps_to_target"], row["s_to_target"] = first_at_target(row["curve"], args.target)
@@ -280,8 +305,12 @@ def main() -> None:
         return row
 
     for system in args.systems:
-        with concurrent.futures.ThreadPoolExecutor(len(args.seeds) if args.parallel else 1) as pool:
-            report["runs"] += list(pool.map(lambda seed, system=system: run(system, seed), args.seeds))
+        if system == "dmsac" and args.dmsac_joint:
+            rows = run_dmsac_joint(args.seeds, args.steps, args.dmsac_set)
+            report["runs"] += [finish(row, system, seed) for row, seed in zip(rows, args.seeds, strict=True)]
+        else:
+            with concurrent.futures.ThreadPoolExecutor(len(args.seeds) if args.parallel else 1) as pool:
+                report["runs"] += list(pool.map(lambda seed, system=system: run(system, seed), args.seeds))
         report["summary"] = summarize(report["runs"])
         write_report(args.out, "peers_pendulum", report, markdown(report))
     plot(report, args.out / "peers_pendulum.png")
