@@ -91,34 +91,30 @@ differently from one run's (on some CPUs too), so the two agree to float32 round
 
 def assert_same_state(a: object, b: object, where: str = "") -> None:
     """``assert_bitwise``, with floating-point tensors equal to ``RUN_ALONE_TOLERANCE`` (other values exactly)."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and list(a) == list(b), where
-        for key in a:
-            assert_same_state(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert type(a) is type(b) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same_state(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor) and a.is_floating_point():
-        torch.testing.assert_close(a, b, **RUN_ALONE_TOLERANCE, msg=where)
-    else:
-        assert_bitwise(a, b, where)
+    assert_same_tree(a, b, where, RUN_ALONE_TOLERANCE)
 
 
 def assert_bitwise(a: object, b: object, where: str = "") -> None:
     """``a`` and ``b`` hold the same keys, types, dtypes, shapes and bytes (``where`` names the first difference)."""
+    assert_same_tree(a, b, where, None)
+
+
+def assert_same_tree(a: object, b: object, where: str, tolerance: dict | None) -> None:
     if isinstance(a, dict):
         assert isinstance(b, dict) and list(a) == list(b), where
         for key in a:
-            assert_bitwise(a[key], b[key], f"{where}.{key}")
+            assert_same_tree(a[key], b[key], f"{where}.{key}", tolerance)
     elif isinstance(a, (list, tuple)):
         assert type(a) is type(b) and len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_bitwise(x, y, f"{where}[{i}]")
+            assert_same_tree(x, y, f"{where}[{i}]", tolerance)
     elif isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
-        as_bytes = lambda t: t.reshape(-1).contiguous().view(torch.uint8)  # noqa: E731
-        assert torch.equal(as_bytes(a), as_bytes(b)), where
+        if tolerance and a.is_floating_point():
+            torch.testing.assert_close(a, b, **tolerance, msg=where)
+        else:
+            as_bytes = lambda t: t.reshape(-1).contiguous().view(torch.uint8)  # noqa: E731
+            assert torch.equal(as_bytes(a), as_bytes(b)), where
     else:
         assert type(a) is type(b) and repr(a) == repr(b), where
 
