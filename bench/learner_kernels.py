@@ -1,9 +1,9 @@
 """Where one SAC update's GPU time goes: its kernels, counted and timed (the groundwork for "fewer kernels").
 
-    python bench/learner_kernels.py [--batch 256] [--precision highest|high|bf16] [--steps 20] [--top 25] [--eager]
-        [--out bench/results]
+    python bench/learner_kernels.py [--batch 256] [--precision highest|high|bf16] [--runs 1] [--steps 20] [--top 25]
+        [--eager] [--out bench/results]
 
-Runs ``SAC.sampled_step`` (the step the CUDA graph captures, its maths through ``torch.compile`` unless
+Runs ``RunStack.sampled_step`` of one run, or of ``--runs`` stacked (the step the CUDA graph captures, its maths through ``torch.compile`` unless
 ``--eager``) under ``torch.profiler`` and reports, per update: the kernels launched, their summed GPU time, and the
 kernels that take most of it, grouped by name. Then the same step replayed as a CUDA graph, timed: the graph's
 time per update against the kernels' summed time says how much goes to the gaps between kernels (launch-bound)
