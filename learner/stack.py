@@ -180,8 +180,8 @@ class RunStack:
     @torch.no_grad()
     def join(stacks: list[RunStack]) -> RunStack:
         """One stack of all runs of ``stacks`` (the same ``spec``), holding their values; each given stack's tensors
-        become views of the joint ones (so what a run does alone or joined acts on the same memory). Join before any
-        CUDA graph of the given stacks is captured: ``GraphedBlocks`` captures again when it sees moved tensors."""
+        become views of the joint ones (so what a run does alone or joined acts on the same memory). A CUDA graph of
+        a given stack captured before the join captures again on its next use (``GraphedBlocks`` sees the move)."""
         specs = {s.spec for s in stacks}
         if len(specs) != 1:
             raise ValueError(f"runs stacked together need one spec, got {len(specs)}")
