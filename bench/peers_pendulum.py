@@ -71,7 +71,7 @@ def run_dmsac_joint(seeds: list[int], steps: int, extra: list[str]) -> list[dict
     job = dmsac_job([f"train.seed={seeds[0]}", f"train.total_env_steps={steps}", f"train.parallel_runs={len(seeds)}",
                      "metrics.enabled=false", *extra])  # fmt: skip
     if "error" in job:
-        return [job for _ in seeds]
+        return [dict(job) for _ in seeds]  # a row each: the caller labels each with its seed
     return [dmsac_row(run, job["process_s"]) for run in job["summary"]["runs"]]
 
 

@@ -91,8 +91,7 @@ class GraphedBlocks:
         side.wait_stream(main)
         with torch.cuda.stream(side):
             for (stack, replays), snapshot in zip(pairs, saved, strict=True):
-                for k, replay in enumerate(replays):
-                    stack.replay_sizes[k].fill_(max(len(replay), 1))
+                stack.set_replay_sizes(replays)
                 self._warm_up(stack, replays, snapshot)
         main.wait_stream(side)
         graph = torch.cuda.CUDAGraph()

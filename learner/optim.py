@@ -101,8 +101,10 @@ def load_adam_state(run: AdamTensors, saved: dict) -> None:
     sources = [saved["state"].get(i, saved["state"].get(str(i))) for i in range(len(run.exp_avgs))]
     for source, m, v in zip(sources, run.exp_avgs, run.exp_avg_sqs, strict=True):
         if source is None:
-            m.zero_(), v.zero_()
+            m.zero_()
+            v.zero_()
         else:
-            m.copy_(source["exp_avg"]), v.copy_(source["exp_avg_sq"])
+            m.copy_(source["exp_avg"])
+            v.copy_(source["exp_avg_sq"])
     steps = [source["step"] for source in sources if source is not None]
     run.step.fill_(torch.as_tensor(steps[0]).reshape(()) if steps else 0)

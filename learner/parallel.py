@@ -71,15 +71,11 @@ class JointTrainer:
     def stacks_for(self, together: tuple[int, ...]) -> tuple[list[tuple[int, ...]], list[RunStack]]:
         """The stacks that train ``together``: each joined stack all of whose runs are in it, and every other run's
         own stack; with the runs (service indices) of each."""
-        runs, stacks = [], []
-        for members, stack in self.stacks:
-            if set(members) <= set(together):
-                runs.append(members), stacks.append(stack)
-        covered = {k for members in runs for k in members}
-        for k in together:
-            if k not in covered:
-                runs.append((k,)), stacks.append(self.services[k].learner.sac.stack)
-        return runs, stacks
+        joined = [(members, stack) for members, stack in self.stacks if set(members) <= set(together)]
+        covered = {k for members, _ in joined for k in members}
+        alone = [((k,), self.services[k].learner.sac.stack) for k in together if k not in covered]
+        runs, stacks = zip(*(joined + alone), strict=True)
+        return list(runs), list(stacks)
 
     def blocks(self, together: tuple[int, ...], count: int) -> dict[int, tuple]:
         """``count`` updates of each run in ``together``, by service index: one graph for all on CUDA (each run its

@@ -8,7 +8,6 @@ the actors get and the checkpoint's layout; they hold no gradient.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 
 import torch
@@ -49,8 +48,7 @@ class SAC:
             for mine, theirs in zip(self.stack.actor + self.stack.critic + self.stack.target, self.module_tensors(),
                                     strict=True):  # fmt: skip
                 mine[0].copy_(theirs)
-            learned = config.temperature == "learned"
-            self.stack.temperature.value.fill_(math.log(config.initial_alpha) if learned else config.initial_alpha)
+        self.stack.temperature.set_alpha(config.initial_alpha)
         self.set_rates(config.reward_scale, config.lr)
         self.alias_modules()
 

@@ -259,8 +259,7 @@ class RunStack:
     def noise(self, count: int) -> torch.Tensor:
         """Standard-normal noise ``[K, count, action_dim]``, each run's from its own generator."""
         shape = (count, self.spec.action_dim)
-        draws = [torch.randn(shape, generator=g, device=self.device) for g in self.generators()]
-        return draws[0].unsqueeze(0) if len(draws) == 1 else torch.stack(draws)
+        return along_runs([torch.randn(shape, generator=g, device=self.device) for g in self.generators()])
 
     def _descend(self, adam: AdamTensors, losses: torch.Tensor, critic: bool = False) -> torch.Tensor:
         """Backward of every run's loss, per-run pre-clip global norms, clip, Adam step; returns the norms ``[K]``."""
@@ -287,11 +286,8 @@ class RunStack:
         """Sample each run's batch on the device, update, and record statistics and indices at the block's counter."""
         size = self.spec.batch_size
         indices = [replay.sample_indices(size, self.replay_sizes[k]) for k, replay in enumerate(replays)]
-        batches = [replay.gather(index) for replay, index in zip(replays, indices, strict=True)]
-        if len(replays) == 1:
-            index, batch = indices[0].unsqueeze(0), batches[0].unsqueeze(0)
-        else:
-            index, batch = torch.stack(indices), torch.stack(batches)
+        batch = along_runs([replay.gather(index) for replay, index in zip(replays, indices, strict=True)])
+        index = along_runs(indices)
         stats = self.step(batch)
         self.rows.index_copy_(1, self.counter, stats.unsqueeze(1))
         self.indices.index_copy_(1, self.counter, index.unsqueeze(1))
@@ -303,14 +299,23 @@ class RunStack:
             raise ValueError("update_block needs a non-empty replay buffer")
         if count > self.rows.shape[1]:
             self.allocate_block(count)
-        for k, replay in enumerate(replays):
-            self.replay_sizes[k].fill_(len(replay))
+        self.set_replay_sizes(replays)
         self.counter.zero_()
+
+    def set_replay_sizes(self, replays: list[ReplayBuffer]) -> None:
+        """What a captured step samples from: each replay's rows now (at least one: a capture may see an empty one)."""
+        for k, replay in enumerate(replays):
+            self.replay_sizes[k].fill_(max(len(replay), 1))
 
     def end_block(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per run: the block's statistics ‖ first flagged update, and the replay rows ``[count, batch]`` it used."""
         return [(summarize_block(self.rows[k, :count], self.keep), self.indices[k, :count].clone())
                 for k in range(len(self.runs))]  # fmt: skip
+
+
+def along_runs(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Each run's tensor stacked on a leading run dimension; one run's is a view (no copy on the hot path)."""
+    return parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
 
 
 def update_blocks(

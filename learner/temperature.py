@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 
 from learner.losses import temperature_loss
@@ -14,14 +17,21 @@ class Temperature:
 
     def __init__(self, learned: bool, initial_alphas: torch.Tensor, target_entropy: float) -> None:
         self.learned, self.target_entropy = learned, target_entropy
-        self.value = initial_alphas.log() if learned else initial_alphas.clone()
+        self.value = torch.empty_like(initial_alphas)
         """``log α`` when learned, else ``α``."""
+        for k, alpha in enumerate(initial_alphas.tolist()):
+            self.set_alpha(alpha, k)
         self.adam = AdamTensors.zeros_for([self.value]) if learned else None
+
+    @torch.no_grad()
+    def set_alpha(self, alpha: float, k: int = 0) -> None:
+        """Run ``k``'s ``α`` (its ``log α`` when learned, taken in double precision)."""
+        self.value[k].fill_(math.log(alpha) if self.learned else alpha)
 
     def alpha(self) -> torch.Tensor:
         return self.value.detach().exp() if self.learned else self.value
 
-    def update(self, log_prob: torch.Tensor, lr: torch.Tensor, step=None) -> None:
+    def update(self, log_prob: torch.Tensor, lr: torch.Tensor, step: Callable | None = None) -> None:
         """One step of ``temperature_step`` (or ``step``, its compiled form) on the policy's ``log_prob`` ``[K, B]``."""
         if self.adam is not None:
             a = self.adam
