@@ -55,10 +55,10 @@ def clipped_adam_step(
     """Clip each run's ``grads`` (``[K, ...]``, the parameters' ``.grad``) to its global norm ``max_norm``, in place as
     ``clip_grad_norm_`` does, then one Adam step; returns the pre-clip norms ``[K]``. A non-finite norm leaves that
     run's parameters non-finite (the guard rolls them back), and only that run's."""
-    runs = step.shape[0]
-    # run-major: each run's per-tensor norms one row
-    norms = torch._foreach_norm([g[k] for k in range(runs) for g in grads])
-    norm = torch.stack(norms).view(runs, len(grads)).pow(2).sum(dim=1).sqrt()
+    # Each tensor's norm per run, then the norm of those (clip_grad_norm_'s order): a reduction per tensor, not one
+    # per run and tensor (the K x P slices of a foreach norm were 90 kernel launches per update at 8 runs on an H200).
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])
+    norm = torch.linalg.vector_norm(norms, dim=0)
     scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)  # clip_grads_with_norm_'s formula, per run
     torch._foreach_mul_(grads, [per_run(scale, g) for g in grads])
     adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr)

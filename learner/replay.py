@@ -54,8 +54,12 @@ class ReplayBuffer:
         """Uniform rows of the filled part. ``size``: the filled size as a device tensor, which a captured CUDA
         graph reads at every replay (the buffer grows under it); default the size now."""
         size = torch.tensor(self.size, device=self.device) if size is None else size
-        draw = torch.randint(0, INDEX_RANGE, (batch_size,), generator=self.generator, device=self.device)
-        return draw.remainder_(size)
+        return self.draw(batch_size).remainder_(size)
+
+    def draw(self, batch_size: int) -> torch.Tensor:
+        """``sample_indices`` before the ``mod size``: this buffer's generator's next draws (several runs' draws are
+        reduced by one ``remainder`` in ``RunStack.sampled_step``)."""
+        return torch.randint(0, INDEX_RANGE, (batch_size,), generator=self.generator, device=self.device)
 
     def gather(self, index: torch.Tensor) -> torch.Tensor:
         """The transitions at ``index`` as rows (one gather); ``fields`` names their columns."""

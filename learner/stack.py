@@ -284,10 +284,10 @@ class RunStack:
 
     def sampled_step(self, replays: list[ReplayBuffer]) -> None:
         """Sample each run's batch on the device, update, and record statistics and indices at the block's counter."""
-        size = self.spec.batch_size
-        indices = [replay.sample_indices(size, self.replay_sizes[k]) for k, replay in enumerate(replays)]
-        batch = along_runs([replay.gather(index) for replay, index in zip(replays, indices, strict=True)])
-        index = along_runs(indices)
+        # each run draws from its own generator; one remainder maps all runs' draws into their replays (sample_indices)
+        draws = along_runs([replay.draw(self.spec.batch_size) for replay in replays])
+        index = draws.remainder_(self.replay_sizes.unsqueeze(1))
+        batch = along_runs([replay.gather(rows) for replay, rows in zip(replays, index, strict=True)])
         stats = self.step(batch)
         self.rows.index_copy_(1, self.counter, stats.unsqueeze(1))
         self.indices.index_copy_(1, self.counter, index.unsqueeze(1))
