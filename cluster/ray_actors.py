@@ -17,7 +17,7 @@ import torch
 
 from cluster.config import Config, run_configs
 from cluster.factory import make_learner_service, make_worker
-from learner.parallel import JointTrainer, time_to_train
+from learner.parallel import JointTrainer, may_train_alone, time_to_train
 from learner.service import Progress, StepReport
 from learner.types import Fragment, VersionedWeights
 
@@ -149,15 +149,22 @@ class LearnerActor:
         service = self.services[run]
         accepted = service.begin_step(fragment)
         if not service.stopping and self.time_to_train():
-            for k, weights in enumerate(self.trainer.train()):
+            for k, weights in enumerate(self.trainer.train(self.may_train_alone())):
                 if weights is not None:
                     self.earned[k] = weights
         return service.end_step(self.earned.pop(run, None), accepted)
 
     def time_to_train(self) -> bool:
-        owed = [service.updates_due() for service in self.services]
-        collecting = [service.learner.env_steps < budget for service, budget in zip(self.services, self.budgets, strict=True)]
-        return time_to_train(owed, collecting, self.patience)
+        return time_to_train(self.owed(), self.collecting(), self.patience)
+
+    def may_train_alone(self) -> list[bool]:
+        return may_train_alone(self.owed(), self.collecting(), self.patience)
+
+    def owed(self) -> list[int]:
+        return [service.updates_due() for service in self.services]
+
+    def collecting(self) -> list[bool]:
+        return [service.learner.env_steps < budget for service, budget in zip(self.services, self.budgets, strict=True)]
 
     @ray.method(concurrency_group="control")
     def request_stop(self) -> None:

@@ -44,8 +44,12 @@ class LearnerConfig:
     overlap_blocks: bool = True
     """Launch the next block before reading the last, so the device trains while the host records and guards it; a
     block that reading the last one invalidates (a rollback, a remedy's rates) is undone: the same updates either way."""
-    fast_path: Literal["auto", "graph", "off"] = "auto"
-    """On CUDA, ``auto``: each update one CUDA-graph replay of the SAC step with ``torch.compile``d maths; ``graph``: the graph without compile; ``off``: the same step run eagerly (always eager off CUDA)."""
+    fast_path: Literal["auto", "compiled", "graph", "off"] = "auto"
+    """On CUDA, each update one CUDA-graph replay of the SAC step; ``auto``: training starts at once with the
+    graph of the plain maths while ``torch.compile`` builds the compiled ones in the background (20-25 s on an
+    H200), then the graph is captured again with those; ``compiled``: the compiled maths from the first update
+    (training waits for the compile; the same numbers from run to run); ``graph``: never compiled; ``off``: the same
+    step run eagerly (always eager off CUDA)."""
     matmul_precision: Literal["highest", "high", "bf16"] = "highest"
     """Matrix products of the networks: ``highest``: fp32; ``high``: TF32 on CUDA (fp32 elsewhere); ``bf16``: bfloat16
     autocast for the forward passes. Losses, optimizer, targets and statistics stay fp32 in every mode."""

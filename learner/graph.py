@@ -4,12 +4,19 @@ A wrapper around the one SAC step (``learner/stack.py``), not a second SAC. The 
 and replay size are device tensors and a rollback restores state in place, so none of
 them re-captures; ``compile_math`` runs the step's pure maths through ``torch.compile``. Several runs
 (``train.parallel_runs``) share one graph: runs of the same shapes one stack, stacks of different shapes a branch each.
+
+Compiling takes 20-25 s on an H200 (cold caches), far longer than a short job's updates: with ``compile_in_background``
+the graph is captured uncompiled at once and the compiled maths are built on a worker thread, by a step of a stand-in
+stack of the same shapes (no state shared with the runs); the next block after that captures again with them.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future
 
 import torch
 
@@ -20,6 +27,11 @@ log = logging.getLogger(__name__)
 
 WARMUP_STEPS = 3  # eager steps on a side stream before a capture (the state is restored afterwards)
 _COMPILED: dict[str, Callable] = {}
+_COMPILE_LOCK = threading.Lock()
+"""Held by the background compile running (one at a time: torch.compile is not thread-safe)."""
+_BACKGROUND: list[Future] = []
+"""Background compiles not yet finished; a capture waits for them (their steps' allocations and synchronizations
+would break it)."""
 
 
 def compiled_math() -> dict[str, Callable]:
@@ -34,13 +46,19 @@ class GraphedBlocks:
     on first use). Several stacks' steps (runs of different shapes, ``train.parallel_runs``) are captured on a stream
     each: independent branches of the graph, which the GPU runs side by side."""
 
-    def __init__(self, stacks: RunStack | list[RunStack], compile_math: bool = False) -> None:
+    def __init__(
+        self, stacks: RunStack | list[RunStack], compile_math: bool = False, compile_in_background: bool = False
+    ) -> None:  # fmt: skip
         self.stacks = [stacks] if isinstance(stacks, RunStack) else list(stacks)
         for stack in self.stacks:
             if stack.device.type != "cuda":
                 raise ValueError(f"CUDA graphs need a CUDA device, not {stack.device}")
         self.device = self.stacks[0].device
-        self.compile_math = compile_math
+        self.compile_math = compile_math and not compile_in_background
+        """Whether the next capture uses the compiled maths (with ``compile_in_background``: once they are built)."""
+        self.compile_in_background = compile_math and compile_in_background
+        self.compiling: Future | None = None
+        """The background compile, until its result is taken (``take_compiled``)."""
         self.graph: torch.cuda.CUDAGraph | None = None
         self.bound: list | None = None
         self.captures = 0
@@ -58,9 +76,26 @@ class GraphedBlocks:
         for stack in stacks:
             if count > stack.rows.shape[1]:
                 stack.allocate_block(count)
+        if self.compiling is not None and self.compiling.done():
+            self.take_compiled()
         if self.bound != self.binding(replays):
             self.capture(replays)
+        if self.compile_in_background and self.compiling is None and not self.compile_math:
+            self.compiling = in_background(compile_for, self.stacks, replays)
         return update_blocks(stacks, replays, count, run_step=self.graph.replay)
+
+    def take_compiled(self, wait: bool = False) -> None:
+        """Capture with the compiled maths from the next block on, once the background compile has built them
+        (``wait``: block until it has); if it failed, the uncompiled graph stays."""
+        if self.compiling is None or not (wait or self.compiling.done()):
+            return
+        error = self.compiling.exception()
+        self.compile_in_background, self.compiling = False, None
+        if error is not None:
+            log.warning("torch.compile of the update maths failed in the background; the graph stays uncompiled: %s: %s",
+                        type(error).__name__, error)  # fmt: skip
+            return
+        self.compile_math, self.bound = True, None
 
     def binding(self, replays: list[list[ReplayBuffer]]) -> list:
         """What a captured graph reads and writes by address: the replays, the block buffers and the stacks' state
@@ -70,7 +105,13 @@ class GraphedBlocks:
 
     def capture(self, replays: list[list[ReplayBuffer]]) -> None:
         """Warm up on a side stream, capture one ``sampled_step`` of every stack, then put every state tensor and
-        RNG back (also when the capture fails: the runs are as they were)."""
+        RNG back (also when the capture fails: the runs are as they were). A compile running in the background is
+        waited for first (this graph's, and any other's: their steps' allocations and synchronizations would break
+        a capture)."""
+        self.take_compiled(wait=True)
+        for future in list(_BACKGROUND):
+            future.exception()
+        started = time.perf_counter()
         pairs = list(zip(self.stacks, replays, strict=True))
         generators = [g for stack, rs in pairs for g in stack.generators() + [r.generator for r in rs]]
         saved, generator_states = [stack.snapshot() for stack in self.stacks], [g.get_state() for g in generators]
@@ -83,6 +124,8 @@ class GraphedBlocks:
                 generator.set_state(state)
         self.graph, self.bound = graph, self.binding(replays)
         self.captures += 1
+        log.info("captured %d run(s)' update as a CUDA graph in %.1f s (maths %s)", sum(len(s.runs) for s in self.stacks),
+                 time.perf_counter() - started, "compiled" if self.compile_math else "uncompiled")  # fmt: skip
 
     def _capture(self, pairs: list[tuple[RunStack, list[ReplayBuffer]]], generators: list,
                  saved: list[list[torch.Tensor]]) -> torch.cuda.CUDAGraph:  # fmt: skip
@@ -116,8 +159,7 @@ class GraphedBlocks:
 
     def _warm_up(self, stack: RunStack, replays: list[ReplayBuffer], saved: list[torch.Tensor]) -> None:
         """A few eager steps (they build the compiled kernels); if the compiled maths fail, capture the plain ones."""
-        if self.compile_math:
-            stack.math = compiled_math()
+        stack.math = compiled_math() if self.compile_math else MATH
         for attempt in range(2):
             try:
                 for _ in range(WARMUP_STEPS):
@@ -130,3 +172,60 @@ class GraphedBlocks:
                 log.warning("torch.compile of the update maths failed, capturing them uncompiled: %s", error)
             stack.math = MATH  # outside the handler: the failed attempt's autograd graph is freed first
             stack.restore(saved)
+
+
+def in_background(work: Callable, *args) -> Future:
+    """``work(*args)`` on a daemon thread (a job that ends mid-compile does not wait for it), one at a time."""
+    future: Future = Future()
+    _BACKGROUND.append(future)
+
+    def run() -> None:
+        with _COMPILE_LOCK:
+            try:
+                future.set_result(work(*args))
+            except BaseException as error:  # noqa: BLE001 - handed to the caller through the future
+                future.set_exception(error)
+            finally:
+                _BACKGROUND.remove(future)
+
+    threading.Thread(target=run, name="dmsac-compile", daemon=True).start()
+    return future
+
+
+class StandIn:
+    """A run or a replay for ``compile_for``: the shapes of the real one, none of its state."""
+
+    def __init__(self, device: torch.device, rows: torch.Tensor | None = None) -> None:
+        self.noise = self.generator = torch.Generator(device=device)
+        self.grad_hook, self.updates_done = None, 0
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return 1
+
+    def draw(self, batch_size: int) -> torch.Tensor:
+        return torch.zeros(batch_size, dtype=torch.long, device=self.rows.device)
+
+    def gather(self, index: torch.Tensor) -> torch.Tensor:
+        return self.rows[index]
+
+
+def compile_for(stacks: list[RunStack], replays: list[list[ReplayBuffer]]) -> None:
+    """Build the compiled maths of ``stacks``' steps (on the worker thread): a few steps of stand-in stacks of the
+    same specs and sizes, on a stream of their own. The runs' tensors are only read for their shapes."""
+    started = time.perf_counter()
+    device = stacks[0].device
+    side = torch.cuda.Stream(device=device)
+    with torch.cuda.device(device), torch.cuda.stream(side):
+        for stack, stack_replays in zip(stacks, replays, strict=True):
+            stand_in = RunStack([StandIn(device) for _ in stack.runs], stack.spec)
+            stand_in.math = compiled_math()
+            rows = [StandIn(device, torch.zeros((1, r.rows.shape[1]), dtype=r.rows.dtype, device=device))
+                    for r in stack_replays]  # fmt: skip
+            stand_in.set_replay_sizes(rows)
+            for _ in range(2):  # the second runs what the first compiled (no recompile: the same guards)
+                stand_in.counter.zero_()
+                stand_in.sampled_step(rows)
+    side.synchronize()
+    log.info("compiled the update maths of %d run(s) in the background in %.1f s",
+             sum(len(s.runs) for s in stacks), time.perf_counter() - started)  # fmt: skip

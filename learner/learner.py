@@ -95,7 +95,8 @@ class Learner:
         self.sac = SAC(dims.policy_in, dims.action_dim, config, device, seed, critic_in=dims.critic_in)
         # On CUDA each update of a block is one CUDA-graph replay (``learner.fast_path``); elsewhere eager.
         fast = device.type == "cuda" and config.fast_path != "off"
-        self.blocks = GraphedBlocks(self.sac.stack, compile_math=config.fast_path == "auto") if fast else self.sac
+        self.blocks = GraphedBlocks(self.sac.stack, compile_math=config.fast_path in ("auto", "compiled"),
+                                    compile_in_background=config.fast_path == "auto") if fast else self.sac  # fmt: skip
         self.replay = ReplayBuffer(replay.capacity, dims.obs_dim, dims.context_dim, dims.action_dim, device, seed + 2)
         self.gate = WeightGate(self.policy_tensors(), dims.policy_in, dims.action_dim, config.hidden_sizes)
         self.env_steps = 0

@@ -30,7 +30,8 @@ class JointTrainer:
         self.services = services
         first = services[0].learner
         self.graphed = first.device.type == "cuda" and first.config.fast_path != "off"
-        self.compile_math = first.config.fast_path == "auto"
+        self.compile_math = first.config.fast_path in ("auto", "compiled")
+        self.compile_in_background = first.config.fast_path == "auto"
         self.joint = True
         """False once a joint capture failed: from then on each run replays its own graph."""
         self.graphs: dict[tuple[int, ...], GraphedBlocks] = {}
@@ -45,11 +46,13 @@ class JointTrainer:
                 self.stacks.append((tuple(runs), RunStack.join([services[k].learner.sac.stack for k in runs])))
         log.info("%d runs in %d stacks", len(services), len(groups))
 
-    def train(self) -> list[VersionedWeights | None]:
+    def train(self, alone: list[bool] | None = None) -> list[VersionedWeights | None]:
         """Train every run what is due; per run, the weights to broadcast (None: not due, or refused by the gate).
 
         A block of ``n`` updates runs for every run that owes at least ``n``, ``n`` the least owed among them (at
-        most ``learner.block_updates``), while two or more runs owe updates.
+        most ``learner.block_updates``), while two or more runs owe updates. What one run owes after that it trains
+        alone where ``alone[k]`` (default: every run); elsewhere it waits for the next joint block (on Ray, while
+        the other runs still collect: training alone would need a graph of its own, captured and compiled apart).
         """
         services = self.services
         while not any(service.stopping for service in services):
@@ -66,7 +69,8 @@ class JointTrainer:
             share = (time.perf_counter() - started) / len(together)
             for k in together:  # each run's share of the joint block, in its training time
                 services[k].times.add("train", share)
-        return [service.train() for service in services]
+        alone = alone or [True] * len(services)
+        return [service.train(max_updates=None if may else 0) for service, may in zip(services, alone, strict=True)]
 
     def stacks_for(self, together: tuple[int, ...]) -> tuple[list[tuple[int, ...]], list[RunStack]]:
         """The stacks that train ``together``: each joined stack all of whose runs are in it, and every other run's
@@ -88,7 +92,7 @@ class JointTrainer:
         if self.joint:
             try:
                 if together not in self.graphs:
-                    self.graphs[together] = GraphedBlocks(stacks, compile_math=self.compile_math)
+                    self.graphs[together] = GraphedBlocks(stacks, self.compile_math, self.compile_in_background)
                 return dict(zip(order, self.graphs[together].update_blocks(replays, count), strict=True))
             except Exception as error:  # noqa: BLE001 - any capture failure: the runs still train, alone
                 self.joint = False  # a failed capture puts every run back as it was
@@ -104,3 +108,10 @@ def time_to_train(owed: list[int], collecting: list[bool], patience: list[float]
     not hold the others back for long). A single run trains whenever it owes."""
     waiting_for_none = all(due > 0 for due, more in zip(owed, collecting, strict=True) if more)
     return waiting_for_none or any(due > limit for due, limit in zip(owed, patience, strict=True))
+
+
+def may_train_alone(owed: list[int], collecting: list[bool], patience: list[float]) -> list[bool]:
+    """Per run, whether what it owes beyond a joint block is trained now, alone: when no other run is collecting
+    (none will owe again), or it owes more than its ``patience``; otherwise the next joint block takes it."""
+    others_collecting = [any(more for j, more in enumerate(collecting) if j != k) for k in range(len(owed))]
+    return [not others or due > limit for due, others, limit in zip(owed, others_collecting, patience, strict=True)]

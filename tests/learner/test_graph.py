@@ -77,6 +77,31 @@ def test_graphed_blocks_equal_eager_blocks_on_cuda(compile_math):
 
 @pytest.mark.gpu
 @gpu
+@pytest.mark.slow
+def test_a_compile_in_the_background_swaps_in_at_a_block_and_the_run_equals_eager_on_cuda():
+    """``fast_path: auto``: the first block replays the plain maths while the compile runs on its thread; the first
+    block after it is taken captures again with the compiled maths; every block equals the eager one."""
+    eager, graphed, _ = pair()
+    blocks = GraphedBlocks(graphed.stack, compile_math=True, compile_in_background=True)
+    eager_replay, graphed_replay = replays()
+    before = networks(eager)
+    uncompiled = []
+    for block in range(3):
+        if block == 1:
+            assert blocks.compiling is not None and blocks.captures == 1
+            blocks.take_compiled(wait=True)  # here, not whenever it ends: the test fixes where the swap happens
+            assert blocks.compile_math and blocks.bound is None
+        a, ia = eager.update_block(eager_replay, 4)
+        b, ib = blocks.update_block(graphed_replay, 4)
+        uncompiled.append(graphed.stack.math is MATH)
+        assert torch.equal(ia, ib)
+        assert torch.allclose(b, a, rtol=1e-4, atol=1e-5), (a, b)
+    assert_same_run(eager, graphed, before)
+    assert uncompiled == [True, False, False] and blocks.captures == 2 and blocks.compiling is None
+
+
+@pytest.mark.gpu
+@gpu
 def test_one_graph_for_several_runs_equals_each_run_eager_on_cuda():
     """``train.parallel_runs``: three runs, two of one width (seeds and learning rates differ) stacked, one wider its
     own stack, the stacks branches of one graph; each run's blocks equal its own eager blocks alone, and a rollback

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 import torch
 
-from learner.parallel import JointTrainer, time_to_train
+from learner.parallel import JointTrainer, may_train_alone, time_to_train
 from learner.safety import RollbackToLastGood, Safety, SafetyConfig
 from learner.service import LearnerService, Schedule
 from tests.learner.helpers import RUN_ALONE_TOLERANCE, make_fragment, make_learner, with_config
@@ -133,3 +133,25 @@ def test_runs_fed_one_fragment_at_a_time_train_once_all_of_them_owe():
     assert time_to_train([101, 0, 0], [True] * 3, patience)  # run 0 waited long enough
     assert not time_to_train([0, 0, 0], [True] * 3, patience) and time_to_train([5], [True], [100])
     assert time_to_train([3, 0], [False, False], [100, 100])  # every budget spent: the last updates run
+
+
+def test_what_a_run_owes_beyond_a_joint_block_waits_for_the_next_while_the_others_collect():
+    """On Ray a run trains alone only when nobody else will owe again, or it has waited past its patience: a
+    leftover that waits goes into the next joint block (no graph of its own to capture and compile meanwhile)."""
+    patience = [100, 100, 100]
+    assert may_train_alone([20, 0, 0], [True] * 3, patience)[0] is False
+    assert may_train_alone([20, 0, 0], [True, False, False], patience)[0] is True  # the others are done
+    assert may_train_alone([101, 0, 0], [True] * 3, patience)[0] is True  # waited long enough
+    assert may_train_alone([5], [True], [100]) == [True]  # a single run has nobody to wait for
+    services = make_services()
+    for k, service in enumerate(services):  # run 0 owes 12 updates, the others 8
+        service.ingest(make_fragment(steps=6 if k == 0 else 4, envs=2, seq=1, seed=k))
+    trainer = JointTrainer(services)
+    trainer.train(alone=[False, True, True])
+    assert [s.learner.updates_done for s in services] == [8, 8, 8] and services[0].updates_due() == 4
+    for k, service in enumerate(services):  # the next fragments: 8 more each; run 0 still 4 ahead of the others
+        service.ingest(make_fragment(steps=4, envs=2, seq=2, seed=10 + k))
+    trainer.train(alone=[False, False, False])
+    assert [s.learner.updates_done for s in services] == [16, 16, 16] and services[0].updates_due() == 4
+    trainer.train(alone=[True, False, False])  # the others' budgets spent, say: run 0 trains its 4 by itself
+    assert [s.learner.updates_done for s in services] == [20, 16, 16] and services[0].updates_due() == 0
