@@ -44,6 +44,13 @@ class JointTrainer:
         for runs in groups.values():
             if len(runs) > 1:
                 self.stacks.append((tuple(runs), RunStack.join([services[k].learner.sac.stack for k in runs])))
+        self.joined = {k for members, _ in self.stacks for k in members}
+        """Runs of a joined stack. What one of them trains without the others (a leftover, a run whose partners
+        have stopped) is a few blocks: its own graph takes the plain maths, as does any graph with it apart from its
+        stack. Compiling one (20 s) would stall the job: a capture waits for a compile in progress."""
+        for learner in (services[k].learner for k in self.joined):
+            if isinstance(learner.blocks, GraphedBlocks):
+                learner.blocks = GraphedBlocks(learner.sac.stack)
         log.info("%d runs in %d stacks", len(services), len(groups))
 
     def train(self, alone: list[bool] | None = None) -> list[VersionedWeights | None]:
@@ -92,10 +99,15 @@ class JointTrainer:
         if self.joint:
             try:
                 if together not in self.graphs:
-                    self.graphs[together] = GraphedBlocks(stacks, self.compile_math, self.compile_in_background)
+                    apart = any(len(members) == 1 and members[0] in self.joined for members in runs)
+                    compile_math = self.compile_math and not apart
+                    self.graphs[together] = GraphedBlocks(stacks, compile_math, self.compile_in_background)
                 return dict(zip(order, self.graphs[together].update_blocks(replays, count), strict=True))
             except Exception as error:  # noqa: BLE001 - any capture failure: the runs still train, alone
                 self.joint = False  # a failed capture puts every run back as it was
+                for learner in (self.services[k].learner for k in self.joined):  # its own graph trains it all now
+                    if isinstance(learner.blocks, GraphedBlocks):
+                        learner.blocks = GraphedBlocks(learner.sac.stack, self.compile_math, self.compile_in_background)
                 log.warning("one CUDA graph for %d runs failed (%s: %s); each run replays its own graph instead",
                             len(together), type(error).__name__, error)  # fmt: skip
         learners = {k: self.services[k].learner for k in together}

@@ -239,3 +239,36 @@ def test_overlapped_graph_blocks_equal_blocks_one_at_a_time_on_cuda(remedy):
     assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-6)  # atomics may reorder sums
     assert torch.allclose(networks(overlapped.learner.sac), networks(alone.learner.sac), rtol=0, atol=1e-6)
     assert overlapped.safety.counts["warning_remedies"] == alone.safety.counts["warning_remedies"] == (2 if remedy else 0)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.slow
+def test_a_joint_job_compiles_its_stack_and_a_joined_run_apart_takes_the_plain_maths_on_cuda():
+    """``fast_path: auto`` with two runs of one shape: their joint graph compiles in the background; a run's own
+    graph (what it trains without the other) never compiles, so no capture of it waits for a compile."""
+    from learner.config import ReplayConfig
+    from learner.learner import Learner
+    from learner.parallel import JointTrainer
+    from learner.service import LearnerService, Schedule
+    from tests.learner.helpers import make_fragment
+
+    config = dataclasses.replace(CONFIG, fast_path="auto")
+    schedule = Schedule(warmup_steps=0, update_to_data=1.0, block_updates=4, broadcast_every=4, batch_size=16)
+    cuda = torch.device("cuda")
+    services = [LearnerService(Learner(DIMS, config, ReplayConfig(capacity=1000), cuda, seed=k), schedule)
+                for k in range(2)]  # fmt: skip
+    trainer = JointTrainer(services)
+    for k, service in enumerate(services):
+        service.ingest(make_fragment(steps=10, envs=2, seq=1, seed=k))  # 20 updates owed each
+    trainer.train()
+    joint = trainer.graphs[(0, 1)]
+    assert [s.learner.updates_done for s in services] == [20, 20]
+    assert joint.compiling is not None and joint.captures == 1  # the plain maths now, the compiled ones being built
+    services[0].ingest(make_fragment(steps=2, envs=2, seq=2, seed=7))  # run 0 alone owes 4
+    trainer.train(alone=[True, True])
+    apart = services[0].learner.blocks
+    assert services[0].learner.updates_done == 24 and apart.captures == 1
+    assert not apart.compile_math and apart.compiling is None  # captured beside the compile, without waiting for it
+    joint.take_compiled(wait=True)
+    assert joint.compile_math
