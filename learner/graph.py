@@ -29,8 +29,8 @@ WARMUP_STEPS = 3  # eager steps on a side stream before a capture (the state is 
 _COMPILED: dict[str, Callable] = {}
 _COMPILE_LOCK = threading.Lock()
 """Held by the background compile running (one at a time: torch.compile is not thread-safe)."""
-_BACKGROUND: dict[Future, set[str]] = {}
-"""Background compiles not yet finished, with the matmul precisions of their steps."""
+_BACKGROUND: list[Future] = []
+"""Background compiles not yet finished."""
 
 
 def compiled_math() -> dict[str, Callable]:
@@ -80,8 +80,7 @@ class GraphedBlocks:
         if self.bound != self.binding(replays):
             self.capture(replays)
         if self.compile_in_background and self.compiling is None and not self.compile_math:
-            precisions = {stack.spec.matmul_precision for stack in self.stacks}
-            self.compiling = in_background(compile_for, precisions, self.stacks, replays)
+            self.compiling = in_background(compile_for, self.stacks, replays)
         return update_blocks(stacks, replays, count, run_step=self.graph.replay)
 
     def take_compiled(self, wait: bool = False) -> None:
@@ -105,23 +104,12 @@ class GraphedBlocks:
 
     def capture(self, replays: list[list[ReplayBuffer]]) -> None:
         """Warm up on a side stream, capture one ``sampled_step`` of every stack, then put every state tensor and
-        RNG back (also when the capture fails: the runs are as they were).
-
-        A compile in the background goes on meanwhile: the capture checks only this thread's CUDA calls
-        (``thread_local``), and the compile's steps run on a stream of their own. Not one of another precision
-        (TF32 is a process-wide switch its steps turn on and off); and if a capture beside a compile fails anyway,
-        it is tried again once the compiles have finished."""
-        precisions = {stack.spec.matmul_precision for stack in self.stacks}
-        wait_for_background(lambda tags: tags != precisions)
-        try:
-            self._capture_and_restore(replays)
-        except Exception as error:
-            if not _BACKGROUND:
-                raise
-            log.warning("a CUDA-graph capture beside a background compile failed (%s: %s); capturing again after it",
-                        type(error).__name__, error)  # fmt: skip
-            wait_for_background(lambda tags: True)
-            self._capture_and_restore(replays)
+        RNG back (also when the capture fails: the runs are as they were). A compile running in the background is
+        waited for first (this graph's, or another's): beside a capture its steps break it, or it breaks (torch's
+        inductor asserted when a capture ran beside it, on an H200 with ``capture_error_mode="thread_local"``)."""
+        for future in list(_BACKGROUND):
+            future.exception()
+        self._capture_and_restore(replays)
 
     def _capture_and_restore(self, replays: list[list[ReplayBuffer]]) -> None:
         started = time.perf_counter()
@@ -156,7 +144,7 @@ class GraphedBlocks:
         for stack, _ in pairs:
             stack.zero_grad()  # gradients are allocated inside the graph's pool
             stack.counter.zero_()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph):
             if len(pairs) == 1:
                 pairs[0][0].sampled_step(pairs[0][1])
             else:  # a branch per stack: forked from the capture stream and joined back into it
@@ -187,17 +175,10 @@ class GraphedBlocks:
             stack.restore(saved)
 
 
-def wait_for_background(which: Callable[[set[str]], bool]) -> None:
-    """Wait for the background compiles whose precisions ``which`` picks."""
-    for future, tags in list(_BACKGROUND.items()):
-        if which(tags):
-            future.exception()
-
-
-def in_background(work: Callable, tags: set[str], *args) -> Future:
+def in_background(work: Callable, *args) -> Future:
     """``work(*args)`` on a daemon thread (a job that ends mid-compile does not wait for it), one at a time."""
     future: Future = Future()
-    _BACKGROUND[future] = tags
+    _BACKGROUND.append(future)
 
     def run() -> None:
         with _COMPILE_LOCK:
@@ -206,7 +187,7 @@ def in_background(work: Callable, tags: set[str], *args) -> Future:
             except BaseException as error:  # noqa: BLE001 - handed to the caller through the future
                 future.set_exception(error)
             finally:
-                _BACKGROUND.pop(future, None)
+                _BACKGROUND.remove(future)
 
     threading.Thread(target=run, name="dmsac-compile", daemon=True).start()
     return future

@@ -246,7 +246,8 @@ def test_overlapped_graph_blocks_equal_blocks_one_at_a_time_on_cuda(remedy):
 @pytest.mark.slow
 def test_a_joint_job_compiles_its_stack_and_a_joined_run_apart_takes_the_plain_maths_on_cuda():
     """``fast_path: auto`` with two runs of one shape: their joint graph compiles in the background; a run's own
-    graph (what it trains without the other) never compiles, so no capture of it waits for a compile."""
+    graph (what it trains without the other) never compiles: its capture waits for the joint compile (a capture
+    beside a compile breaks one of them) and sets none off of its own."""
     from learner.config import ReplayConfig
     from learner.learner import Learner
     from learner.parallel import JointTrainer
@@ -264,11 +265,11 @@ def test_a_joint_job_compiles_its_stack_and_a_joined_run_apart_takes_the_plain_m
     trainer.train()
     joint = trainer.graphs[(0, 1)]
     assert [s.learner.updates_done for s in services] == [20, 20]
-    assert joint.compiling is not None and joint.captures == 1  # the plain maths now, the compiled ones being built
+    # the plain maths captured first; the compiled ones being built (or, if an earlier test built them, taken in)
+    assert joint.compiling is not None or (joint.compile_math and joint.captures == 2)
     services[0].ingest(make_fragment(steps=2, envs=2, seq=2, seed=7))  # run 0 alone owes 4
     trainer.train(alone=[True, True])
     apart = services[0].learner.blocks
     assert services[0].learner.updates_done == 24 and apart.captures == 1
-    assert not apart.compile_math and apart.compiling is None  # captured beside the compile, without waiting for it
-    joint.take_compiled(wait=True)
-    assert joint.compile_math
+    assert not apart.compile_math and apart.compiling is None  # no compile of its own
+    assert joint.compiling is None or joint.compiling.done()  # its capture waited for the joint compile
