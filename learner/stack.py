@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -71,25 +70,15 @@ def summarize_block(rows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return torch.cat([accumulated[: FLAGS.start], flags, first.float().reshape(1)])
 
 
-_TF32_LOCK = threading.Lock()
-_TF32_HOLDERS: list[bool] = []
-"""The switch's value before the first of the ``tf32_matmuls`` contexts now open (in any thread)."""
-
-
 @contextlib.contextmanager
 def tf32_matmuls() -> Iterator[None]:
-    """TF32 for the CUDA matmuls run (or captured) inside, restored when the last such context closes: the switch is
-    process-wide, and a background compile (``learner/graph.py``) may be inside one while a capture is."""
-    with _TF32_LOCK:
-        _TF32_HOLDERS.append(torch.backends.cuda.matmul.allow_tf32 if not _TF32_HOLDERS else _TF32_HOLDERS[0])
-        torch.backends.cuda.matmul.allow_tf32 = True
+    """TF32 for the CUDA matmuls run (or captured) inside, restored after: the switch is process-wide."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
     try:
         yield
     finally:
-        with _TF32_LOCK:
-            before = _TF32_HOLDERS.pop()
-            if not _TF32_HOLDERS:
-                torch.backends.cuda.matmul.allow_tf32 = before
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def precision_contexts(precision: str, device: torch.device) -> tuple[Callable, Callable]:

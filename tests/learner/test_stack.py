@@ -87,32 +87,3 @@ def test_runs_of_different_shapes_do_not_share_a_stack():
     with pytest.raises(ValueError, match="one spec"):
         RunStack.join([small.stack, wide.stack])
 
-
-def test_tf32_stays_on_until_the_last_context_of_any_thread_closes():
-    """A background compile's step and a capture may both be inside ``tf32_matmuls``: the first to close must not
-    switch TF32 off under the other (ordered by events, not sleeps)."""
-    import threading
-
-    from learner.stack import tf32_matmuls
-
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    inside, leave, seen = threading.Event(), threading.Event(), []
-
-    def other() -> None:
-        with tf32_matmuls():
-            inside.set()
-            leave.wait()
-        seen.append(torch.backends.cuda.matmul.allow_tf32)
-
-    try:
-        thread = threading.Thread(target=other)
-        thread.start()
-        inside.wait()
-        with tf32_matmuls():
-            leave.set()
-            thread.join()
-            assert seen == [True] and torch.backends.cuda.matmul.allow_tf32  # the other closed first: still on
-        assert torch.backends.cuda.matmul.allow_tf32 is False  # the last one out restored the switch
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
