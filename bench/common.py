@@ -109,3 +109,12 @@ def fill_random_replay(replay, rows: int, seed: int = 1, chunk: int = 250_000) -
         batch["action"] = batch["action"] * 2 - 1
         batch["terminated"] = (batch["terminated"] < 0.01).float()
         replay.add(batch)
+
+
+def wait_for_compiled_maths(learner) -> None:
+    """With ``learner.fast_path: auto`` a GPU learner trains with the plain maths while ``torch.compile`` runs in the
+    background: wait for it, so that timed rounds after the next block (which captures again) run the compiled
+    maths, as a long job's steady state does. Nothing to wait for on the CPU or with another fast path."""
+    take_compiled = getattr(learner.blocks, "take_compiled", None)
+    if take_compiled is not None:
+        take_compiled(wait=True)

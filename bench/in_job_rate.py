@@ -39,7 +39,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import ROOT, command_line, fill_random_replay, machine, machine_line, write_report  # noqa: E402
+from bench.common import (  # noqa: E402
+    ROOT,
+    command_line,
+    fill_random_replay,
+    machine,
+    machine_line,
+    wait_for_compiled_maths,
+    write_report,
+)
 from cluster.config import load_config  # noqa: E402
 from cluster.factory import make_learner, make_learner_service, probe_dimensions  # noqa: E402
 
@@ -101,6 +109,8 @@ def alone(args: argparse.Namespace, overrides: list[str]) -> dict:
     block = config.learner.block_updates
     sync = torch.cuda.synchronize if learner.device.type == "cuda" else (lambda: None)
     # each update_block reads the block's statistics: synchronous, as in the job
+    learner.update_block(block)
+    wait_for_compiled_maths(learner)
     rates, _ = rounds(args, lambda: learner.update_block(block), block, sync)
     return {"device": str(learner.device), "block_updates": block, "batch": config.learner.batch_size,
             "fast_path": config.learner.fast_path, "rates": rates, "median": statistics.median(rates)}  # fmt: skip
@@ -117,6 +127,8 @@ def service_alone(args: argparse.Namespace, overrides: list[str], work: Path) ->
         learner.env_steps = 1 << 40  # every call owes its updates
         per_fragment = max(1, round(config.rollout.steps_per_fragment * config.env.num_envs * config.train.update_to_data))
         sync = torch.cuda.synchronize if learner.device.type == "cuda" else (lambda: None)
+        service.train(max_updates=per_fragment)
+        wait_for_compiled_maths(learner)
         rates, calls = rounds(args, lambda: service.train(max_updates=per_fragment), per_fragment, sync)
         profiled = None
         if args.profile_calls and learner.device.type == "cuda":

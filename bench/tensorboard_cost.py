@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import command_line, fmt, machine, machine_line, write_report  # noqa: E402
+from bench.common import command_line, fmt, machine, machine_line, wait_for_compiled_maths, write_report  # noqa: E402
 from cluster.config import load_config  # noqa: E402
 from cluster.factory import make_learner_service  # noqa: E402
 from learner.service import LearnerService  # noqa: E402
@@ -72,6 +72,8 @@ def main() -> int:
         service.ingest(random_fragment(service, transitions // 100, 100, seq=1))
         log.info("tensorboard=%s: warming up (capture and compile) on %s", on, service.learner.device)
         rate(service, args.updates)
+        wait_for_compiled_maths(service.learner)
+        rate(service, args.updates)  # captures again, with the compiled maths
         services["on" if on else "off"] = service
     rates: dict[str, list[float]] = {"on": [], "off": []}
     for round_ in range(args.repeats):

@@ -45,7 +45,7 @@ def test_the_service_alone_trains_a_fragments_updates_per_call_and_broadcasts(tm
                        "--set", "learner.device=cpu"])  # fmt: skip
     measured = service_alone(args, [*args.overrides, "cluster.num_actors=2"], tmp_path)
     assert measured["updates_per_call"] == 25  # smoke: fragments of 25 steps x 2 envs, update_to_data 0.5
-    calls = 4 + 2 * measured["calls_per_round"]  # warm-up and probe, then 2 rounds: each call its 25 updates exactly
+    calls = 5 + 2 * measured["calls_per_round"]  # a first call, warm-up and probe, then 2 rounds: 25 updates each
     assert measured["updates"] == 25 * calls
     assert measured["broadcasts"] == calls  # one per call, as per fragment in the job (smoke: due every 20 updates)
     assert len(measured["rates"]) == 2 and all(rate > 0 for rate in measured["rates"])
