@@ -181,13 +181,17 @@ def in_background(work: Callable, *args) -> Future:
     _BACKGROUND.append(future)
 
     def run() -> None:
+        result, error = None, None
         with _COMPILE_LOCK:
             try:
-                future.set_result(work(*args))
-            except BaseException as error:  # noqa: BLE001 - handed to the caller through the future
-                future.set_exception(error)
-            finally:
-                _BACKGROUND.remove(future)
+                result = work(*args)
+            except BaseException as raised:  # noqa: BLE001 - handed to the caller through the future
+                error = raised
+        _BACKGROUND.remove(future)  # before the result: whoever sees it done sees it gone
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
     threading.Thread(target=run, name="dmsac-compile", daemon=True).start()
     return future
@@ -211,6 +215,16 @@ class StandIn:
         return self.rows[index]
 
 
+def stand_in_for(stack: RunStack, replays: list[ReplayBuffer]) -> tuple[RunStack, list[StandIn]]:
+    """A stack of ``stack``'s spec and size, and replays of its replays' row width: its step hands the maths
+    tensors of the shapes, dtypes and strides the real step does (so what it compiles, the real step reuses)."""
+    device = stack.device
+    stand_in = RunStack([StandIn(device) for _ in stack.runs], stack.spec)
+    rows = [StandIn(device, torch.zeros((1, r.rows.shape[1]), dtype=r.rows.dtype, device=device)) for r in replays]
+    stand_in.set_replay_sizes(rows)
+    return stand_in, rows
+
+
 def compile_for(stacks: list[RunStack], replays: list[list[ReplayBuffer]]) -> None:
     """Build the compiled maths of ``stacks``' steps (on the worker thread): a few steps of stand-in stacks of the
     same specs and sizes, on a stream of their own. The runs' tensors are only read for their shapes."""
@@ -219,11 +233,8 @@ def compile_for(stacks: list[RunStack], replays: list[list[ReplayBuffer]]) -> No
     side = torch.cuda.Stream(device=device)
     with torch.cuda.device(device), torch.cuda.stream(side):
         for stack, stack_replays in zip(stacks, replays, strict=True):
-            stand_in = RunStack([StandIn(device) for _ in stack.runs], stack.spec)
+            stand_in, rows = stand_in_for(stack, stack_replays)
             stand_in.math = compiled_math()
-            rows = [StandIn(device, torch.zeros((1, r.rows.shape[1]), dtype=r.rows.dtype, device=device))
-                    for r in stack_replays]  # fmt: skip
-            stand_in.set_replay_sizes(rows)
             for _ in range(2):  # the second runs what the first compiled (no recompile: the same guards)
                 stand_in.counter.zero_()
                 stand_in.sampled_step(rows)

@@ -58,6 +58,79 @@ def test_graphs_need_a_cuda_device():
         GraphedBlocks(sac.stack)
 
 
+def math_calls(stack: RunStack, replays) -> list:
+    """One ``sampled_step`` of ``stack`` with every maths function recording what it is handed: name, and each
+    tensor's shape, dtype, strides and whether it wants a gradient (what a compiled function's guards look at)."""
+    calls = []
+
+    def described(value):
+        if isinstance(value, torch.Tensor):
+            return (tuple(value.shape), value.dtype, value.stride(), value.requires_grad)
+        if isinstance(value, list | tuple):
+            return [described(v) for v in value]
+        return value
+
+    def recording(name, function):
+        def record(*args):
+            calls.append((name, described(list(args))))
+            return function(*args)
+
+        return record
+
+    stack.math = {name: recording(name, function) for name, function in MATH.items()}
+    stack.set_replay_sizes(replays)
+    stack.sampled_step(replays)
+    return calls
+
+
+@pytest.mark.parametrize("runs", [1, 2])
+def test_a_stand_in_hands_the_maths_what_the_real_step_does(runs):
+    """``fast_path: auto`` compiles on a stand-in of the runs' stack (``compile_for``): for the real step to reuse
+    what it built, every maths function must see tensors of the same shapes, dtypes, strides and gradient needs (a
+    stand-in stack of one is checked against a run's own stack inside a joined one, a view of it)."""
+    from learner.graph import stand_in_for
+
+    sacs = [SAC(DIMS.policy_in, DIMS.action_dim, CONFIG, torch.device("cpu"), seed=k) for k in range(max(runs, 2))]
+    joined = RunStack.join([sac.stack for sac in sacs])
+    stack = joined if runs == 2 else sacs[0].stack  # the joint stack, or run 0's own (its tensors views of it)
+    replays = []
+    for k in range(runs):
+        replay = ReplayBuffer(1000, DIMS.obs_dim, DIMS.context_dim, DIMS.action_dim, torch.device("cpu"), seed=k)
+        replay.add(random_batch(size=50, seed=k))
+        replays.append(replay)
+    stand_in, rows = stand_in_for(stack, replays)
+    real, stand = math_calls(stack, replays), math_calls(stand_in, rows)
+    assert [name for name, _ in real] == [name for name, _ in stand] and len(real) == 9  # Adam once per optimizer
+    assert real == stand
+
+
+def test_background_work_runs_on_its_own_thread_one_at_a_time_and_hands_back_its_error():
+    """``in_background``: the compile's thread (events, not sleeps, order the two jobs)."""
+    import threading
+
+    from learner import graph
+
+    first_in, release, seen = threading.Event(), threading.Event(), []
+
+    def first() -> str:
+        seen.append(("first", threading.current_thread().name))
+        first_in.set()
+        release.wait()
+        return "built"
+
+    def second() -> None:
+        seen.append(("second", threading.current_thread().name))
+        raise RuntimeError("inductor said no")
+
+    one, two = graph.in_background(first), graph.in_background(second)
+    first_in.wait()
+    assert not two.done() and {one, two} <= set(graph._BACKGROUND)  # the second waits: one compile at a time
+    release.set()
+    assert one.result() == "built" and isinstance(two.exception(), RuntimeError)
+    assert seen == [("first", "dmsac-compile"), ("second", "dmsac-compile")]
+    assert one not in graph._BACKGROUND and two not in graph._BACKGROUND  # each left it before its result was set
+
+
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("compile_math", [False, pytest.param(True, marks=pytest.mark.slow)])
