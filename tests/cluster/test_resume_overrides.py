@@ -60,8 +60,10 @@ CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
 def test_a_learner_resumes_exactly_from_its_checkpoint_on_its_device(tmp_path, device):
-    """Loaded on the CPU and copied onto the device: RNG states must stay CPU byte tensors (a CUDA resume failed)."""
-    config = smoke(tmp_path, f"learner.device={device}")
+    """Loaded on the CPU and copied onto the device: RNG states must stay CPU byte tensors (a CUDA resume failed).
+    On CUDA the plain graph (``fast_path: graph``): with ``auto`` the maths switch to the compiled ones whenever the
+    background compile ends, so two learners' next updates could differ by float32 rounding."""
+    config = smoke(tmp_path, f"learner.device={device}", "learner.fast_path=graph")
     service = make_learner_service(config, serve_metrics=False)
     service.ingest(make_worker(config).rollout(300, random_actions=True))  # 600 steps: 200 updates due
     service.train(max_updates=30)
