@@ -201,8 +201,10 @@ def parallel_blocks(
     return run
 
 
-def parallel_variant(name: str) -> tuple[str, int, str]:
-    """``parallel_8_high`` → ``("parallel", 8, "high")``; no suffix: ``highest``."""
+def parallel_variant(name: str) -> tuple[str, int, str] | None:
+    """``parallel_8_high`` → ``("parallel", 8, "high")``; no suffix: ``highest``; None for a one-run variant."""
+    if not name.startswith(("parallel_", "branches_")):
+        return None
     kind, runs, *precision = name.split("_")
     return kind, int(runs), precision[0] if precision else "highest"
 
@@ -214,8 +216,8 @@ ONE_RUN = {"highest": "graphed_compiled", "high": "compiled_high", "bf16": "comp
 def make_runners(
     name: str, device: torch.device, batch: int, replay: ReplayBuffer, capacity: int
 ) -> Callable[[], None]:
-    if name.startswith(("parallel_", "branches_")):
-        kind, runs, precision = parallel_variant(name)
+    if parallel := parallel_variant(name):
+        kind, runs, precision = parallel
         return parallel_blocks(runs, learner_config(batch, precision), device, replay, stacked=kind == "parallel")
     precision = name.removeprefix("compiled_") if name in ("compiled_high", "compiled_bf16") else "highest"
     in_dim, cfg = OBS + CONTEXT, learner_config(batch, precision)
@@ -255,7 +257,7 @@ def bench_batch(batch: int, variants: list[str], args: argparse.Namespace, devic
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.repeats):
         for name, run in runners.items():
-            runs = parallel_variant(name)[1] if name.startswith(("parallel_", "branches_")) else 1
+            runs = parallel[1] if (parallel := parallel_variant(name)) else 1
             rates[name].append(runs * blocks[name] * BLOCK / timed(run, blocks[name]))
     del runners
     torch.cuda.empty_cache()
@@ -268,8 +270,8 @@ def summarize(batch: int, raw: dict) -> dict:
     for row in rows.values():
         row["x_eager_loop"] = row["median"] / base if base else None
     for name, row in rows.items():
-        parallel = name.startswith(("parallel_", "branches_"))
-        one = rows.get(ONE_RUN[parallel_variant(name)[2]], {}).get("median") if parallel else None
+        parallel = parallel_variant(name)
+        one = rows.get(ONE_RUN[parallel[2]], {}).get("median") if parallel else None
         row["x_one_run"] = row["median"] / one if one else None
     on, off = rows.get("graphed", {}).get("median"), rows.get("graphed_noguard", {}).get("median")
     guard = 100.0 * (off - on) / off if on and off else None

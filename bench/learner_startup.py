@@ -45,7 +45,7 @@ def measure(arm: str, runs: int, seconds: float) -> dict:
 
     from bench.common import fill_random_replay
     from learner.config import LearnerConfig
-    from learner.graph import GraphedBlocks
+    from learner.graph import graphed_for
     from learner.replay import ReplayBuffer
     from learner.sac import SAC
     from learner.stack import RunStack
@@ -59,7 +59,7 @@ def measure(arm: str, runs: int, seconds: float) -> dict:
         fill_random_replay(replay, 2000)
         replays.append(replay)
     stack = sacs[0].stack if runs == 1 else RunStack.join([sac.stack for sac in sacs])
-    blocks = GraphedBlocks(stack, compile_math=arm != "graph", compile_in_background=arm == "background")
+    blocks = graphed_for(stack, {"graph": "graph", "background": "auto"}.get(arm, "compiled"))
 
     def block() -> None:
         results = blocks.update_blocks([replays], BLOCK)

@@ -148,23 +148,13 @@ class LearnerActor:
         """Ingest run ``run``'s fragment, train when it is time, report (checkpointing when due)."""
         service = self.services[run]
         accepted = service.begin_step(fragment)
-        if not service.stopping and self.time_to_train():
-            for k, weights in enumerate(self.trainer.train(self.may_train_alone())):
+        owed = [service.updates_due() for service in self.services]
+        collecting = [s.learner.env_steps < budget for s, budget in zip(self.services, self.budgets, strict=True)]
+        if not service.stopping and time_to_train(owed, collecting, self.patience):
+            for k, weights in enumerate(self.trainer.train(may_train_alone(owed, collecting, self.patience))):
                 if weights is not None:
                     self.earned[k] = weights
         return service.end_step(self.earned.pop(run, None), accepted)
-
-    def time_to_train(self) -> bool:
-        return time_to_train(self.owed(), self.collecting(), self.patience)
-
-    def may_train_alone(self) -> list[bool]:
-        return may_train_alone(self.owed(), self.collecting(), self.patience)
-
-    def owed(self) -> list[int]:
-        return [service.updates_due() for service in self.services]
-
-    def collecting(self) -> list[bool]:
-        return [service.learner.env_steps < budget for service, budget in zip(self.services, self.budgets, strict=True)]
 
     @ray.method(concurrency_group="control")
     def request_stop(self) -> None:

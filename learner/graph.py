@@ -55,7 +55,8 @@ class GraphedBlocks:
         self.device = self.stacks[0].device
         self.compile_math = compile_math and not compile_in_background
         """Whether the next capture uses the compiled maths (with ``compile_in_background``: once they are built)."""
-        self.compile_in_background = compile_math and compile_in_background
+        self.compile_after_capture = compile_math and compile_in_background
+        """A background compile is still to start (after the first capture: the two must not overlap)."""
         self.compiling: Future | None = None
         """The background compile, until its result is taken (``take_compiled``)."""
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -79,8 +80,8 @@ class GraphedBlocks:
             self.take_compiled()
         if self.bound != self.binding(replays):
             self.capture(replays)
-        if self.compile_in_background and self.compiling is None and not self.compile_math:
-            self.compiling = in_background(compile_for, self.stacks, replays)
+        if self.compile_after_capture:
+            self.compile_after_capture, self.compiling = False, in_background(compile_for, self.stacks, replays)
         return update_blocks(stacks, replays, count, run_step=self.graph.replay)
 
     def take_compiled(self, wait: bool = False) -> None:
@@ -88,8 +89,7 @@ class GraphedBlocks:
         (``wait``: block until it has); if it failed, the uncompiled graph stays."""
         if self.compiling is None or not (wait or self.compiling.done()):
             return
-        error = self.compiling.exception()
-        self.compile_in_background, self.compiling = False, None
+        error, self.compiling = self.compiling.exception(), None
         if error is not None:
             log.warning("torch.compile of the update maths failed in the background; the graph stays uncompiled: %s: %s",
                         type(error).__name__, error)  # fmt: skip
@@ -173,6 +173,11 @@ class GraphedBlocks:
                 log.warning("torch.compile of the update maths failed, capturing them uncompiled: %s", error)
             stack.math = MATH  # outside the handler: the failed attempt's autograd graph is freed first
             stack.restore(saved)
+
+
+def graphed_for(stacks: RunStack | list[RunStack], fast_path: str) -> GraphedBlocks:
+    """The graph ``learner.fast_path`` asks for (``auto``, ``compiled`` or ``graph``)."""
+    return GraphedBlocks(stacks, compile_math=fast_path in ("auto", "compiled"), compile_in_background=fast_path == "auto")
 
 
 def in_background(work: Callable, *args) -> Future:

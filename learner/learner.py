@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from learner.config import LearnerConfig, ReplayConfig
-from learner.graph import GraphedBlocks
+from learner.graph import graphed_for
 from learner.replay import ReplayBuffer
 from learner.sac import SAC
 from learner.types import Fragment, UpdateStats, VersionedWeights
@@ -95,8 +95,7 @@ class Learner:
         self.sac = SAC(dims.policy_in, dims.action_dim, config, device, seed, critic_in=dims.critic_in)
         # On CUDA each update of a block is one CUDA-graph replay (``learner.fast_path``); elsewhere eager.
         fast = device.type == "cuda" and config.fast_path != "off"
-        self.blocks = GraphedBlocks(self.sac.stack, compile_math=config.fast_path in ("auto", "compiled"),
-                                    compile_in_background=config.fast_path == "auto") if fast else self.sac  # fmt: skip
+        self.blocks = graphed_for(self.sac.stack, config.fast_path) if fast else self.sac
         self.replay = ReplayBuffer(replay.capacity, dims.obs_dim, dims.context_dim, dims.action_dim, device, seed + 2)
         self.gate = WeightGate(self.policy_tensors(), dims.policy_in, dims.action_dim, config.hidden_sizes)
         self.env_steps = 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from learner.graph import GraphedBlocks
+from learner.graph import GraphedBlocks, graphed_for
 from learner.learner import block_result
 from learner.service import LearnerService
 from learner.stack import RunStack, update_blocks
@@ -30,8 +30,7 @@ class JointTrainer:
         self.services = services
         first = services[0].learner
         self.graphed = first.device.type == "cuda" and first.config.fast_path != "off"
-        self.compile_math = first.config.fast_path in ("auto", "compiled")
-        self.compile_in_background = first.config.fast_path == "auto"
+        self.fast_path = first.config.fast_path
         self.joint = True
         """False once a joint capture failed: from then on each run replays its own graph."""
         self.graphs: dict[tuple[int, ...], GraphedBlocks] = {}
@@ -48,9 +47,7 @@ class JointTrainer:
         """Runs of a joined stack. What one of them trains without the others (a leftover, a run whose partners
         have stopped) is a few blocks: its own graph takes the plain maths, as does any graph with it apart from its
         stack. Compiling one (20 s) would stall the job: a capture waits for a compile in progress."""
-        for learner in (services[k].learner for k in self.joined):
-            if isinstance(learner.blocks, GraphedBlocks):
-                learner.blocks = GraphedBlocks(learner.sac.stack)
+        self.own_graphs("graph")
         log.info("%d runs in %d stacks", len(services), len(groups))
 
     def train(self, alone: list[bool] | None = None) -> list[VersionedWeights | None]:
@@ -79,6 +76,12 @@ class JointTrainer:
         alone = alone or [True] * len(services)
         return [service.train(max_updates=None if may else 0) for service, may in zip(services, alone, strict=True)]
 
+    def own_graphs(self, fast_path: str) -> None:
+        """A new graph of ``fast_path`` for each joined run's own stack (where it has a graph: on CUDA)."""
+        for learner in (self.services[k].learner for k in self.joined):
+            if isinstance(learner.blocks, GraphedBlocks):
+                learner.blocks = graphed_for(learner.sac.stack, fast_path)
+
     def stacks_for(self, together: tuple[int, ...]) -> tuple[list[tuple[int, ...]], list[RunStack]]:
         """The stacks that train ``together``: each joined stack all of whose runs are in it, and every other run's
         own stack; with the runs (service indices) of each."""
@@ -100,14 +103,11 @@ class JointTrainer:
             try:
                 if together not in self.graphs:
                     apart = any(len(members) == 1 and members[0] in self.joined for members in runs)
-                    compile_math = self.compile_math and not apart
-                    self.graphs[together] = GraphedBlocks(stacks, compile_math, self.compile_in_background)
+                    self.graphs[together] = graphed_for(stacks, "graph" if apart else self.fast_path)
                 return dict(zip(order, self.graphs[together].update_blocks(replays, count), strict=True))
             except Exception as error:  # noqa: BLE001 - any capture failure: the runs still train, alone
                 self.joint = False  # a failed capture puts every run back as it was
-                for learner in (self.services[k].learner for k in self.joined):  # its own graph trains it all now
-                    if isinstance(learner.blocks, GraphedBlocks):
-                        learner.blocks = GraphedBlocks(learner.sac.stack, self.compile_math, self.compile_in_background)
+                self.own_graphs(self.fast_path)  # each joined run's own graph trains all of it now
                 log.warning("one CUDA graph for %d runs failed (%s: %s); each run replays its own graph instead",
                             len(together), type(error).__name__, error)  # fmt: skip
         learners = {k: self.services[k].learner for k in together}

@@ -9,6 +9,7 @@ def test_parallel_variants_name_runs_and_precision():
     assert parallel_variant("parallel_8") == ("parallel", 8, "highest")
     assert parallel_variant("branches_8_high") == ("branches", 8, "high")
     assert parallel_variant("parallel_4_bf16") == ("parallel", 4, "bf16")
+    assert parallel_variant("compiled_high") is None and parallel_variant("graphed_compiled") is None
 
 
 def test_many_runs_are_measured_against_one_run_in_the_same_precision():
