@@ -20,7 +20,7 @@ import torch
 from learner.checkpoint import Checkpointer, NonFiniteCheckpointError
 from learner.learner import BlockResult, LaunchedResult, Learner
 from learner.metrics import MetricsExporter, mean_return
-from learner.safety import Safety
+from learner.safety import NonFiniteStop, Safety
 from learner.tensorboard import ScalarLog
 from learner.timing import PhaseTimes
 from learner.types import CONTEXT_FALLBACK_REASONS, REJECTED_TRANSITION_REASONS, Fragment, UpdateStats, VersionedWeights
@@ -267,7 +267,13 @@ class LearnerService:
         self.record(result.stats, result.ended_at)
         if result.first_bad_index is not None:
             last_good = self.checkpointer.latest_good() if self.checkpointer else None
-            self.safety.recover(result, snapshot, self.learner, self.write_emergency, last_good)
+            try:
+                self.safety.recover(result, snapshot, self.learner, self.write_emergency, last_good)
+            except NonFiniteStop:
+                # On Ray, steps queued behind this one still come: they only ingest. A block or checkpoint after the
+                # stop would make a newer last_good than the one the stop's message names.
+                self.request_stop()
+                raise
             self.metrics.rollback()
             self.publish_in_force()
 

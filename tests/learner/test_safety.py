@@ -131,6 +131,16 @@ def test_stop_names_the_last_good_checkpoint_and_the_resume_command(tmp_path):
     message = str(info.value)
     assert str(good) in message and "--resume auto" in message and "emergency" in message
     assert service.checkpointer.latest_good() == good
+    # On Ray, steps queued behind the stopped one still reach this service: they only ingest. Nothing trains or
+    # checkpoints after the stop, so the checkpoint the message names stays the last good one.
+    updates, checkpoints = service.learner.updates_done, service.counters["checkpoints"]
+    service.schedule = dataclasses.replace(service.schedule, checkpoint_every=8)  # due at the next step
+    assert service.learner.env_steps == 16 and service.updates_due() == 10  # the stopped block is still due
+    report = service.step(make_fragment(steps=8, envs=2, seq=2, seed=2))
+    assert service.stopping and report.blocks == () and report.weights is None
+    assert (service.learner.updates_done, service.counters["checkpoints"], len(service.learner.replay)) == (
+        updates, checkpoints, 32)
+    assert service.checkpointer.latest_good() == good
 
 
 def test_rollback_loop_turns_into_a_stop(tmp_path):
