@@ -351,10 +351,9 @@ def collect(drivers: list[RayDriver], on_tick=None) -> None:
     last_log = time.monotonic()
     while any(d.pending or d.fleet.retry_at for d in drivers) and not first.stopper.requested:
         pending = owners(drivers)
-        ready = ray.wait(list(pending), num_returns=1, timeout=1.0)[0] if pending else []
-        if not ready and not pending:
+        if not pending:
             time.sleep(0.2)
-        for ref in ready:
+        for ref in headers_in(list(pending)):
             pending[ref].on_header(ref)
         for driver in drivers:
             driver.resubmit_due()
@@ -369,6 +368,16 @@ def collect(drivers: list[RayDriver], on_tick=None) -> None:
             for driver in drivers:
                 alive = f"actors={driver.fleet.alive_count}/{len(driver.fleet.actors)}"
                 log.info("%s%s", run_label(driver.run, driver.runs), format_progress(driver.progress, alive))
+
+
+def headers_in(refs: list) -> list:
+    """Every fragment header that has arrived, after waiting up to a second for the first. All of them are routed
+    (and their actors given their next fragment) before the driver next waits on the learner: taking one per turn, in
+    ``refs``' order, left the actors of the runs listed last waiting (in a 3-run Pendulum job on an H200, run 2 was at
+    9 600 env steps when run 0 was at 13 500)."""
+    if not refs or not ray.wait(refs, num_returns=1, timeout=1.0)[0]:
+        return []
+    return ray.wait(refs, num_returns=len(refs), timeout=0)[0]
 
 
 def finish_in_flight(drivers: list[RayDriver]) -> None:

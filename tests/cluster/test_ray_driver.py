@@ -262,3 +262,23 @@ def test_a_job_of_two_runs_that_fails_records_each_run_and_the_job(tmp_path: Pat
     job = json.loads((tmp_path / "final_stats.json").read_text())
     assert (job["exit_code"], [r["env_steps"] for r in job["runs"]]) == (3, [600, 650])
     assert json.loads((run_dirs[1] / "final_stats.json").read_text())["updates"] == 216
+
+
+def test_every_header_in_is_routed_in_one_turn_not_only_the_first_listed(monkeypatch) -> None:
+    """Three runs' headers, two of them in: both are taken (one per turn, in list order, starved the last runs)."""
+    arrived: list[str] = []
+    asked: list[tuple] = []
+
+    def wait(refs, num_returns, timeout):
+        asked.append((len(refs), num_returns, timeout))
+        ready = [ref for ref in refs if ref in arrived]
+        return ready[:num_returns], [ref for ref in refs if ref not in ready[:num_returns]]
+
+    monkeypatch.setattr(ray_driver.ray, "wait", wait)
+    refs = ["run 0 header", "run 1 header", "run 2 header"]
+    assert ray_driver.headers_in(refs) == [] and asked == [(3, 1, 1.0)]  # none within the second: nothing to route
+    arrived += ["run 2 header", "run 1 header"]
+    asked.clear()
+    assert ray_driver.headers_in(refs) == ["run 1 header", "run 2 header"]
+    assert asked == [(3, 1, 1.0), (3, 3, 0)]  # waits for the first, then takes all that are in without waiting
+    assert ray_driver.headers_in([]) == []
