@@ -19,6 +19,7 @@ from actors.worker import RolloutWorker
 from cluster.config import Config, config_hash, config_to_yaml
 from cluster.runner import make_schedule
 from learner.checkpoint import Checkpointer, NoGoodCheckpointError, checkpoint_root
+from learner.config import LearnerConfig
 from learner.learner import Dimensions, Learner, resolve_device
 from learner.metrics import TARGETS_FILE_NAME, MetricsExporter, target_host, write_file_sd
 from learner.safety import Safety, make_nan_response
@@ -180,9 +181,35 @@ def probe_dimensions(config: Config) -> Dimensions:
                       None if policy_part == provider.context_dim else policy_part)  # fmt: skip
 
 
+AUTO_COMPILE_MIN_UPDATES = 100_000
+"""``learner.fast_path: auto`` compiles only for a job that plans at least this many updates per run. On an H200 the
+compile took 16-25 s with cold caches and made a Pendulum-sized update 2.4x faster (3 215 against 1 312 per s,
+``bench/learner_startup.py``): its own time back after about 45 000 learner-bound updates, more where training slows
+or waits while it runs. Below the bar it only slows the job: the Pendulum job (3 runs, 14 000 updates each) reached
+-200 in 13.4 s on average with the plain graph, 18.7 s with the compile (warm caches) and 28.2 s cold
+(``bench/results/pendulum_joint_fast_path.md``)."""
+
+
+def planned_updates(config: Config) -> int:
+    """The updates a run plans: one per ``train.update_to_data`` env step after the warm-up."""
+    return int(max(0, config.train.total_env_steps - config.train.warmup_steps) * config.train.update_to_data)
+
+
+def job_learner_config(config: Config) -> LearnerConfig:
+    """``config.learner`` with ``fast_path: auto`` settled for this job: ``graph`` (never compiled) when it plans
+    fewer than ``AUTO_COMPILE_MIN_UPDATES`` updates per run; any other value as given."""
+    learner = config.learner
+    updates = planned_updates(config)
+    if learner.fast_path != "auto" or updates >= AUTO_COMPILE_MIN_UPDATES:
+        return learner
+    log.info("learner.fast_path auto: %d updates per run do not pay back torch.compile (under %d): the plain CUDA graph",
+             updates, AUTO_COMPILE_MIN_UPDATES)  # fmt: skip
+    return dataclasses.replace(learner, fast_path="graph")
+
+
 def make_learner(config: Config, dims: Dimensions) -> Learner:
     device = resolve_device(config.learner.device)
-    return Learner(dims, config.learner, config.replay, device, config.train.seed)
+    return Learner(dims, job_learner_config(config), config.replay, device, config.train.seed)
 
 
 def make_learner_service(

@@ -6,9 +6,9 @@ that started this project was cured by exactly these numbers.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import BeforeValidator, Field, PositiveInt
 
 from learner.types import config_section
 
@@ -44,12 +44,14 @@ class LearnerConfig:
     overlap_blocks: bool = True
     """Launch the next block before reading the last, so the device trains while the host records and guards it; a
     block that reading the last one invalidates (a rollback, a remedy's rates) is undone: the same updates either way."""
-    fast_path: Literal["auto", "compiled", "graph", "off"] = "auto"
+    fast_path: Annotated[Literal["auto", "compiled", "graph", "off"], BeforeValidator(lambda v: "off" if v is False else v)] = "auto"
     """On CUDA, each update one CUDA-graph replay of the SAC step; ``auto``: training starts at once with the
     graph of the plain maths while ``torch.compile`` builds the compiled ones in the background (20-25 s on an
     H200), then the graph is captured again with those; ``compiled``: the compiled maths from the first update
     (training waits for the compile; the same numbers from run to run); ``graph``: never compiled; ``off``: the same
-    step run eagerly (always eager off CUDA)."""
+    step run eagerly (always eager off CUDA; YAML's unquoted ``off`` is read as this, not as false). A job of ``auto``
+    plans its updates first: under 100 000 per run it takes ``graph`` (the compile would not pay back,
+    ``cluster.factory.AUTO_COMPILE_MIN_UPDATES``)."""
     matmul_precision: Literal["highest", "high", "bf16"] = "highest"
     """Matrix products of the networks: ``highest``: fp32; ``high``: TF32 on CUDA (fp32 elsewhere); ``bf16``: bfloat16
     autocast for the forward passes. Losses, optimizer, targets and statistics stay fp32 in every mode."""

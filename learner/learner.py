@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from learner.config import LearnerConfig, ReplayConfig
-from learner.graph import graphed_for
+from learner.graph import graphed_for, warm_up_device
 from learner.replay import ReplayBuffer
 from learner.sac import SAC
 from learner.types import Fragment, UpdateStats, VersionedWeights
@@ -97,6 +97,8 @@ class Learner:
         fast = device.type == "cuda" and config.fast_path != "off"
         self.blocks = graphed_for(self.sac.stack, config.fast_path) if fast else self.sac
         self.replay = ReplayBuffer(replay.capacity, dims.obs_dim, dims.context_dim, dims.action_dim, device, seed + 2)
+        if fast:
+            warm_up_device(self.sac.stack, [self.replay])
         self.gate = WeightGate(self.policy_tensors(), dims.policy_in, dims.action_dim, config.hidden_sizes)
         self.env_steps = 0
         self.weights_version = 0

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from cluster.config import load_config
-from cluster.factory import actor_seed, make_learner_service, make_worker, probe_dimensions
+from cluster.factory import (
+    actor_seed,
+    job_learner_config,
+    make_learner,
+    make_learner_service,
+    make_worker,
+    planned_updates,
+    probe_dimensions,
+)
 from learner.checkpoint import NoGoodCheckpointError
 from learner.learner import Dimensions
 from learner.types import ConfigValueError
@@ -43,3 +53,24 @@ def test_the_dynamics_map_needs_an_environment_that_reports_samples():
         "context.mode=dynamics_map", "env.id=actors.vehicle.gym_wrapper:VehicleGymEnv"])  # fmt: skip
     assert probe_dimensions(vehicle_as_gym) == Dimensions(34, 32, 1)  # the built-in env through the protocol
     assert probe_dimensions(pendulum.__class__(env=pendulum.env)) == Dimensions(3, 0, 1)  # no context: no need
+
+
+@pytest.mark.parametrize(
+    ("sets", "updates", "fast_path"),
+    [
+        (["train.total_env_steps=20000", "train.warmup_steps=1000"], 19_000, "graph"),  # the Pendulum job
+        (["train.total_env_steps=101000", "train.warmup_steps=1000"], 100_000, "auto"),  # at the bar: compiled
+        (["train.total_env_steps=100999", "train.warmup_steps=1000"], 99_999, "graph"),
+        (["train.total_env_steps=60000", "train.warmup_steps=10000", "train.update_to_data=2.0"], 100_000, "auto"),
+        (["train.total_env_steps=500", "train.warmup_steps=1000"], 0, "graph"),  # all warm-up: no update
+        (["train.total_env_steps=20000", "learner.fast_path=compiled"], 10_000, "compiled"),  # only auto is settled
+        (["train.total_env_steps=20000", "learner.fast_path=off"], 10_000, "off"),
+    ],
+)
+def test_auto_compiles_only_for_a_job_whose_updates_pay_the_compile_back(sets, updates, fast_path):
+    config = load_config(ROOT / "configs" / "smoke.yaml", ["train.warmup_steps=10000", "train.update_to_data=1.0", *sets])
+    assert planned_updates(config) == updates
+    settled = job_learner_config(config)
+    assert settled.fast_path == fast_path
+    assert dataclasses.replace(settled, fast_path=config.learner.fast_path) == config.learner  # nothing else changes
+    assert make_learner(config, probe_dimensions(config)).config.fast_path == fast_path  # what the learner gets

@@ -14,7 +14,7 @@ import dataclasses
 import pytest
 import torch
 
-from learner.graph import GraphedBlocks
+from learner.graph import GraphedBlocks, warm_up_device
 from learner.replay import ReplayBuffer
 from learner.sac import SAC
 from learner.stack import MATH, RunStack
@@ -105,21 +105,24 @@ def test_a_stand_in_hands_the_maths_what_the_real_step_does(runs):
 
 
 def test_background_work_runs_on_its_own_thread_one_at_a_time_and_hands_back_its_error():
-    """``in_background``: the compile's thread (events, not sleeps, order the two jobs)."""
+    """``in_background``: the compile's thread (events, not sleeps, order the two jobs), with the GIL handed back to
+    the training thread every 0.1 ms while it runs and Python's interval restored after."""
+    import sys
     import threading
 
     from learner import graph
 
     first_in, release, seen = threading.Event(), threading.Event(), []
+    interval = sys.getswitchinterval()
 
     def first() -> str:
-        seen.append(("first", threading.current_thread().name))
+        seen.append(("first", threading.current_thread().name, sys.getswitchinterval()))
         first_in.set()
         release.wait()
         return "built"
 
     def second() -> None:
-        seen.append(("second", threading.current_thread().name))
+        seen.append(("second", threading.current_thread().name, sys.getswitchinterval()))
         raise RuntimeError("inductor said no")
 
     one, two = graph.in_background(first), graph.in_background(second)
@@ -127,8 +130,27 @@ def test_background_work_runs_on_its_own_thread_one_at_a_time_and_hands_back_its
     assert not two.done() and {one, two} <= set(graph._BACKGROUND)  # the second waits: one compile at a time
     release.set()
     assert one.result() == "built" and isinstance(two.exception(), RuntimeError)
-    assert seen == [("first", "dmsac-compile"), ("second", "dmsac-compile")]
+    assert seen == [("first", "dmsac-compile", pytest.approx(1e-4)), ("second", "dmsac-compile", pytest.approx(1e-4))]
     assert one not in graph._BACKGROUND and two not in graph._BACKGROUND  # each left it before its result was set
+    assert sys.getswitchinterval() == interval == 0.005  # Python's default, back once the work ended (error or not)
+
+
+@pytest.mark.gpu
+@gpu
+def test_warming_the_gpu_up_leaves_the_run_its_replay_and_their_generators_as_they_were_on_cuda():
+    eager, graphed, blocks = pair()
+    eager_replay, graphed_replay = replays()
+    before = networks(graphed)
+    generators = [*graphed.stack.generators(), graphed_replay.generator]
+    states = [g.get_state() for g in generators]
+    assert warm_up_device(graphed.stack, [graphed_replay]) > 0
+    assert torch.equal(networks(graphed), before) and graphed.updates_done == 0
+    assert all(torch.equal(g.get_state(), state) for g, state in zip(generators, states, strict=True))
+    assert len(graphed_replay) == 200 and torch.equal(graphed_replay.rows, eager_replay.rows)
+    a, ia = eager.update_block(eager_replay, 4)  # and the run's own graph trains as if nothing had happened
+    b, ib = blocks.update_block(graphed_replay, 4)
+    assert torch.equal(ia, ib) and torch.allclose(b, a, rtol=1e-4, atol=1e-5)
+    assert_same_run(eager, graphed, before)
 
 
 @pytest.mark.gpu
