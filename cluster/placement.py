@@ -43,8 +43,9 @@ def connect(config: Config) -> bool:
         ray.init(address=running, **extra)
         log.info("joined the running Ray cluster at %s", running)
         return True
-    # Enough logical CPUs for every actor: a 2-core laptop still runs the whole job.
-    cpus = max(os.cpu_count() or 1, config.cluster.num_actors + 1)
+    # Enough logical CPUs for every actor (each run's rollout actors and the one learner): a 2-core laptop still
+    # runs the whole job.
+    cpus = max(os.cpu_count() or 1, config.cluster.num_actors * config.train.parallel_runs + 1)
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, **extra)
     log.info("started a local Ray instance with %d CPUs", cpus)
     return True

@@ -135,13 +135,7 @@ class Learner:
     def launch_block(self, count: int) -> LaunchedResult:
         """Start ``count`` updates without waiting for them (on CUDA: sampling and updates in the graph)."""
         vector, indices = self.blocks.update_block(self.replay, count)
-        if vector.device.type != "cuda":
-            return LaunchedResult(count, vector, indices, self.updates_done)
-        host = torch.empty(vector.shape, dtype=vector.dtype, pin_memory=True)
-        host.copy_(vector, non_blocking=True)
-        copied = torch.cuda.Event()
-        copied.record()
-        return LaunchedResult(count, host, indices, self.updates_done, copied)
+        return launched_result(vector, indices, count, self.updates_done)
 
     def replay_updates(self, indices: torch.Tensor) -> None:
         """Re-run updates on recorded batch indices (after a restore: reproduces the block's good prefix)."""
@@ -160,6 +154,10 @@ class Learner:
     def snapshot(self) -> dict:
         """A device copy of networks, targets, optimizers, temperature and RNGs (for rollback)."""
         return self.sac.device_snapshot()
+
+    def undo_point(self) -> tuple[dict, torch.Tensor]:
+        """What undoes the next block: the snapshot, and the replay sampler's generator state."""
+        return self.snapshot(), self.replay.generator.get_state()
 
     def restore(self, snapshot: dict) -> None:
         self.sac.restore_device_snapshot(snapshot)
@@ -204,6 +202,17 @@ class Learner:
     @property
     def updates_done(self) -> int:
         return self.sac.updates_done
+
+
+def launched_result(vector: torch.Tensor, indices: torch.Tensor, count: int, ended_at: int) -> LaunchedResult:
+    """A block just launched (``SAC.update_block``'s result), its statistics on their way to the host."""
+    if vector.device.type != "cuda":
+        return LaunchedResult(count, vector, indices, ended_at)
+    host = torch.empty(vector.shape, dtype=vector.dtype, pin_memory=True)
+    host.copy_(vector, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    return LaunchedResult(count, host, indices, ended_at, copied)
 
 
 def block_result(vector: torch.Tensor, indices: torch.Tensor, count: int, ended_at: int) -> BlockResult:

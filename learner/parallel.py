@@ -14,8 +14,9 @@ import logging
 import time
 
 from learner.graph import GraphedBlocks, graphed_for
-from learner.learner import block_result
-from learner.service import LearnerService
+from learner.learner import launched_result
+from learner.safety import NonFiniteStop
+from learner.service import LaunchedBlock, LearnerService
 from learner.stack import RunStack, update_blocks
 from learner.types import VersionedWeights
 
@@ -54,27 +55,65 @@ class JointTrainer:
         """Train every run what is due; per run, the weights to broadcast (None: not due, or refused by the gate).
 
         A block of ``n`` updates runs for every run that owes at least ``n``, ``n`` the least owed among them (at
-        most ``learner.block_updates``), while two or more runs owe updates. What one run owes after that it trains
-        alone where ``alone[k]`` (default: every run); elsewhere it waits for the next joint block (on Ray, while
-        the other runs still collect: training alone would need a graph of its own, captured and compiled apart).
+        most ``learner.block_updates``), while two or more runs owe updates. As for one run alone
+        (``learner.overlap_blocks``), the next joint block is launched before the previous one is read; a run whose
+        read changes where its next block starts (a rollback, new rates) has its part of that block undone. What
+        one run owes after that it trains alone where ``alone[k]`` (default: every run); elsewhere it waits for the
+        next joint block (on Ray, while the other runs still collect: training alone would need a graph of its own,
+        captured and compiled apart).
         """
         services = self.services
-        while not any(service.stopping for service in services):
-            dues = [service.updates_due() for service in services]
-            together = tuple(k for k, due in enumerate(dues) if due > 0)
-            if len(together) < 2:
+        in_flight = min(service.blocks_in_flight for service in services)
+        running: list[dict[int, LaunchedBlock]] = []
+        """Joint blocks launched and not yet read, oldest first: each run's part by service index."""
+        trained = [0] * len(services)
+        stop: NonFiniteStop | None = None
+        started = time.perf_counter()
+        while True:
+            while len(running) < in_flight and not any(service.stopping for service in services):
+                block = self.launch()
+                if block is None:
+                    break
+                running.append(block)
+                for k, part in block.items():
+                    trained[k] += part.result.count
+            if not running:
                 break
-            count = min(min(dues[k] for k in together), *(services[k].schedule.block_updates for k in together))
-            started = time.perf_counter()
-            snapshots = {k: services[k].learner.snapshot() for k in together}
-            for k, (vector, indices) in self.blocks(together, count).items():
-                services[k].after_block(block_result(vector, indices, count, services[k].learner.updates_done),
-                                        snapshots[k])  # fmt: skip
-            share = (time.perf_counter() - started) / len(together)
-            for k in together:  # each run's share of the joint block, in its training time
-                services[k].times.add("train", share)
+            for k, part in running.pop(0).items():
+                ahead = [block[k] for block in running if k in block]
+                launched_ahead = sum(block.result.count for block in ahead)
+                try:
+                    undone = services[k].finish(part, ahead)
+                except NonFiniteStop as error:  # its blocks ahead are undone; the other runs' are read and guarded
+                    stop, undone = stop or error, launched_ahead
+                if undone:  # this run's later parts were undone (as if never launched)
+                    for block in running:
+                        block.pop(k, None)
+                    trained[k] -= undone
+        if sum(trained):  # each run's share of the joint blocks, in its training time
+            spent = time.perf_counter() - started
+            for service, updates in zip(services, trained, strict=True):
+                service.times.add("train", spent * updates / sum(trained))
+        if stop is not None:
+            raise stop
         alone = alone or [True] * len(services)
         return [service.train(max_updates=None if may else 0) for service, may in zip(services, alone, strict=True)]
+
+    def launch(self) -> dict[int, LaunchedBlock] | None:
+        """The next joint block launched (each run's part, by service index), or None while fewer than two runs
+        owe updates."""
+        services = self.services
+        dues = [service.updates_due() for service in services]
+        together = tuple(k for k, due in enumerate(dues) if due > 0)
+        if len(together) < 2:
+            return None
+        count = min(min(dues[k] for k in together), *(services[k].schedule.block_updates for k in together))
+        before = {k: services[k].learner.undo_point() for k in together}
+        results = self.blocks(together, count)
+        return {
+            k: LaunchedBlock(*before[k], launched_result(vector, indices, count, services[k].learner.updates_done))
+            for k, (vector, indices) in results.items()
+        }
 
     def own_graphs(self, fast_path: str) -> None:
         """A new graph of ``fast_path`` for each joined run's own stack (where it has a graph: on CUDA)."""

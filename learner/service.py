@@ -230,9 +230,8 @@ class LearnerService:
         return min(due, self.schedule.block_updates)
 
     def launch(self, count: int) -> LaunchedBlock:
-        learner = self.learner
-        snapshot, sampler_state = learner.snapshot(), learner.replay.generator.get_state()
-        return LaunchedBlock(snapshot, sampler_state, learner.launch_block(count))
+        undo_point = self.learner.undo_point()
+        return LaunchedBlock(*undo_point, self.learner.launch_block(count))
 
     def finish(self, block: LaunchedBlock, ahead: list[LaunchedBlock]) -> int:
         """Read a block (the host's one wait for it), record and guard it. A block launched after it (``ahead``)

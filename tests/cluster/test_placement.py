@@ -69,6 +69,16 @@ def test_where_the_driver_connects(monkeypatch, address, running, expected):
     assert placement.connect(config) is True and calls == [expected]  # 8 actors + the learner: 9 logical CPUs
 
 
+def test_a_local_instance_has_a_cpu_for_every_runs_actors(monkeypatch):
+    calls = []
+    monkeypatch.setattr(placement.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(placement.ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    config = build(Config, {"cluster": {"address": "local", "num_actors": 2}, "train": {"parallel_runs": 3}}, "t.yaml")
+    placement.connect(config)
+    assert calls[0]["num_cpus"] == 7  # 3 runs x 2 rollout actors + the learner
+
+
 @pytest.mark.parametrize(
     ("device", "fraction", "gpus", "expected"),
     [

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from learner.parallel import JointTrainer, may_train_alone, time_to_train
-from learner.safety import RollbackToLastGood, Safety, SafetyConfig
+from learner.safety import NonFiniteStop, RollbackToLastGood, Safety, SafetyConfig, Stop
 from learner.service import LearnerService, Schedule
 from tests.learner.helpers import RUN_ALONE_TOLERANCE, make_fragment, make_learner, with_config
 from tests.learner.test_safety import one_shot_nan_at
@@ -88,6 +88,55 @@ def test_a_non_finite_update_rolls_back_only_its_own_run():
     assert [s.safety.counts["rollbacks"] for s in joint] == [0, 1, 0]
     assert [s.safety.counts["nan_blocks"] for s in joint] == [0, 1, 0]
     assert all(torch.isfinite(state(s)).all() for s in joint)
+
+
+def recorded(trainer: JointTrainer, services: list[LearnerService]) -> list:
+    """The order of the trainer's joint launches and the runs' reads, as it happens."""
+    events: list = []
+    launch = trainer.launch
+    trainer.launch = lambda: (block := launch()) is not None and events.append("launch") or block
+    for k, service in enumerate(services):
+        finish = service.finish
+        service.finish = lambda part, ahead, k=k, finish=finish: events.append(("read", k)) or finish(part, ahead)
+    return events
+
+
+def test_the_next_joint_block_runs_while_the_host_reads_the_one_before():
+    """Two joint blocks in flight (``learner.overlap_blocks``): every read but the last block's has the next block
+    launched already; the runs end where they end one block at a time."""
+    services, one_at_a_time = make_services(), make_services()
+    for service in one_at_a_time:
+        service.blocks_in_flight = 1
+    for runs in (services, one_at_a_time):
+        for k, service in enumerate(runs):  # 20 updates each: 4 blocks of 5
+            service.ingest(make_fragment(steps=10, envs=2, seq=1, seed=k))
+    trainer = JointTrainer(services)
+    events = recorded(trainer, services)
+    trainer.train()
+    reads = [("read", 0), ("read", 1), ("read", 2)]
+    assert events == ["launch", "launch", *reads, "launch", *reads, "launch", *reads, *reads]
+    JointTrainer(one_at_a_time).train()
+    assert_same_runs(services, one_at_a_time)
+
+
+def test_a_run_stopped_on_a_non_finite_update_leaves_the_others_blocks_read_and_guarded():
+    """Run 1's response is to stop: its later block in flight is undone; the other runs' blocks in flight are still
+    read (statistics recorded, guarded), no block starts after the stop, and the stop is raised."""
+    services = make_services()
+    services[1].safety = Safety(SAFETY, Stop(), "")
+    services[1].learner.sac.grad_hook = one_shot_nan_at(7)  # in run 1's second block
+    for k, service in enumerate(services):
+        service.ingest(make_fragment(steps=10, envs=2, seq=1, seed=k))
+    trainer = JointTrainer(services)
+    events = recorded(trainer, services)
+    with pytest.raises(NonFiniteStop):
+        trainer.train()
+    reads = [("read", 0), ("read", 1), ("read", 2)]
+    assert events == ["launch", "launch", *reads, "launch", *reads, ("read", 0), ("read", 2)]
+    assert services[1].learner.updates_done == 7  # back to just before the bad update; the block after it undone
+    assert [s.learner.updates_done for s in (services[0], services[2])] == [15, 15]  # three blocks each, all read
+    assert [s.safety.counts["nan_blocks"] for s in services] == [0, 1, 0]
+    assert all(torch.isfinite(state(s)).all() for s in services)
 
 
 def test_a_stop_request_ends_the_lockstep_blocks():
