@@ -113,7 +113,7 @@ def alone(args: argparse.Namespace, overrides: list[str]) -> dict:
     wait_for_compiled_maths(learner)
     rates, _ = rounds(args, lambda: learner.update_block(block), block, sync)
     return {"device": str(learner.device), "block_updates": block, "batch": config.learner.batch_size,
-            "fast_path": config.learner.fast_path, "rates": rates, "median": statistics.median(rates)}  # fmt: skip
+            "fast_path": learner.config.fast_path, "rates": rates, "median": statistics.median(rates)}  # fmt: skip
 
 
 def service_alone(args: argparse.Namespace, overrides: list[str], work: Path) -> dict:
@@ -307,10 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     report = {"benchmark": args.name, "machine": machine(), "command": command_line(), "config": args.config,
               "actors": args.actors, "steps": args.steps, "overrides": args.overrides}  # fmt: skip
     print("the learner alone ...", flush=True)
-    report["alone"] = alone(args, [*args.overrides, f"cluster.num_actors={args.actors}"])
+    # the job's budget too: with fast_path auto it decides whether the job compiles (cluster.factory.job_learner_config)
+    as_in_job = [*args.overrides, f"cluster.num_actors={args.actors}", f"train.total_env_steps={args.steps}"]
+    report["alone"] = alone(args, as_in_job)
     print(f"  {report['alone']['median']:,.0f} updates/s; the learner in its service ...", flush=True)
     with tempfile.TemporaryDirectory(prefix="in_job_service_") as work:
-        report["service"] = service_alone(args, [*args.overrides, f"cluster.num_actors={args.actors}"], Path(work))
+        report["service"] = service_alone(args, as_in_job, Path(work))
     print(f"  {report['service']['median']:,.0f} updates/s; the job ...", flush=True)
     if args.skip_job:
         text = "\n".join(time_lines({**report, "job": {}}))

@@ -181,13 +181,15 @@ def probe_dimensions(config: Config) -> Dimensions:
                       None if policy_part == provider.context_dim else policy_part)  # fmt: skip
 
 
-AUTO_COMPILE_MIN_UPDATES = 100_000
+AUTO_COMPILE_MIN_UPDATES = 40_000
 """``learner.fast_path: auto`` compiles only for a job that plans at least this many updates per run. On an H200 the
-compile took 16-25 s with cold caches and made a Pendulum-sized update 2.4x faster (3 215 against 1 312 per s,
-``bench/learner_startup.py``): its own time back after about 45 000 learner-bound updates, more where training slows
-or waits while it runs. Below the bar it only slows the job: the Pendulum job (3 runs, 14 000 updates each) reached
+compile took 16-25 s with cold caches (training goes on beside it, slower) and made a Pendulum-sized update 2.4x
+faster (3 215 against 1 312 per s, ``bench/learner_startup.py``): its time back after some 30 000-45 000
+learner-bound updates. Below the bar it only slows the job: the Pendulum job (3 runs, 14 000 updates each) reached
 -200 in 13.4 s on average with the plain graph, 18.7 s with the compile (warm caches) and 28.2 s cold
-(``bench/results/pendulum_joint_fast_path.md``)."""
+(``bench/results/pendulum_joint_fast_path.md``). Above it, it pays: the vehicle job of 8 actors and 61 680 updates
+trained 1 308 updates/s with the plain graph (67 s for the run), 3 395 once compiled in the background (47 s)
+(``bench/results/in_job_rate_plain_graph.md``, ``in_job_rate_8_stacked.md``)."""
 
 
 def planned_updates(config: Config) -> int:

@@ -50,7 +50,7 @@ class LearnerConfig:
     H200), then the graph is captured again with those; ``compiled``: the compiled maths from the first update
     (training waits for the compile; the same numbers from run to run); ``graph``: never compiled; ``off``: the same
     step run eagerly (always eager off CUDA; YAML's unquoted ``off`` is read as this, not as false). A job of ``auto``
-    plans its updates first: under 100 000 per run it takes ``graph`` (the compile would not pay back,
+    plans its updates first: under 40 000 per run it takes ``graph`` (the compile would not pay back,
     ``cluster.factory.AUTO_COMPILE_MIN_UPDATES``)."""
     matmul_precision: Literal["highest", "high", "bf16"] = "highest"
     """Matrix products of the networks: ``highest``: fp32; ``high``: TF32 on CUDA (fp32 elsewhere); ``bf16``: bfloat16
