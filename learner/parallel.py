@@ -71,25 +71,16 @@ class JointTrainer:
         started = time.perf_counter()
         while True:
             while len(running) < in_flight and not any(service.stopping for service in services):
-                block = self.launch()
-                if block is None:
+                launched = self.launch()
+                if launched is None:
                     break
-                running.append(block)
-                for k, part in block.items():
+                running.append(launched)
+                for k, part in launched.items():
                     trained[k] += part.result.count
             if not running:
                 break
-            for k, part in running.pop(0).items():
-                ahead = [block[k] for block in running if k in block]
-                launched_ahead = sum(block.result.count for block in ahead)
-                try:
-                    undone = services[k].finish(part, ahead)
-                except NonFiniteStop as error:  # its blocks ahead are undone; the other runs' are read and guarded
-                    stop, undone = stop or error, launched_ahead
-                if undone:  # this run's later parts were undone (as if never launched)
-                    for block in running:
-                        block.pop(k, None)
-                    trained[k] -= undone
+            stopped = self.read(running.pop(0), running, trained)
+            stop = stop or stopped  # the first
         if sum(trained):  # each run's share of the joint blocks, in its training time
             spent = time.perf_counter() - started
             for service, updates in zip(services, trained, strict=True):
@@ -98,6 +89,25 @@ class JointTrainer:
             raise stop
         alone = alone or [True] * len(services)
         return [service.train(max_updates=None if may else 0) for service, may in zip(services, alone, strict=True)]
+
+    def read(self, oldest: dict[int, LaunchedBlock], running: list[dict[int, LaunchedBlock]],
+             trained: list[int]) -> NonFiniteStop | None:  # fmt: skip
+        """Read, record and guard each run's part of the ``oldest`` joint block. A run whose read undoes its parts
+        of the blocks still ``running`` (a rollback, new rates, a stop) leaves them: they are dropped there and off
+        its ``trained`` count. Returns the first stop raised (the other runs' parts are read and guarded first)."""
+        stop = None
+        for k, part in oldest.items():
+            ahead = [later[k] for later in running if k in later]
+            launched_ahead = sum(later.result.count for later in ahead)
+            try:
+                undone = self.services[k].finish(part, ahead)
+            except NonFiniteStop as error:  # finish undid its blocks ahead before raising
+                stop, undone = stop or error, launched_ahead
+            if undone:
+                for later in running:
+                    later.pop(k, None)
+                trained[k] -= undone
+        return stop
 
     def launch(self) -> dict[int, LaunchedBlock] | None:
         """The next joint block launched (each run's part, by service index), or None while fewer than two runs

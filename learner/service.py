@@ -230,7 +230,7 @@ class LearnerService:
         return min(due, self.schedule.block_updates)
 
     def launch(self, count: int) -> LaunchedBlock:
-        undo_point = self.learner.undo_point()
+        undo_point = self.learner.undo_point()  # before the launch: the state the block starts from
         return LaunchedBlock(*undo_point, self.learner.launch_block(count))
 
     def finish(self, block: LaunchedBlock, ahead: list[LaunchedBlock]) -> int:
