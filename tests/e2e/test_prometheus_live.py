@@ -58,21 +58,29 @@ def api(url: str, path: str, params: dict[str, str] | None = None) -> Any:
     return body["data"]
 
 
-def instant(url: str, expr: str) -> list[dict[str, Any]]:
-    data = api(url, "/api/v1/query", {"query": expr})
+def instant(url: str, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+    """``expr`` evaluated now, or at the Unix time ``at``."""
+    data = api(url, "/api/v1/query", {"query": expr, **({"time": f"{at:.3f}"} if at is not None else {})})
     assert data["resultType"] == "vector", (expr, data)
     return data["result"]
 
 
-def value(url: str, expr: str) -> float:
+def value(url: str, expr: str, at: float | None = None) -> float:
     """The value of a query that must return exactly one series."""
-    result = instant(url, expr)
-    assert len(result) == 1, (expr, result)
+    result = instant(url, expr, at)
+    assert len(result) == 1, (expr, at, result)
     return float(result[0]["value"][1])
 
 
-def by_label(url: str, expr: str, label: str) -> dict[str, float]:
-    return {s["metric"][label]: float(s["value"][1]) for s in instant(url, expr)}
+def by_label(url: str, expr: str, label: str, at: float | None = None) -> dict[str, float]:
+    return {s["metric"][label]: float(s["value"][1]) for s in instant(url, expr, at)}
+
+
+def settled_instant() -> float:
+    """An instant whose scrapes are all in: scrapes start every second and time out after one, so none that
+    started before two seconds ago is still running. Queries at it answer the same however often they are asked;
+    at "now" a scrape that times out on a busy machine turns the series stale between two queries."""
+    return time.time() - 2.0
 
 
 def firing(url: str) -> dict[str, dict[str, Any]]:
@@ -95,6 +103,8 @@ class LiveCheck:
         self.started = time.time()
         self.first_scrape: list[dict[str, Any]] | None = None
         self.checked: dict[str, Any] = {}
+        self.at: float | None = None
+        """The instant the series checks read (``check_series``)."""
 
     def __call__(self, driver) -> None:
         if self.first_scrape is None:  # the first tick comes early: hold until Prometheus has a sample of the run
@@ -112,14 +122,21 @@ class LiveCheck:
         self.check_panels()
 
     def scraped(self, metric: str) -> float:
-        return value(self.url, f"{metric}{self.sel}")
+        return value(self.url, f"{metric}{self.sel}", self.at)
 
     def check_series(self, progress, instance: str) -> None:
         url, sel = self.url, self.sel
-        ph.wait_until(lambda: instant(url, f"dmsac_learner_updates_total{sel} == {progress.updates}"), TIMEOUT)
-        ph.wait_until(lambda: instant(url, f"dmsac_env_steps_total{sel} == {progress.env_steps}"), TIMEOUT)
-        assert value(url, f'up{{job="{self.config.alerts.job}",instance="{instance}"}}') == 1.0
-        [info] = instant(url, f"dmsac_build_info{sel}")
+        settled = f"dmsac_learner_updates_total{sel} == {progress.updates} and dmsac_env_steps_total{sel} == {progress.env_steps}"
+
+        def settled_at() -> float | None:
+            at = settled_instant()
+            return at if instant(url, settled, at) else None
+
+        self.at = ph.wait_until(settled_at, TIMEOUT)  # every series below is read at this instant: one scrape's figures
+        at = self.at
+        assert value(url, f"dmsac_env_steps_total{sel}", at) == progress.env_steps
+        assert value(url, f'up{{job="{self.config.alerts.job}",instance="{instance}"}}', at) == 1.0
+        [info] = instant(url, f"dmsac_build_info{sel}", at)
         assert info["metric"]["run"] == self.run_dir.name and info["metric"]["instance"] == instance
         assert float(info["value"][1]) == 1.0
         assert 0 < progress.updates <= self.config.train.update_to_data * progress.env_steps
@@ -136,11 +153,11 @@ class LiveCheck:
         learner = self.config.learner
         assert self.scraped("dmsac_grad_clip_norm") == learner.max_grad_norm
         assert self.scraped("dmsac_reward_scale") == learner.reward_scale
-        assert by_label(url, f"dmsac_learning_rate{sel}", "network") == {"policy": learner.lr, "q": learner.lr}
-        clipped = by_label(url, f"dmsac_grad_clipped_total{sel}", "network")
+        assert by_label(url, f"dmsac_learning_rate{sel}", "network", at) == {"policy": learner.lr, "q": learner.lr}
+        clipped = by_label(url, f"dmsac_grad_clipped_total{sel}", "network", at)
         assert set(clipped) == {"policy", "q"} and all(0 <= n <= progress.updates for n in clipped.values())
-        assert by_label(url, f"dmsac_nan_events_total{sel}", "source") == dict.fromkeys(NAN_SOURCES, 0.0)
-        assert by_label(url, f"dmsac_weights_rejected_total{sel}", "reason") == dict.fromkeys(
+        assert by_label(url, f"dmsac_nan_events_total{sel}", "source", at) == dict.fromkeys(NAN_SOURCES, 0.0)
+        assert by_label(url, f"dmsac_weights_rejected_total{sel}", "reason", at) == dict.fromkeys(
             WEIGHT_REJECT_REASONS, 0.0
         )
         assert self.scraped("dmsac_rollbacks_total") == 0.0
@@ -148,7 +165,7 @@ class LiveCheck:
         assert self.scraped("dmsac_actor_restarts_total") == 0.0
         assert self.scraped("dmsac_learner_restarts_total") == 0.0
         for metric in ("dmsac_context_fallbacks_total", "dmsac_transitions_rejected_total"):
-            counts = instant(url, f"{metric}{sel}")
+            counts = instant(url, f"{metric}{sel}", at)
             assert counts and all(float(s["value"][1]) == 0.0 for s in counts), metric
 
     def check_update_stats(self, stats) -> None:
@@ -194,18 +211,22 @@ class LiveCheck:
         on_disk = json.loads((ROOT / "deploy" / "grafana" / "dashboard.json").read_text())
         assert len(panel_queries(on_disk)) == len(queries)  # the shipped board has the same targets
 
-        def empty() -> list[str]:
-            return [f"{title}: {expr}" for title, expr in queries if not instant(self.url, expr)]
+        def empty(at: float) -> list[str]:
+            return [f"{title}: {expr}" for title, expr in queries if not instant(self.url, expr, at)]
+
+        def all_answer() -> float | None:
+            at = settled_instant()
+            return at if not empty(at) else None
 
         try:
-            ph.wait_until(lambda: not empty() or None, TIMEOUT, interval=0.5)
+            at = ph.wait_until(all_answer, TIMEOUT, interval=0.5)
         except TimeoutError:
-            pytest.fail(f"panel queries with an empty result: {empty()}")
+            pytest.fail(f"panel queries with an empty result: {empty(settled_instant())}")
         for title, expr in queries:
-            for sample in instant(self.url, expr):
+            for sample in instant(self.url, expr, at):
                 assert math.isfinite(float(sample["value"][1])), (title, expr, sample)
         ratio = dict(queries)["Update-to-data ratio"]
-        assert 0.0 < value(self.url, ratio) <= 1.1 * self.config.train.update_to_data
+        assert 0.0 < value(self.url, ratio, at) <= 1.1 * self.config.train.update_to_data
 
 
 def test_prometheus_scrapes_a_ray_run_fires_induced_alerts_and_answers_every_panel(
