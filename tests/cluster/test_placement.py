@@ -14,6 +14,16 @@ from cluster.runner import CapacityError
 CLUSTER = ({"CPU": 2.0, "memory": 1e9, "node:127.0.0.1": 1.0}, {"memory": 1e9})
 
 
+@pytest.fixture
+def init_calls(monkeypatch) -> list[dict]:
+    """The keyword arguments of every ``ray.init`` the driver makes, on a 2-core machine with no Ray connected."""
+    calls: list[dict] = []
+    monkeypatch.setattr(placement.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(placement.ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    return calls
+
+
 def watch(demands: list[dict[str, float]]) -> SchedulingWatch:
     return SchedulingWatch(timeout_s=0.0, demands=lambda: demands, every_s=0.0, cluster=lambda: CLUSTER)
 
@@ -59,24 +69,16 @@ def test_a_demand_must_last_the_timeout():
         ("10.0.0.5:6379", None, {"address": "10.0.0.5:6379"}),
     ],
 )  # fmt: skip
-def test_where_the_driver_connects(monkeypatch, address, running, expected):
-    calls = []
-    monkeypatch.setattr(placement.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(placement.ray, "init", lambda **kwargs: calls.append(kwargs))
+def test_where_the_driver_connects(monkeypatch, init_calls, address, running, expected):
     monkeypatch.setattr(placement, "running_cluster_address", lambda: running)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     config = build(Config, {"cluster": {"address": address, "num_actors": 8}}, "test.yaml")
-    assert placement.connect(config) is True and calls == [expected]  # 8 actors + the learner: 9 logical CPUs
+    assert placement.connect(config) is True and init_calls == [expected]  # 8 actors + the learner: 9 logical CPUs
 
 
-def test_a_local_instance_has_a_cpu_for_every_runs_actors(monkeypatch):
-    calls = []
-    monkeypatch.setattr(placement.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(placement.ray, "init", lambda **kwargs: calls.append(kwargs))
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+def test_a_local_instance_has_a_cpu_for_every_runs_actors(init_calls):
     config = build(Config, {"cluster": {"address": "local", "num_actors": 2}, "train": {"parallel_runs": 3}}, "t.yaml")
     placement.connect(config)
-    assert calls[0]["num_cpus"] == 7  # 3 runs x 2 rollout actors + the learner
+    assert init_calls[0]["num_cpus"] == 7  # 3 runs x 2 rollout actors + the learner
 
 
 @pytest.mark.parametrize(

@@ -62,8 +62,12 @@ def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
+SCRAPE_INTERVAL_S = 1
+"""The tests' scrape interval and timeout (``local_prometheus_dir``'s default)."""
+
+
 def local_prometheus_dir(
-    run_dir: Path, rules_text: str, scrape_interval: str = "1s", evaluation_interval: str = "1s"
+    run_dir: Path, rules_text: str, scrape_interval: str = f"{SCRAPE_INTERVAL_S}s", evaluation_interval: str = "1s"
 ) -> Path:
     """``<run_dir>/prometheus/`` with the shipped local config (intervals replaced) and ``rules_text`` as alerts.yml."""
     config = yaml.safe_load((PROM_DIR / "prometheus.local.yml").read_text())

@@ -94,10 +94,23 @@ def recorded(trainer: JointTrainer, services: list[LearnerService]) -> list:
     """The order of the trainer's joint launches and the runs' reads, as it happens."""
     events: list = []
     launch = trainer.launch
-    trainer.launch = lambda: (block := launch()) is not None and events.append("launch") or block
+
+    def launch_recorded():
+        block = launch()
+        if block is not None:
+            events.append("launch")
+        return block
+
+    def read_recorded(k: int, finish):
+        def read(part, ahead):
+            events.append(("read", k))
+            return finish(part, ahead)
+
+        return read
+
+    trainer.launch = launch_recorded
     for k, service in enumerate(services):
-        finish = service.finish
-        service.finish = lambda part, ahead, k=k, finish=finish: events.append(("read", k)) or finish(part, ahead)
+        service.finish = read_recorded(k, service.finish)
     return events
 
 
