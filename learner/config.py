@@ -53,8 +53,9 @@ class LearnerConfig:
     plans its updates first: under 40 000 per run it takes ``graph`` (the compile would not pay back,
     ``cluster.factory.AUTO_COMPILE_MIN_UPDATES``)."""
     matmul_precision: Literal["highest", "high", "bf16"] = "highest"
-    """Matrix products of the networks: ``highest``: fp32; ``high``: TF32 on CUDA (fp32 elsewhere); ``bf16``: bfloat16
-    autocast for the forward passes. Losses, optimizer, targets and statistics stay fp32 in every mode."""
+    """Matrix products of the networks: ``highest``: fp32; ``high``: TF32 on CUDA (fp32 elsewhere); ``bf16``: the
+    forward products on bfloat16 copies of the weights (cast once per update, as autocast would cast them at each
+    use), weight gradients in fp32. Weights, losses, optimizer, targets and statistics stay fp32 in every mode."""
     broadcast_every: int = Field(100, ge=1)
     """Updates between weight broadcasts to the actors (each one passes the weight gate)."""
 

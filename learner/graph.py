@@ -22,7 +22,7 @@ from concurrent.futures import Future
 import torch
 
 from learner.replay import ReplayBuffer
-from learner.stack import MATH, RunStack, update_blocks
+from learner.stack import COMPILED_FORMS, MATH, RunStack, update_blocks
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ _COMPILE_LOCK = threading.Lock()
 """Held by the background compile running (one at a time: torch.compile is not thread-safe)."""
 _BACKGROUND: list[Future] = []
 """Background compiles not yet finished."""
+RECOMPILE_LIMIT = 64
+"""Compiles torch keeps of one function (its default, 8, then runs it eagerly): ``bias_relu`` alone is compiled four
+times for one stack (the policy's layers, the targets', the critics' with and without their gradients), again for
+each other shape, precision and batch in the process — a bench of several, a joint job of runs of several shapes."""
 BACKGROUND_SWITCH_INTERVAL_S = 1e-4
 """Python's GIL switch interval while a background compile runs (default 5 ms). The training thread gives the GIL up
 at every graph replay and waits up to an interval to take it back from the compile (pure Python): at 5 ms a
@@ -39,9 +43,12 @@ Pendulum-sized run trained 739 updates/s beside the compile against 3 230 after 
 
 
 def compiled_math() -> dict[str, Callable]:
-    """``MATH`` through ``torch.compile``; built once per process, shared by every learner."""
+    """``MATH`` through ``torch.compile`` (``COMPILED_FORMS`` where given); built once per process, shared by every
+    learner."""
     if not _COMPILED:
-        _COMPILED.update({k: torch.compile(f, dynamic=False, fullgraph=True) for k, f in MATH.items()})
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        forms = {k: COMPILED_FORMS.get(k, f) for k, f in MATH.items()}
+        _COMPILED.update({k: torch.compile(f, dynamic=False, fullgraph=True) for k, f in forms.items()})
     return _COMPILED
 
 

@@ -13,11 +13,16 @@ from learner.networks import (
     LOG_STD_MIN,
     Actor,
     TwinCritic,
+    bias_relu,
+    bias_relu_fused,
     gaussian_parameters,
+    hidden_layer,
     mlp,
     policy_head,
     squashed_gaussian_log_prob,
+    stacked_linear,
 )
+from learner.stack import low_precision_copies
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -92,3 +97,69 @@ def test_twin_critic_equals_two_separate_mlps_built_from_its_stacked_layers():
             h = torch.relu(h) if layer < 2 else h
         assert torch.allclose(q[network], h.squeeze(-1), atol=1e-6)
     assert not torch.equal(critic.weights[0][0], critic.weights[0][1])  # two independent initialisations
+
+
+def test_low_precision_copies_are_each_tensors_cast_held_in_one_buffer():
+    tensors = [torch.randn(2, 3, 4), torch.randn(2, 3), torch.randn(5)]
+    copies = low_precision_copies(tensors, torch.bfloat16)
+    for copy, tensor in zip(copies, tensors, strict=True):
+        assert copy.dtype == torch.bfloat16 and torch.equal(copy, tensor.to(torch.bfloat16))
+    storages = {c.untyped_storage().data_ptr() for c in copies}
+    assert len(storages) == 1 and copies[1].storage_offset() == 24 and copies[2].storage_offset() == 30
+
+
+@pytest.mark.parametrize("feature_major", [False, True])
+def test_a_layer_on_low_precision_copies_multiplies_in_bf16_and_hands_float32_gradients(feature_major):
+    """The products on the bf16 copies (as autocast runs them); the weight and bias gradients are those products'
+    in float32, for the float32 parameters; the input's gradient in its own dtype."""
+    torch.manual_seed(0)
+    weight, bias = torch.randn(2, 5, 3, requires_grad=True), torch.randn(2, 5, requires_grad=True)
+    x = torch.randn(2, 3, 7) if feature_major else torch.randn(2, 7, 3)
+    x.requires_grad_(True)
+    low = tuple(low_precision_copies([weight, bias], torch.bfloat16))
+    out = stacked_linear(x, weight, bias, feature_major=feature_major, low=low)
+    lx, lw, lb = (t.float() for t in (x.detach().bfloat16(), *low))  # the bf16 operands' values, multiplied exactly
+    want = (lw @ lx + lb.unsqueeze(-1)) if feature_major else (lx @ lw.transpose(1, 2) + lb.unsqueeze(1))
+    assert out.dtype == torch.bfloat16 and torch.allclose(out.float(), want, rtol=2**-8, atol=1e-6)  # one rounding
+    grad = torch.randn(out.shape).bfloat16()
+    out.backward(grad)
+    rows = (grad if feature_major else grad.transpose(1, 2)).float()  # [2, 5, 7]
+    want_weight = rows @ (lx.transpose(1, 2) if feature_major else lx)
+    assert weight.grad.dtype == bias.grad.dtype == torch.float32 and x.grad.dtype == torch.float32
+    assert torch.allclose(weight.grad, want_weight, rtol=2**-7, atol=1e-6)
+    assert torch.allclose(bias.grad, rows.sum(-1), rtol=2**-7, atol=1e-6)
+
+
+@pytest.mark.parametrize("feature_major", [False, True])
+@pytest.mark.parametrize("form", [bias_relu, bias_relu_fused])
+def test_a_hidden_layers_bias_and_relu_and_their_gradients_are_autograds(form, feature_major):
+    """``bias_relu`` (the bias gradient a GEMV) and the form torch.compile fuses, against autograd on the plain
+    expression: values, the product's gradient (zero where the ReLU cut) and the bias's (its sum over the batch)."""
+    torch.manual_seed(1)
+    y = torch.randn(3, 5, 7) if feature_major else torch.randn(3, 7, 5)  # [M, out, N] or [K, N, out]
+    bias = torch.randn(3, 5)
+    grad = torch.randn(y.shape)
+    expanded = (lambda b: b.unsqueeze(-1)) if feature_major else (lambda b: b.unsqueeze(1))
+    y_ref, bias_ref = y.clone().requires_grad_(True), bias.clone().requires_grad_(True)
+    want = torch.relu(y_ref + expanded(bias_ref))
+    want.backward(grad)
+    y.requires_grad_(True), bias.requires_grad_(True)
+    got = form(y, bias, None, feature_major)
+    got.backward(grad)
+    assert torch.equal(got, want) and torch.equal(y.grad, y_ref.grad)
+    assert torch.allclose(bias.grad, bias_ref.grad, rtol=1e-6, atol=1e-6)
+    assert (y.grad == 0).sum() == (want == 0).sum() > 0  # the ReLU cut somewhere, and the gradient with it
+
+
+def test_a_hidden_layer_on_low_precision_copies_adds_the_low_bias_and_hands_float32_gradients():
+    torch.manual_seed(2)
+    weight, bias = torch.randn(2, 5, 3, requires_grad=True), torch.randn(2, 5, requires_grad=True)
+    x = torch.randn(2, 3, 7)
+    low = tuple(low_precision_copies([weight, bias], torch.bfloat16))
+    out = hidden_layer(x, weight, bias, low, True, bias_relu)
+    product = (low[0].float() @ x.bfloat16().float()).bfloat16()  # the bf16 product, then the bf16 bias
+    want = torch.relu(product + low[1].unsqueeze(-1))
+    assert out.dtype == torch.bfloat16 and torch.allclose(out.float(), want.float(), rtol=2**-7, atol=1e-2)
+    out.float().sum().backward()
+    assert weight.grad.dtype == bias.grad.dtype == torch.float32
+    assert torch.equal(bias.grad, (out > 0).float().sum(-1))  # ones through the ReLU's gate, summed exactly

@@ -10,7 +10,7 @@ import torch
 
 from learner.replay import ReplayBuffer, transition_rows
 from learner.sac import SAC
-from learner.stack import copies_of, summarize_block
+from learner.stack import MATH, copies_of, low_precision_copies, summarize_block
 from learner.types import STAT_FIELDS, UpdateStats, stat_index
 from tests.learner.helpers import DIMS, random_batch, random_rows, with_config
 
@@ -193,6 +193,26 @@ def test_bf16_matmuls_track_the_fp32_update_and_keep_fp32_state():
     assert drift.norm() / change.norm() < 0.25  # ten Adam steps (early, nearly sign steps): 15 % measured
     assert {t.dtype for t in bf16.state_tensors()} == {torch.float32}  # weights, targets, moments stay fp32
     assert not torch.equal(params(bf16.critic), params(exact.critic))  # bf16 really ran
+
+
+def test_bf16_casts_the_weights_once_per_pass_and_the_policy_loss_sees_the_critics_after_their_step():
+    """bf16: one cast of the policy, critics and targets before the critic loss, one of the critics after their
+    Adam step (SAC's policy loss is taken on the updated critics), and no other cast of a weight."""
+    sac = make_sac(matmul_precision="bf16", lr=1e-2)
+    critic = lambda: torch.cat([p.detach().reshape(-1) for p in sac.critic.ordered()])  # noqa: E731 - the stack's order
+    critic_before = critic().clone()
+    seen = []
+
+    def recording(tensors, dtype):
+        seen.append(torch.cat([t.detach().reshape(-1) for t in tensors]).clone())
+        return low_precision_copies(tensors, dtype)
+
+    sac.stack.math = dict(MATH, low_precision_copies=recording)
+    sac.update(random_rows(seed=1))
+    actor, critics = len(params(sac.actor)), len(critic_before)
+    assert [len(s) for s in seen] == [actor + 2 * critics, critics]
+    assert torch.equal(seen[0][actor : actor + critics], critic_before)
+    assert torch.equal(seen[1], critic()) and not torch.equal(seen[1], critic_before)
 
 
 def test_high_precision_is_fp32_off_cuda():
