@@ -16,7 +16,7 @@ targets, a batch sampled on the GPU from a replay of 1M transitions
 - ``graphed_noguard``: the same with the guard flags off (guard overhead = its rate over ``graphed``);
 - ``graphed_compiled``: ``graphed`` with the step's maths through ``torch.compile`` before capture (``fast_path: auto``);
 - ``compiled_high``, ``compiled_bf16``: ``graphed_compiled`` with ``learner.matmul_precision: high`` (TF32) or
-  ``bf16`` (the forward products in bfloat16, the weights cast once per update); for large batches (``--batches 4096 16384``).
+  ``bf16`` (the forward products in bfloat16, the weights cast once per pass); for large batches (``--batches 4096 16384``).
 - ``parallel_4``, ``parallel_8``: ``train.parallel_runs`` — 4 or 8 independent SACs (seeds 0..K-1, each with its
   own replay sampler over the same stored rows) in ``graphed_compiled`` form, stacked (``learner.stack.RunStack``:
   one step of batched products for all of them, as ``learner.parallel.JointTrainer`` joins runs of one shape), one

@@ -54,8 +54,9 @@ class LearnerConfig:
     ``cluster.factory.AUTO_COMPILE_MIN_UPDATES``)."""
     matmul_precision: Literal["highest", "high", "bf16"] = "highest"
     """Matrix products of the networks: ``highest``: fp32; ``high``: TF32 on CUDA (fp32 elsewhere); ``bf16``: the
-    forward products on bfloat16 copies of the weights (cast once per update, as autocast would cast them at each
-    use), weight gradients in fp32. Weights, losses, optimizer, targets and statistics stay fp32 in every mode."""
+    forward products on bfloat16 copies of the weights (all cast in one go before the critic loss, the critics again
+    after their step; autocast would cast each weight at each use), weight gradients in fp32. Weights, losses,
+    optimizer, targets and statistics stay fp32 in every mode."""
     broadcast_every: int = Field(100, ge=1)
     """Updates between weight broadcasts to the actors (each one passes the weight gate)."""
 
