@@ -17,10 +17,7 @@ _ONES: dict[tuple, torch.Tensor] = {}
 
 def ones_column(batch: int, length: int, like: torch.Tensor) -> torch.Tensor:
     """Ones ``[batch, length, 1]`` to sum a batch of matrices' rows by a product; cached per shape, so a replayed
-    CUDA graph reads the one it captured (the eager warm-up before a capture creates it). Made in place when
-    torch.compile traces (its graph holds its own)."""
-    if torch.compiler.is_compiling():
-        return torch.ones((batch, length, 1), dtype=like.dtype, device=like.device)
+    CUDA graph reads the one it captured (the eager warm-up before a capture creates it)."""
     key = (batch, length, like.dtype, like.device)
     if key not in _ONES:
         _ONES[key] = torch.ones((batch, length, 1), dtype=like.dtype, device=like.device)

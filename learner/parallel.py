@@ -15,6 +15,7 @@ import time
 
 from learner.graph import GraphedBlocks, graphed_for
 from learner.learner import launched_result
+from learner.replay import ReplayBuffer
 from learner.safety import NonFiniteStop
 from learner.service import LaunchedBlock, LearnerService
 from learner.stack import RunStack, update_blocks
@@ -44,6 +45,7 @@ class JointTrainer:
         for runs in groups.values():
             if len(runs) > 1:
                 self.stacks.append((tuple(runs), RunStack.join([services[k].learner.sac.stack for k in runs])))
+                ReplayBuffer.join([services[k].learner.replay for k in runs])
         self.joined = {k for members, _ in self.stacks for k in members}
         """Runs of a joined stack. What one of them trains without the others (a leftover, a run whose partners
         have stopped) is a few blocks: its own graph takes the plain maths, as does any graph with it apart from its

@@ -38,6 +38,19 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
+    @staticmethod
+    @torch.no_grad()
+    def join(replays: list[ReplayBuffer]) -> torch.Tensor | None:
+        """Move the rows of ``replays`` into one ``[K, capacity, width]`` tensor, each replay's rows a view of its slice
+        (contents kept), and return it: a stack of runs gathers all their batches from it at once
+        (``learner.stack.joint_rows``). None, nothing moved, where their capacities, widths or devices differ."""
+        if len({(tuple(r.rows.shape), r.rows.device) for r in replays}) != 1:
+            return None
+        joint = torch.stack([replay.rows for replay in replays])
+        for replay, rows in zip(replays, joint, strict=True):
+            replay.rows, replay.storage = rows, replay.fields(rows)
+        return joint
+
     def add(self, batch: dict[str, torch.Tensor]) -> None:
         count = int(batch["reward"].shape[0])
         if count == 0:

@@ -170,6 +170,8 @@ class RunStack:
         """``bf16``: the forward products on bfloat16 copies of the weights (``low_precision_copies``)."""
         self.replay_sizes = torch.ones(k, dtype=torch.long, device=device)
         """Transitions in each run's replay buffer, as a device tensor (a captured graph samples all of them)."""
+        self.replay_offsets = torch.zeros((k, 1), dtype=torch.long, device=device)
+        """Where each run's rows start in its replays' joint tensor, flattened (``joint_rows``)."""
         self.counter = torch.zeros(1, dtype=torch.long, device=device)
         """The running block's next update: where ``sampled_step`` records its statistics and indices."""
         self.allocate_block(spec.block_updates)
@@ -304,7 +306,11 @@ class RunStack:
         # each run draws from its own generator; one remainder maps all runs' draws into their replays (sample_indices)
         draws = along_runs([replay.draw(self.spec.batch_size) for replay in replays])
         index = draws.remainder_(self.replay_sizes.unsqueeze(1))
-        batch = along_runs([replay.gather(rows) for replay, rows in zip(replays, index, strict=True)])
+        joint = joint_rows(replays)
+        if joint is None:
+            batch = along_runs([replay.gather(rows) for replay, rows in zip(replays, index, strict=True)])
+        else:  # one gather for all runs (a gather per run was 8 kernels and 34 µs per update at 8 runs on an H200)
+            batch = joint.flatten(0, 1)[index + self.replay_offsets]
         stats = self.step(batch)
         self.rows.index_copy_(1, self.counter, stats.unsqueeze(1))
         self.indices.index_copy_(1, self.counter, index.unsqueeze(1))
@@ -323,11 +329,23 @@ class RunStack:
         """What a captured step samples from: each replay's rows now (at least one: a capture may see an empty one)."""
         for k, replay in enumerate(replays):
             self.replay_sizes[k].fill_(max(len(replay), 1))
+            self.replay_offsets[k].fill_(k * replay.rows.shape[0])
 
     def end_block(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per run: the block's statistics ‖ first flagged update, and the replay rows ``[count, batch]`` it used."""
         return [(summarize_block(self.rows[k, :count], self.keep), self.indices[k, :count].clone())
                 for k in range(len(self.runs))]  # fmt: skip
+
+
+def joint_rows(replays: list[ReplayBuffer]) -> torch.Tensor | None:
+    """The ``[K, capacity, width]`` tensor whose slices, in order, are the rows of ``replays`` (``ReplayBuffer.join``);
+    None where they are not."""
+    joint = replays[0].rows._base
+    if joint is None or joint.dim() != 3 or joint.shape[0] != len(replays):
+        return None
+    if any(replay.rows.data_ptr() != joint[k].data_ptr() for k, replay in enumerate(replays)):
+        return None
+    return joint
 
 
 def along_runs(parts: list[torch.Tensor]) -> torch.Tensor:

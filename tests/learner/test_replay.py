@@ -98,3 +98,20 @@ def test_a_transition_is_one_row_and_the_update_reads_its_inputs_as_column_range
     assert rows[:, columns["terminated"]].flatten().tolist() == [0.0, 1.0]
     assert torch.equal(rows, transition_rows(batch(0, 6))[[4, 1]])
     assert replay.fields(rows)["next_context"].tolist() == [[41, 41], [11, 11]]
+
+
+def test_joined_replays_keep_their_rows_as_slices_of_one_tensor_and_go_on_as_before():
+    first, second, wider = make(5), make(5), ReplayBuffer(5, 4, 2, 1, torch.device("cpu"), seed=3)
+    first.add(batch(0, 3))
+    second.add(batch(10, 4))
+    assert ReplayBuffer.join([first, wider]) is None and wider.rows._base is None  # widths differ: nothing moved
+    joint = ReplayBuffer.join([first, second])
+    assert joint.shape == (2, 5, 13) and first.rows.data_ptr() == joint[0].data_ptr()
+    assert second.rows.data_ptr() == joint[1].data_ptr()
+    assert first.storage["obs"][:3, 0].tolist() == [0.0, 1.0, 2.0] and second.storage["reward"][:4].tolist() == [
+        5.0, 5.5, 6.0, 6.5]  # fmt: skip
+    second.add(batch(14, 3))  # wraps: ids 15 and 16 into slots 0 and 1, in the joint tensor
+    assert joint[1, :, 0].tolist() == [15.0, 16.0, 12.0, 13.0, 14.0] and joint[0, 3:].abs().sum() == 0
+    restored = make(5)
+    restored.load_state_dict(second.state_dict())
+    assert torch.equal(restored.rows, joint[1])

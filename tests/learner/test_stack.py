@@ -9,7 +9,7 @@ import torch
 
 from learner.replay import ReplayBuffer
 from learner.sac import SAC
-from learner.stack import RunStack, update_blocks
+from learner.stack import RunStack, joint_rows, update_blocks
 from tests.learner.helpers import DIMS, RUN_ALONE_TOLERANCE, random_batch, with_config
 
 CPU = torch.device("cpu")
@@ -54,6 +54,25 @@ def test_runs_in_one_stack_make_the_updates_they_make_alone():
         assert torch.equal(j.actor.net[0].weight, stack.actor[0][joined.index(j)])  # the networks: views of the stack
         assert float(j.alpha()) == pytest.approx(float(a.alpha()), rel=1e-6)
     assert (flat(joined[0]) - flat(joined[1])).abs().max() > 0.01  # and the runs really differ
+
+
+def test_runs_on_joined_replays_gather_all_batches_at_once_and_make_the_same_updates(monkeypatch):
+    """``ReplayBuffer.join`` (as ``JointTrainer`` does): the stack's step gathers every run's batch in one indexing of
+    the joint rows, not a gather per replay, and the updates are exactly those on replays apart."""
+    apart, together = make_runs(), make_runs()
+    stacks = [RunStack.join([sac.stack for sac in runs]) for runs in (apart, together)]
+    replays_apart, replays_joined = make_replays(), make_replays()
+    joint = ReplayBuffer.join(replays_joined)
+    assert joint_rows(replays_joined) is joint and joint_rows(replays_apart) is None
+    expected = update_blocks([stacks[0]], [replays_apart], 6)
+    gathers = []
+    monkeypatch.setattr(ReplayBuffer, "gather", lambda self, index: gathers.append(index) or self.rows[index])
+    got = update_blocks([stacks[1]], [replays_joined], 6)
+    assert gathers == []
+    for (want_stats, want_rows), (stats, rows) in zip(expected, got, strict=True):
+        assert torch.equal(rows, want_rows) and torch.equal(stats, want_stats)
+    for a, j in zip(apart, together, strict=True):
+        assert torch.equal(flat(j), flat(a))
 
 
 def test_a_joined_run_alone_and_its_snapshots_act_on_its_slice_of_the_stack():
