@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from bench.common import command_line, machine, machine_line, write_report  # noqa: E402
-from bench.learner_speed import ACTION, BLOCK, CONTEXT, OBS, filled_replay, learner_config  # noqa: E402
+from bench.learner_speed import ACTION, BLOCK, CONTEXT, OBS, filled_replay, learner_config, run_replays  # noqa: E402
 from learner.graph import GraphedBlocks, compiled_math  # noqa: E402
 from learner.sac import SAC  # noqa: E402
 from learner.stack import RunStack  # noqa: E402
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device("cuda")
     replay = filled_replay(device, args.capacity)
-    replays = [replay] * args.runs  # the runs sample the same rows, each with its own generator
+    replays = run_replays(replay, args.runs, joined=True)  # each run its generator, the rows joined as a job's
     stack = stacked_runs(args.runs, args.batch, args.precision, device)
     if not args.eager:
         stack.math = compiled_math()

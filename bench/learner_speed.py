@@ -19,8 +19,9 @@ targets, a batch sampled on the GPU from a replay of 1M transitions
   ``bf16`` (the forward products in bfloat16, the weights cast once per pass); for large batches (``--batches 4096 16384``).
 - ``parallel_4``, ``parallel_8``: ``train.parallel_runs`` — 4 or 8 independent SACs (seeds 0..K-1, each with its
   own replay sampler over the same stored rows) in ``graphed_compiled`` form, stacked (``learner.stack.RunStack``:
-  one step of batched products for all of them, as ``learner.parallel.JointTrainer`` joins runs of one shape), one
-  graph replay per update of all; their rate counts every run's updates (floor: 8 runs >= 5x ``graphed_compiled``);
+  one step of batched products for all of them, as ``learner.parallel.JointTrainer`` joins runs of one shape, their
+  replays' rows copied into one tensor as it joins them), one graph replay per update of all; their rate counts every
+  run's updates (floor: 8 runs >= 5x ``graphed_compiled``);
 - ``branches_8``: the 8 runs as 8 branches of one graph (a step each, side by side on the GPU): how runs of
   different shapes train together, and how ``parallel_8`` ran before the stack;
 - ``parallel_8_high``, ``branches_8_high``, ``parallel_8_bf16``: the same in TF32 or bf16, measured against
@@ -177,6 +178,20 @@ def sac_block(blocks: SAC | GraphedBlocks, replay: ReplayBuffer) -> None:
     vector.tolist()
 
 
+def run_replays(replay: ReplayBuffer, runs: int, joined: bool) -> list[ReplayBuffer]:
+    """``runs`` replays of ``replay``'s rows, each with its own sampler (seed ``k``); ``joined``: copies of the rows as
+    slices of one tensor, as ``JointTrainer`` joins a stack's replays (its step then gathers all batches at once),
+    otherwise views of the same rows."""
+    views = []
+    for k in range(runs):
+        view = ReplayBuffer(1, OBS, CONTEXT, ACTION, replay.device, seed=k)
+        view.rows, view.storage, view.size, view.capacity = replay.rows, replay.storage, replay.size, replay.capacity
+        views.append(view)
+    if joined and runs > 1:
+        ReplayBuffer.join(views)
+    return views
+
+
 def parallel_blocks(
     runs: int, cfg: LearnerConfig, device: torch.device, replay: ReplayBuffer, stacked: bool = True
 ) -> Callable[[], None]:
@@ -184,11 +199,7 @@ def parallel_blocks(
     a branch of the graph (how runs of different shapes train); each samples the shared rows with its own
     generator."""
     sacs = [SAC(OBS + CONTEXT, ACTION, cfg, device, seed=k) for k in range(runs)]
-    replays = []
-    for k in range(runs):
-        view = ReplayBuffer(1, OBS, CONTEXT, ACTION, device, seed=k)
-        view.rows, view.storage, view.size, view.capacity = replay.rows, replay.storage, replay.size, replay.capacity
-        replays.append(view)
+    replays = run_replays(replay, runs, joined=stacked)
     if stacked:
         blocks, replays = GraphedBlocks(RunStack.join([sac.stack for sac in sacs]), compile_math=True), [replays]
     else:

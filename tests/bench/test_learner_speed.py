@@ -1,8 +1,12 @@
 """The learner-speed report's arithmetic (the timings themselves need CUDA: run on the GPU machine)."""
 
 import pytest
+import torch
 
-from bench.learner_speed import parallel_variant, summarize
+from bench.common import fill_random_replay
+from bench.learner_speed import ACTION, CONTEXT, OBS, parallel_variant, run_replays, summarize
+from learner.replay import ReplayBuffer
+from learner.stack import joint_rows
 
 
 def test_parallel_variants_name_runs_and_precision():
@@ -22,3 +26,15 @@ def test_many_runs_are_measured_against_one_run_in_the_same_precision():
     assert rows["compiled_high"]["x_one_run"] is None and rows["compiled_high"]["x_eager_loop"] == pytest.approx(
         3600 / 110
     )
+
+
+def test_stacked_runs_sample_the_rows_joined_as_a_job_does_each_with_its_own_generator():
+    replay = ReplayBuffer(50, OBS, CONTEXT, ACTION, torch.device("cpu"), seed=3)
+    fill_random_replay(replay, 50)
+    joined, shared = run_replays(replay, 3, joined=True), run_replays(replay, 3, joined=False)
+    joint = joint_rows(joined)
+    assert joint is not None and joint.shape == (3, 50, replay.rows.shape[1]) and joint_rows(shared) is None
+    assert all(torch.equal(r.rows, replay.rows) and len(r) == 50 for r in joined)
+    assert all(r.rows.data_ptr() == replay.rows.data_ptr() for r in shared)
+    draws = [r.draw(8) for r in joined]
+    assert not torch.equal(draws[0], draws[1]) and torch.equal(draws[0], shared[0].draw(8))  # seed k per run
