@@ -229,8 +229,8 @@ class StandIn:
     def __len__(self) -> int:
         return 1
 
-    def draw(self, batch_size: int) -> torch.Tensor:
-        return torch.zeros(batch_size, dtype=torch.long, device=self.rows.device)
+    def draw(self, batch_size: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.zeros(batch_size, dtype=torch.long, device=self.rows.device) if out is None else out.zero_()
 
     def gather(self, index: torch.Tensor) -> torch.Tensor:
         return self.rows[index]

@@ -69,10 +69,12 @@ class ReplayBuffer:
         size = torch.tensor(self.size, device=self.device) if size is None else size
         return self.draw(batch_size).remainder_(size)
 
-    def draw(self, batch_size: int) -> torch.Tensor:
-        """``sample_indices`` before the ``mod size``: this buffer's generator's next draws (several runs' draws are
-        reduced by one ``remainder`` in ``RunStack.sampled_step``)."""
-        return torch.randint(0, INDEX_RANGE, (batch_size,), generator=self.generator, device=self.device)
+    def draw(self, batch_size: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``sample_indices`` before the ``mod size``: this buffer's generator's next draws, into ``out`` if given
+        (several runs' draws are reduced by one ``remainder`` in ``RunStack.sampled_step``)."""
+        if out is None:
+            out = torch.empty(batch_size, dtype=torch.long, device=self.device)
+        return torch.randint(0, INDEX_RANGE, (batch_size,), generator=self.generator, device=self.device, out=out)
 
     def gather(self, index: torch.Tensor) -> torch.Tensor:
         """The transitions at ``index`` as rows (one gather); ``fields`` names their columns."""

@@ -277,8 +277,10 @@ class RunStack:
 
     def noise(self, count: int) -> torch.Tensor:
         """Standard-normal noise ``[K, count, action_dim]``, each run's from its own generator."""
-        shape = (count, self.spec.action_dim)
-        return along_runs([torch.randn(shape, generator=g, device=self.device) for g in self.generators()])
+        noise = torch.empty((len(self.runs), count, self.spec.action_dim), device=self.device)
+        for run_noise, generator in zip(noise, self.generators(), strict=True):  # into its slice: no stacking copy
+            torch.randn(run_noise.shape, generator=generator, device=self.device, out=run_noise)
+        return noise
 
     def _descend(self, adam: AdamTensors, losses: torch.Tensor, critic: bool = False) -> torch.Tensor:
         """Backward of every run's loss, per-run pre-clip global norms, clip, Adam step; returns the norms ``[K]``."""
@@ -303,8 +305,10 @@ class RunStack:
 
     def sampled_step(self, replays: list[ReplayBuffer]) -> None:
         """Sample each run's batch on the device, update, and record statistics and indices at the block's counter."""
-        # each run draws from its own generator; one remainder maps all runs' draws into their replays (sample_indices)
-        draws = along_runs([replay.draw(self.spec.batch_size) for replay in replays])
+        # each run draws from its own generator into its slice; one remainder maps all runs' draws into their replays
+        draws = torch.empty((len(replays), self.spec.batch_size), dtype=torch.long, device=self.device)
+        for replay, run_draws in zip(replays, draws, strict=True):
+            replay.draw(self.spec.batch_size, out=run_draws)
         index = draws.remainder_(self.replay_sizes.unsqueeze(1))
         joint = joint_rows(replays)
         if joint is None:
