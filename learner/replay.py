@@ -43,7 +43,7 @@ class ReplayBuffer:
     def join(replays: list[ReplayBuffer]) -> torch.Tensor | None:
         """Move the rows of ``replays`` into one ``[K, capacity, width]`` tensor, each replay's rows a view of its slice
         (contents kept), and return it: a stack of runs gathers all their batches from it at once
-        (``learner.stack.joint_rows``). None, nothing moved, where their capacities, widths or devices differ."""
+        (``joint_rows``). None, nothing moved, where their capacities, widths or devices differ."""
         if len({(tuple(r.rows.shape), r.rows.device) for r in replays}) != 1:
             return None
         joint = torch.stack([replay.rows for replay in replays])
@@ -103,6 +103,17 @@ class ReplayBuffer:
         self.position = int(state["position"]) % self.capacity
         self.size = size
         self.generator.set_state(state["generator"])
+
+
+def joint_rows(replays: list[ReplayBuffer]) -> torch.Tensor | None:
+    """The ``[K, capacity, width]`` tensor whose slices, in order, are the rows of ``replays`` (``ReplayBuffer.join``:
+    a stack of runs then gathers all their batches at once); None where they are not."""
+    joint = replays[0].rows._base
+    if joint is None or joint.dim() != 3 or joint.shape[0] != len(replays):
+        return None
+    if any(replay.rows.data_ptr() != joint[k].data_ptr() for k, replay in enumerate(replays)):
+        return None
+    return joint
 
 
 def field_columns(obs_dim: int, context_dim: int, action_dim: int) -> dict[str, slice]:

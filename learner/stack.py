@@ -25,7 +25,7 @@ from learner.config import LearnerConfig
 from learner.losses import actor_loss, critic_loss, polyak_update, soft_q_target
 from learner.networks import bias_relu, bias_relu_fused, policy_head, stacked_mlp, twin_q
 from learner.optim import AdamTensors, clipped_adam_step
-from learner.replay import ReplayBuffer, transition_layout
+from learner.replay import ReplayBuffer, joint_rows, transition_layout
 from learner.temperature import make_temperature, temperature_step
 from learner.types import COUNT_FIELDS, FLAG_FIELDS, STAT_FIELDS
 
@@ -339,17 +339,6 @@ class RunStack:
         """Per run: the block's statistics ‖ first flagged update, and the replay rows ``[count, batch]`` it used."""
         return [(summarize_block(self.rows[k, :count], self.keep), self.indices[k, :count].clone())
                 for k in range(len(self.runs))]  # fmt: skip
-
-
-def joint_rows(replays: list[ReplayBuffer]) -> torch.Tensor | None:
-    """The ``[K, capacity, width]`` tensor whose slices, in order, are the rows of ``replays`` (``ReplayBuffer.join``);
-    None where they are not."""
-    joint = replays[0].rows._base
-    if joint is None or joint.dim() != 3 or joint.shape[0] != len(replays):
-        return None
-    if any(replay.rows.data_ptr() != joint[k].data_ptr() for k, replay in enumerate(replays)):
-        return None
-    return joint
 
 
 def along_runs(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -5,8 +5,7 @@ import torch
 
 from bench.common import fill_random_replay
 from bench.learner_speed import ACTION, CONTEXT, OBS, parallel_variant, run_replays, summarize
-from learner.replay import ReplayBuffer
-from learner.stack import joint_rows
+from learner.replay import ReplayBuffer, joint_rows
 
 
 def test_parallel_variants_name_runs_and_precision():

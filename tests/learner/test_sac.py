@@ -199,7 +199,10 @@ def test_bf16_casts_the_weights_once_per_pass_and_the_policy_loss_sees_the_criti
     """bf16: one cast of the policy, critics and targets before the critic loss, one of the critics after their
     Adam step (SAC's policy loss is taken on the updated critics), and no other cast of a weight."""
     sac = make_sac(matmul_precision="bf16", lr=1e-2)
-    critic = lambda: torch.cat([p.detach().reshape(-1) for p in sac.critic.ordered()])  # noqa: E731 - the stack's order
+
+    def critic() -> torch.Tensor:  # in the stack's order: layer by layer, weight then bias
+        return torch.cat([p.detach().reshape(-1) for p in sac.critic.ordered()])
+
     critic_before = critic().clone()
     seen = []
 

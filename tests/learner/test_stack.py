@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learner.replay import ReplayBuffer
+from learner.replay import ReplayBuffer, joint_rows
 from learner.sac import SAC
-from learner.stack import RunStack, joint_rows, update_blocks
+from learner.stack import RunStack, update_blocks
 from tests.learner.helpers import DIMS, RUN_ALONE_TOLERANCE, random_batch, with_config
 
 CPU = torch.device("cpu")
@@ -66,7 +66,12 @@ def test_runs_on_joined_replays_gather_all_batches_at_once_and_make_the_same_upd
     assert joint_rows(replays_joined) is joint and joint_rows(replays_apart) is None
     expected = update_blocks([stacks[0]], [replays_apart], 6)
     gathers = []
-    monkeypatch.setattr(ReplayBuffer, "gather", lambda self, index: gathers.append(index) or self.rows[index])
+
+    def gather_recorded(self, index):
+        gathers.append(index)
+        return self.rows[index]
+
+    monkeypatch.setattr(ReplayBuffer, "gather", gather_recorded)
     got = update_blocks([stacks[1]], [replays_joined], 6)
     assert gathers == []
     for (want_stats, want_rows), (stats, rows) in zip(expected, got, strict=True):
