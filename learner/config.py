@@ -45,7 +45,7 @@ class LearnerConfig:
     """Launch the next block before reading the last, so the device trains while the host records and guards it; a
     block that reading the last one invalidates (a rollback, a remedy's rates) is undone: the same updates either way."""
     fast_path: Annotated[Literal["auto", "compiled", "graph", "off"], BeforeValidator(lambda v: "off" if v is False else v)] = "auto"
-    """On CUDA, each update one CUDA-graph replay of the SAC step; ``auto``: training starts at once with the
+    """On CUDA, the SAC step replayed as a CUDA graph (of ten updates, and of one for a block's rest); ``auto``: training starts at once with the
     graph of the plain maths while ``torch.compile`` builds the compiled ones in the background (20-25 s on an
     H200), then the graph is captured again with those; ``compiled``: the compiled maths from the first update
     (training waits for the compile; the same numbers from run to run); ``graph``: never compiled; ``off``: the same

@@ -1,4 +1,5 @@
-"""The fast path on a GPU: ``RunStack.sampled_step`` captured once in a CUDA graph and replayed for every update.
+"""The fast path on a GPU: ``RunStack.sampled_step`` captured in CUDA graphs and replayed for every update: a graph of
+``STEPS_PER_REPLAY`` updates for most of a block, one of a single update for the rest.
 
 A wrapper around the one SAC step (``learner/stack.py``), not a second SAC. The learning rate, reward scale
 and replay size are device tensors and a rollback restores state in place, so none of
@@ -27,6 +28,11 @@ from learner.stack import COMPILED_FORMS, MATH, RunStack, update_blocks
 log = logging.getLogger(__name__)
 
 WARMUP_STEPS = 3  # eager steps on a side stream before a capture (the state is restored afterwards)
+STEPS_PER_REPLAY = 10
+"""Updates in one replay of a block's graph. Each replay refills the seed and offset of every generator the graph
+draws from (two per run: its replay sampler and its policy noise) with two small kernels, ~17 µs of host time per
+generator, and the GPU waits on those kernels between replays. On an H200, 8 stacked runs at batch 256 took 470 µs
+per update as graphs of one update, 425 of 5 and 418 of 25; one run 251, 243 and 244 (``bench/learner_kernels.py``)."""
 _COMPILED: dict[str, Callable] = {}
 _COMPILE_LOCK = threading.Lock()
 """Held by the background compile running (one at a time: torch.compile is not thread-safe)."""
@@ -53,12 +59,13 @@ def compiled_math() -> dict[str, Callable]:
 
 
 class GraphedBlocks:
-    """``update_blocks`` of one or more run stacks, each update of all of them one replay of one CUDA graph (captured
-    on first use). Several stacks' steps (runs of different shapes, ``train.parallel_runs``) are captured on a stream
+    """``update_blocks`` of one or more run stacks, ``steps_per_replay`` updates of all of them one replay of one CUDA
+    graph, the rest of a block one replay each of a graph of one update (both captured on first use). Several stacks' steps (runs of different shapes, ``train.parallel_runs``) are captured on a stream
     each: independent branches of the graph, which the GPU runs side by side."""
 
     def __init__(
-        self, stacks: RunStack | list[RunStack], compile_math: bool = False, compile_in_background: bool = False
+        self, stacks: RunStack | list[RunStack], compile_math: bool = False, compile_in_background: bool = False,
+        steps_per_replay: int = STEPS_PER_REPLAY,
     ) -> None:  # fmt: skip
         self.stacks = [stacks] if isinstance(stacks, RunStack) else list(stacks)
         for stack in self.stacks:
@@ -71,10 +78,13 @@ class GraphedBlocks:
         """A background compile is still to start (after the first capture: the two must not overlap)."""
         self.compiling: Future | None = None
         """The background compile, until its result is taken (``take_compiled``)."""
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.steps_per_replay = steps_per_replay
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        """Updates per replay → its graph: ``steps_per_replay`` and 1 (the rest of a block)."""
         self.bound: list | None = None
         self.captures = 0
-        """Graph captures so far (a learning-rate, reward-scale or replay-size change must not add one)."""
+        """Graph captures so far, each of both graphs (a learning-rate, reward-scale or replay-size change must not
+        add one)."""
 
     def update_block(self, replay: ReplayBuffer, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One run's block (``SAC.update_block``'s result)."""
@@ -94,7 +104,13 @@ class GraphedBlocks:
             self.capture(replays)
         if self.compile_after_capture:
             self.compile_after_capture, self.compiling = False, in_background(compile_for, self.stacks, replays)
-        return update_blocks(stacks, replays, count, run_step=self.graph.replay)
+        return update_blocks(stacks, replays, count, run_steps=self.replay_up_to)
+
+    def replay_up_to(self, updates: int) -> int:
+        """One replay of the graph of the most updates not past ``updates``; returns its updates."""
+        steps = max(s for s in self.graphs if s <= updates)
+        self.graphs[steps].replay()
+        return steps
 
     def take_compiled(self, wait: bool = False) -> None:
         """Capture with the compiled maths from the next block on, once the background compile has built them
@@ -129,19 +145,19 @@ class GraphedBlocks:
         generators = [g for stack, rs in pairs for g in stack.generators() + [r.generator for r in rs]]
         saved, generator_states = [stack.snapshot() for stack in self.stacks], [g.get_state() for g in generators]
         try:
-            graph = self._capture(pairs, generators, saved)
+            graphs = self._capture(pairs, generators, saved)
         finally:
             for stack, snapshot in zip(self.stacks, saved, strict=True):
                 stack.restore(snapshot)
             for generator, state in zip(generators, generator_states, strict=True):
                 generator.set_state(state)
-        self.graph, self.bound = graph, self.binding(replays)
+        self.graphs, self.bound = graphs, self.binding(replays)
         self.captures += 1
         log.info("captured %d run(s)' update as a CUDA graph in %.1f s (maths %s)", sum(len(s.runs) for s in self.stacks),
                  time.perf_counter() - started, "compiled" if self.compile_math else "uncompiled")  # fmt: skip
 
     def _capture(self, pairs: list[tuple[RunStack, list[ReplayBuffer]]], generators: list,
-                 saved: list[list[torch.Tensor]]) -> torch.cuda.CUDAGraph:  # fmt: skip
+                 saved: list[list[torch.Tensor]]) -> dict[int, torch.cuda.CUDAGraph]:  # fmt: skip
         main = torch.cuda.current_stream(self.device)
         side = torch.cuda.Stream(device=self.device)
         side.wait_stream(main)
@@ -150,17 +166,27 @@ class GraphedBlocks:
                 stack.set_replay_sizes(replays)
                 self._warm_up(stack, replays, snapshot)
         main.wait_stream(side)
+        graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        for steps in sorted({self.steps_per_replay, 1}):
+            # one memory pool: the graphs replay one after the other and hand nothing to each other in it
+            graphs[steps] = self._capture_steps(pairs, generators, steps, pool=graphs[1].pool() if graphs else None)
+        return graphs
+
+    def _capture_steps(self, pairs: list[tuple[RunStack, list[ReplayBuffer]]], generators: list, steps: int,
+                       pool: tuple | None) -> torch.cuda.CUDAGraph:  # fmt: skip
+        """A graph of ``steps`` updates of every stack."""
         graph = torch.cuda.CUDAGraph()
         for generator in generators:
             graph.register_generator_state(generator)
         for stack, _ in pairs:
             stack.zero_grad()  # gradients are allocated inside the graph's pool
             stack.counter.zero_()
-        with torch.cuda.graph(graph):
-            if len(pairs) == 1:
-                pairs[0][0].sampled_step(pairs[0][1])
-            else:  # a branch per stack: forked from the capture stream and joined back into it
-                capturing = torch.cuda.current_stream(self.device)
+        with torch.cuda.graph(graph, pool=pool):
+            for _ in range(steps):
+                if len(pairs) == 1:
+                    pairs[0][0].sampled_step(pairs[0][1])
+                    continue
+                capturing = torch.cuda.current_stream(self.device)  # a branch per stack, joined back into it
                 branches = [torch.cuda.Stream(device=self.device) for _ in pairs]
                 for (stack, replays), branch in zip(pairs, branches, strict=True):
                     branch.wait_stream(capturing)
@@ -253,7 +279,7 @@ def warm_up_device(stack: RunStack, replays: list[ReplayBuffer]) -> float:
     does this when it is built, while the rollout actors start, not in its first block."""
     started = time.perf_counter()
     stand_in, rows = stand_in_for(stack, replays)
-    GraphedBlocks(stand_in).update_blocks([rows], 1)
+    GraphedBlocks(stand_in, steps_per_replay=1).update_blocks([rows], 1)
     torch.cuda.synchronize(stack.device)
     seconds = time.perf_counter() - started
     log.info("warmed the GPU up (a stand-in update captured and replayed) in %.1f s", seconds)

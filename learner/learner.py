@@ -93,7 +93,7 @@ class Learner:
         self.config = config
         self.device = device
         self.sac = SAC(dims.policy_in, dims.action_dim, config, device, seed, critic_in=dims.critic_in)
-        # On CUDA each update of a block is one CUDA-graph replay (``learner.fast_path``); elsewhere eager.
+        # On CUDA a block's updates are CUDA-graph replays (``learner.fast_path``); elsewhere eager.
         fast = device.type == "cuda" and config.fast_path != "off"
         self.blocks = graphed_for(self.sac.stack, config.fast_path) if fast else self.sac
         self.replay = ReplayBuffer(replay.capacity, dims.obs_dim, dims.context_dim, dims.action_dim, device, seed + 2)

@@ -8,7 +8,6 @@ the actors get and the checkpoint's layout; they hold no gradient.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -95,13 +94,10 @@ class SAC:
         self.updates_done += 1
         return stats
 
-    def update_block(
-        self, replay: ReplayBuffer, count: int, run_step: Callable[[], None] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``count`` updates on batches sampled on the device (``run_step``: one ``sampled_step``, a CUDA-graph
-        replay of it, say); no host sync. Returns the block's statistics ‖ the index of the first flagged
-        update (-1: none), and the replay rows ``[count, batch]`` each update used."""
-        return update_blocks([self.stack], [[replay]], count, run_step)[0]
+    def update_block(self, replay: ReplayBuffer, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` updates on batches sampled on the device; no host sync. Returns the block's statistics ‖ the
+        index of the first flagged update (-1: none), and the replay rows ``[count, batch]`` each update used."""
+        return update_blocks([self.stack], [[replay]], count)[0]
 
     # -- rates ----------------------------------------------------------------------------------
     def set_rates(self, reward_scale: float, lr: float) -> None:

@@ -347,21 +347,30 @@ def along_runs(parts: list[torch.Tensor]) -> torch.Tensor:
 
 
 def update_blocks(
-    stacks: list[RunStack], replays: list[list[ReplayBuffer]], count: int, run_step: Callable[[], None] | None = None
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    stacks: list[RunStack], replays: list[list[ReplayBuffer]], count: int,
+    run_steps: Callable[[int], int] | None = None,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
     """``count`` updates of every run of every stack on its own replay (``replays[s][k]``), in lockstep
-    (``run_step``: one ``sampled_step`` of each stack, one CUDA-graph replay of all of them, say). Runs share
-    nothing, so each one's updates are those it would make alone. Per run, stack by stack:
-    ``SAC.update_block``'s statistics ‖ first flagged update, and replay rows."""
+    (``run_steps(n)``: up to ``n`` ``sampled_step``s of each stack, returning how many it made — a CUDA-graph
+    replay of several, say; otherwise one eager step at a time). Runs share nothing, so each one's updates are those
+    it would make alone. Per run, stack by stack: ``SAC.update_block``'s statistics ‖ first flagged update, and
+    replay rows."""
     for stack, stack_replays in zip(stacks, replays, strict=True):
         stack.begin_block(stack_replays, count)
     pairs = list(zip(stacks, replays, strict=True))
-    step = run_step or (lambda: [stack.sampled_step(stack_replays) for stack, stack_replays in pairs])
-    for _ in range(count):
-        step()
+
+    def one_step(_: int) -> int:
+        for stack, stack_replays in pairs:
+            stack.sampled_step(stack_replays)
+        return 1
+
+    done = 0
+    while done < count:
+        made = (run_steps or one_step)(count - done)
         for stack in stacks:
             for run in stack.runs:
-                run.updates_done += 1  # the update number a grad_hook sees
+                run.updates_done += made  # the update number a grad_hook sees (hooks step one at a time)
+        done += made
     return [result for stack in stacks for result in stack.end_block(count)]
 
 

@@ -21,13 +21,16 @@ from learner.stack import MATH, RunStack
 from tests.learner.helpers import DIMS, random_batch, with_config
 
 CONFIG = with_config(lr=1e-4, hidden_sizes=(32, 32), batch_size=16, max_grad_norm=5.0, block_updates=4)
+STEPS = 3
+"""Updates per replay of the tests' block graphs: a block of 4 is a replay of the 3-update graph and one of the
+1-update graph, 12 four of the first."""
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the graphs capture CUDA kernels")
 
 
 def pair(config=CONFIG, compile_math: bool = False) -> tuple[SAC, SAC, GraphedBlocks]:
     cuda = torch.device("cuda")
     eager, graphed = (SAC(DIMS.policy_in, DIMS.action_dim, config, cuda, seed=11) for _ in range(2))
-    return eager, graphed, GraphedBlocks(graphed.stack, compile_math=compile_math)
+    return eager, graphed, GraphedBlocks(graphed.stack, compile_math=compile_math, steps_per_replay=STEPS)
 
 
 def replays(size: int = 200) -> tuple[ReplayBuffer, ReplayBuffer]:
@@ -166,7 +169,7 @@ def test_graphed_blocks_equal_eager_blocks_on_cuda(compile_math):
         assert torch.equal(ia, ib)  # the same rows, sampled inside the graph
         assert torch.allclose(b, a, rtol=1e-4, atol=1e-5), (a, b)
     assert_same_run(eager, graphed, before)
-    assert blocks.captures == 1 and graphed.updates_done == 12
+    assert blocks.captures == 1 and graphed.updates_done == 12 and sorted(blocks.graphs) == [1, STEPS]
     assert (graphed.stack.math is not MATH) == compile_math  # compiled, no fallback
 
 
@@ -206,7 +209,7 @@ def test_one_graph_for_several_runs_equals_each_run_eager_on_cuda():
     make = lambda: [SAC(DIMS.policy_in, DIMS.action_dim, c, cuda, seed=11 + k) for k, c in enumerate(configs)]  # noqa: E731
     eager, graphed = make(), make()
     eager_replays, graphed_replays = ([replays()[0] for _ in configs] for _ in range(2))
-    blocks = GraphedBlocks([RunStack.join([graphed[0].stack, graphed[1].stack]), graphed[2].stack])
+    blocks = GraphedBlocks([RunStack.join([graphed[0].stack, graphed[1].stack]), graphed[2].stack], steps_per_replay=STEPS)
     graphed_replays = [graphed_replays[:2], graphed_replays[2:]]
     before = [networks(sac) for sac in eager]
     for _ in range(3):

@@ -80,6 +80,29 @@ def test_runs_on_joined_replays_gather_all_batches_at_once_and_make_the_same_upd
         assert torch.equal(flat(j), flat(a))
 
 
+def test_a_block_made_several_updates_at_a_time_is_the_block_made_one_at_a_time():
+    """``update_blocks(run_steps=...)`` (a CUDA graph of several updates, replayed): a block of 7 asked of a
+    ``run_steps`` that makes at most 3 per call is 3 + 3 + 1 updates, the same rows and numbers as one at a time, and
+    every run counts 7."""
+    one_at_a_time, chunked = make_runs(), make_runs()
+    stacks = [RunStack.join([sac.stack for sac in runs]) for runs in (one_at_a_time, chunked)]
+    expected = update_blocks([stacks[0]], [make_replays()], 7)
+    replays, asked = make_replays(), []
+
+    def up_to_three(updates: int) -> int:
+        asked.append(updates)
+        for _ in range(min(updates, 3)):
+            stacks[1].sampled_step(replays)
+        return min(updates, 3)
+
+    got = update_blocks([stacks[1]], [replays], 7, run_steps=up_to_three)
+    assert asked == [7, 4, 1]
+    for (want_stats, want_rows), (stats, rows) in zip(expected, got, strict=True):
+        assert rows.shape == (7, 8) and torch.equal(rows, want_rows) and torch.equal(stats, want_stats)
+    for a, c in zip(one_at_a_time, chunked, strict=True):
+        assert torch.equal(flat(c), flat(a)) and a.updates_done == c.updates_done == 7
+
+
 def test_a_joined_run_alone_and_its_snapshots_act_on_its_slice_of_the_stack():
     runs = make_runs()
     stack = RunStack.join([sac.stack for sac in runs])
