@@ -59,9 +59,10 @@ def compiled_math() -> dict[str, Callable]:
 
 
 class GraphedBlocks:
-    """``update_blocks`` of one or more run stacks, ``steps_per_replay`` updates of all of them one replay of one CUDA
-    graph, the rest of a block one replay each of a graph of one update (both captured on first use). Several stacks' steps (runs of different shapes, ``train.parallel_runs``) are captured on a stream
-    each: independent branches of the graph, which the GPU runs side by side."""
+    """``update_blocks`` of one or more run stacks: ``steps_per_replay`` updates of all of them one replay of one
+    CUDA graph, the rest of a block one replay each of a graph of one update (both captured on first use). Several
+    stacks' steps (runs of different shapes, ``train.parallel_runs``) are captured on a stream each: independent
+    branches of the graph, which the GPU runs side by side."""
 
     def __init__(
         self, stacks: RunStack | list[RunStack], compile_math: bool = False, compile_in_background: bool = False,
@@ -153,7 +154,8 @@ class GraphedBlocks:
                 generator.set_state(state)
         self.graphs, self.bound = graphs, self.binding(replays)
         self.captures += 1
-        log.info("captured %d run(s)' update as a CUDA graph in %.1f s (maths %s)", sum(len(s.runs) for s in self.stacks),
+        log.info("captured %d run(s)' updates as CUDA graphs of %s update(s) in %.1f s (maths %s)",
+                 sum(len(s.runs) for s in self.stacks), " and ".join(map(str, sorted(graphs))),
                  time.perf_counter() - started, "compiled" if self.compile_math else "uncompiled")  # fmt: skip
 
     def _capture(self, pairs: list[tuple[RunStack, list[ReplayBuffer]]], generators: list,
