@@ -175,7 +175,7 @@ def gaussian_parameters(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def policy_head(out: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Output ``[N, 2A]`` and standard-normal noise ``[N, A]`` → a reparameterized tanh action and its log-probability."""
-    mean, log_std = gaussian_parameters(out)
+    mean, log_std = gaussian_parameters(out.float())
     pre_tanh = mean + log_std.exp() * noise
     return torch.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std)
 
