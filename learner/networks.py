@@ -40,9 +40,7 @@ class StackedLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, low: Low,
                 feature_major: bool) -> torch.Tensor:  # fmt: skip
-        if low is not None:
-            weight, bias = low[0], None if bias is None else low[1]
-            x = x.to(weight.dtype)
+        x, weight, bias = operands(x, weight, bias, low)
         ctx.save_for_backward(x, weight)
         ctx.feature_major = feature_major
         return affine(x, weight, bias, feature_major)
@@ -99,6 +97,15 @@ def bias_relu_fused(y: torch.Tensor, bias: torch.Tensor, low_bias: torch.Tensor 
     return torch.relu(y + b)
 
 
+def operands(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, low: Low
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """What a layer's product multiplies: with ``low``, its copies and ``x`` cast to their dtype."""
+    if low is None:
+        return x, weight, bias
+    return x.to(low[0].dtype), low[0], None if bias is None else low[1]
+
+
 def float32_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` (batches of matrices) in float32: low-precision operands multiplied into a float32 result on CUDA
     (one kernel, no cast of its output after it)."""
@@ -129,9 +136,7 @@ def stacked_linear(
     wants_grad = x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     if torch.is_grad_enabled() and wants_grad:
         return StackedLinear.apply(x, weight, bias, low, feature_major)
-    if low is not None:
-        return affine(x.to(low[0].dtype), low[0], None if bias is None else low[1], feature_major)
-    return affine(x, weight, bias, feature_major)
+    return affine(*operands(x, weight, bias, low), feature_major)
 
 
 def hidden_layer(

@@ -86,7 +86,7 @@ def low_precision_copies(tensors: list[torch.Tensor], dtype: torch.dtype) -> lis
     not a cast of each weight at each use (autocast's way: 30 small kernels per update, 7.5 % of its kernel time at
     batch 4 096 on an H200)."""
     flat = torch.cat([t.detach().reshape(-1) for t in tensors]).to(dtype)
-    return [part.view(t.shape) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)]
+    return list(_unflatten_dense_tensors(flat, tensors))
 
 
 MATH: dict[str, Callable] = {
@@ -367,9 +367,9 @@ def update_blocks(
             stack.sampled_step(stack_replays)
         return 1
 
-    done = 0
+    step, done = run_steps or one_step, 0
     while done < count:
-        made = (run_steps or one_step)(count - done)
+        made = step(count - done)
         for stack in stacks:
             for run in stack.runs:
                 run.updates_done += made  # the update number a grad_hook sees (hooks step one at a time)
