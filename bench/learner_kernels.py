@@ -3,8 +3,9 @@
     python bench/learner_kernels.py [--batch 256] [--precision highest|high|bf16] [--runs 1] [--steps 20] [--top 25]
         [--eager] [--out bench/results]
 
-Runs ``RunStack.sampled_step`` of one run, or of ``--runs`` stacked (the step the CUDA graph captures, its maths through ``torch.compile`` unless
-``--eager``) under ``torch.profiler`` and reports, per update: the kernels launched, their summed GPU time, and the
+Runs a block of ``--steps`` ``RunStack.sampled_step``s of one run, or of ``--runs`` stacked (the step the CUDA graph
+captures, its maths through ``torch.compile`` unless ``--eager``; the block's draws made before it, as a block's are)
+under ``torch.profiler`` and reports, per update: the kernels launched, their summed GPU time, and the
 kernels that take most of it, grouped by name. Then the same step replayed as a CUDA graph, timed: the graph's
 time per update against the kernels' summed time says how much goes to the gaps between kernels (launch-bound)
 rather than to the kernels themselves. CUDA only.
@@ -65,12 +66,12 @@ def kernel_table(events: list[tuple[str, float]], steps: int) -> dict:
 def profile_steps(stack: RunStack, replays: list, steps: int) -> list[tuple[str, float]]:
     from torch.profiler import ProfilerActivity, profile
 
+    stack.begin_block(replays, 3)
     for _ in range(3):  # compile and warm up outside the profile
-        stack.counter.zero_()
         stack.sampled_step(replays)
     torch.cuda.synchronize()
-    stack.counter.zero_()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        stack.begin_block(replays, steps)  # the block's draws, counted with its updates
         for _ in range(steps):
             stack.sampled_step(replays)
         torch.cuda.synchronize()

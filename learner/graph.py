@@ -29,10 +29,10 @@ log = logging.getLogger(__name__)
 
 WARMUP_STEPS = 3  # eager steps on a side stream before a capture (the state is restored afterwards)
 STEPS_PER_REPLAY = 10
-"""Updates in one replay of a block's graph. Each replay refills the seed and offset of every generator the graph
-draws from (two per run: its replay sampler and its policy noise) with two small kernels, ~17 µs of host time per
-generator, and the GPU waits on those kernels between replays. On an H200, 8 stacked runs at batch 256 took 470 µs
-per update as graphs of one update, 425 of 5 and 418 of 25; one run 251, 243 and 244 (``bench/learner_kernels.py``)."""
+"""Updates in one replay of a block's graph: the GPU idles while the host launches each replay. (Before the draws
+moved out of the graph, ``RunStack.draw_block``, each replay also refilled every generator's seed and offset, ~17 µs
+of host time each: on an H200, 8 stacked runs at batch 256 took 470 µs per update as graphs of one update, 425 of 5
+and 418 of 25.)"""
 _COMPILED: dict[str, Callable] = {}
 _COMPILE_LOCK = threading.Lock()
 """Held by the background compile running (one at a time: torch.compile is not thread-safe)."""
@@ -132,8 +132,8 @@ class GraphedBlocks:
                 for stack, rs in zip(self.stacks, replays, strict=True)]  # fmt: skip
 
     def capture(self, replays: list[list[ReplayBuffer]]) -> None:
-        """Warm up on a side stream, capture one ``sampled_step`` of every stack, then put every state tensor and
-        RNG back (also when the capture fails: the runs are as they were). A compile running in the background is
+        """Warm up on a side stream, capture ``sampled_step``s of every stack, then put every state tensor back (also
+        when the capture fails: the runs are as they were). A compile running in the background is
         waited for first (this graph's, or another's): beside a capture its steps break it, or it breaks (torch's
         inductor asserted when a capture ran beside it, on an H200 with ``capture_error_mode="thread_local"``)."""
         for future in list(_BACKGROUND):
@@ -143,22 +143,19 @@ class GraphedBlocks:
     def _capture_and_restore(self, replays: list[list[ReplayBuffer]]) -> None:
         started = time.perf_counter()
         pairs = list(zip(self.stacks, replays, strict=True))
-        generators = [g for stack, rs in pairs for g in stack.generators() + [r.generator for r in rs]]
-        saved, generator_states = [stack.snapshot() for stack in self.stacks], [g.get_state() for g in generators]
+        saved = [stack.snapshot() for stack in self.stacks]
         try:
-            graphs = self._capture(pairs, generators, saved)
+            graphs = self._capture(pairs, saved)
         finally:
             for stack, snapshot in zip(self.stacks, saved, strict=True):
                 stack.restore(snapshot)
-            for generator, state in zip(generators, generator_states, strict=True):
-                generator.set_state(state)
         self.graphs, self.bound = graphs, self.binding(replays)
         self.captures += 1
         log.info("captured %d run(s)' updates as CUDA graphs of %s update(s) in %.1f s (maths %s)",
                  sum(len(s.runs) for s in self.stacks), " and ".join(map(str, sorted(graphs))),
                  time.perf_counter() - started, "compiled" if self.compile_math else "uncompiled")  # fmt: skip
 
-    def _capture(self, pairs: list[tuple[RunStack, list[ReplayBuffer]]], generators: list,
+    def _capture(self, pairs: list[tuple[RunStack, list[ReplayBuffer]]],
                  saved: list[list[torch.Tensor]]) -> dict[int, torch.cuda.CUDAGraph]:  # fmt: skip
         main = torch.cuda.current_stream(self.device)
         side = torch.cuda.Stream(device=self.device)
@@ -166,20 +163,19 @@ class GraphedBlocks:
         with torch.cuda.stream(side):
             for (stack, replays), snapshot in zip(pairs, saved, strict=True):
                 stack.set_replay_sizes(replays)
+                stack.indices.zero_()  # rows every replay has: the block's draws come after the capture
                 self._warm_up(stack, replays, snapshot)
         main.wait_stream(side)
         graphs: dict[int, torch.cuda.CUDAGraph] = {}
         for steps in sorted({self.steps_per_replay, 1}):
             # one memory pool: the graphs replay one after the other and hand nothing to each other in it
-            graphs[steps] = self._capture_steps(pairs, generators, steps, pool=graphs[1].pool() if graphs else None)
+            graphs[steps] = self._capture_steps(pairs, steps, pool=graphs[1].pool() if graphs else None)
         return graphs
 
-    def _capture_steps(self, pairs: list[tuple[RunStack, list[ReplayBuffer]]], generators: list, steps: int,
+    def _capture_steps(self, pairs: list[tuple[RunStack, list[ReplayBuffer]]], steps: int,
                        pool: tuple | None) -> torch.cuda.CUDAGraph:  # fmt: skip
-        """A graph of ``steps`` updates of every stack."""
+        """A graph of ``steps`` updates of every stack (it draws nothing: each block's draws are made before it)."""
         graph = torch.cuda.CUDAGraph()
-        for generator in generators:
-            graph.register_generator_state(generator)
         for stack, _ in pairs:
             stack.zero_grad()  # gradients are allocated inside the graph's pool
             stack.counter.zero_()

@@ -227,10 +227,14 @@ class RunStack:
     def step(self, rows: torch.Tensor) -> torch.Tensor:
         """One SAC update of every run on its batch ``rows[k]`` (``[K, B, columns]``, the replay's rows) on the device;
         returns the statistics ``[K, len(STAT_FIELDS)]`` (no host sync)."""
-        with self.precision():
-            return self._step(rows)
+        return self.step_with(rows, self.noise(2 * rows.shape[1]))
 
-    def _step(self, rows: torch.Tensor) -> torch.Tensor:
+    def step_with(self, rows: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``step`` on given policy noise ``[K, 2 * B, action_dim]`` (the next states' actions, then the states')."""
+        with self.precision():
+            return self._step(rows, noise)
+
+    def _step(self, rows: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         spec, m, columns = self.spec, self.math, self.columns
         relu = m["bias_relu"]
         obs_in, next_in = rows[..., columns["state"]], rows[..., columns["next_state"]]
@@ -238,7 +242,6 @@ class RunStack:
         reward, terminated = rows[..., columns["reward"].start], rows[..., columns["terminated"].start]
         size = rows.shape[1]
         alpha = self.temperature.alpha().unsqueeze(-1)
-        noise = self.noise(2 * size)
         actor_low, critic_low, target_low = self.low_precision(self.actor, self.critic, self.target)
         policy_in = torch.cat([next_in, obs_in], dim=1)[..., : spec.policy_in]
         # the networks' outputs stay in their dtype: the maths cast them to float32 (fused, once compiled; in bf16
@@ -301,35 +304,47 @@ class RunStack:
 
     # -- blocks of updates on replay ------------------------------------------------------------
     def allocate_block(self, capacity: int) -> None:
-        """Device buffers for the statistics and replay rows of up to ``capacity`` updates of every run."""
-        k = len(self.runs)
+        """Device buffers for the draws and statistics of up to ``capacity`` updates of every run."""
+        k, spec = len(self.runs), self.spec
         self.rows = torch.zeros((k, capacity, len(STAT_FIELDS)), device=self.device)
-        self.indices = torch.zeros((k, capacity, self.spec.batch_size), dtype=torch.long, device=self.device)
+        self.indices = torch.zeros((k, capacity, spec.batch_size), dtype=torch.long, device=self.device)
+        """Each update's replay rows, drawn for the whole block (``draw_block``)."""
+        self.block_noise = torch.zeros((k, capacity, 2 * spec.batch_size, spec.action_dim), device=self.device)
+        """Each update's policy noise, drawn for the whole block."""
+
+    def draw_block(self, replays: list[ReplayBuffer], count: int) -> None:
+        """Every random number of the block's ``count`` updates, before them: per run, its sampler's next ``count *
+        batch`` draws (mapped into its replay by one remainder for all runs) and its noise generator's next ``count``
+        updates' noise. Two kernels per run and block, not per update: at 8 runs the per-update draws were 16 kernels,
+        ~30 µs of the 430 µs an update took on an H200; and the block's CUDA graph then draws nothing (a graph that
+        draws refills every generator's seed and offset at each replay)."""
+        draws, noise = self.indices[:, :count], self.block_noise[:, :count]
+        for replay, run_draws in zip(replays, draws, strict=True):
+            replay.draw(run_draws.numel(), out=run_draws.view(-1))
+        draws.remainder_(self.replay_sizes.view(-1, 1, 1))
+        for run_noise, generator in zip(noise, self.generators(), strict=True):  # into its slice: no stacking copy
+            torch.randn(run_noise.shape, generator=generator, device=self.device, out=run_noise)
 
     def sampled_step(self, replays: list[ReplayBuffer]) -> None:
-        """Sample each run's batch on the device, update, and record statistics and indices at the block's counter."""
-        # each run draws from its own generator into its slice; one remainder maps all runs' draws into their replays
-        draws = torch.empty((len(replays), self.spec.batch_size), dtype=torch.long, device=self.device)
-        for replay, run_draws in zip(replays, draws, strict=True):
-            replay.draw(self.spec.batch_size, out=run_draws)
-        index = draws.remainder_(self.replay_sizes.unsqueeze(1))
+        """Update every run on the block's draws at its counter (``draw_block``), and record the statistics there."""
+        index = self.indices.index_select(1, self.counter).squeeze(1)
         joint = joint_rows(replays)
         if joint is None:
             batch = along_runs([replay.gather(rows) for replay, rows in zip(replays, index, strict=True)])
         else:  # one gather for all runs (a gather per run was 8 kernels and 34 µs per update at 8 runs on an H200)
             batch = joint.flatten(0, 1)[index + self.replay_offsets]
-        stats = self.step(batch)
+        stats = self.step_with(batch, self.block_noise.index_select(1, self.counter).squeeze(1))
         self.rows.index_copy_(1, self.counter, stats.unsqueeze(1))
-        self.indices.index_copy_(1, self.counter, index.unsqueeze(1))
         self.counter.add_(1)
 
     def begin_block(self, replays: list[ReplayBuffer], count: int) -> None:
-        """Ready the block buffers for ``count`` updates on ``replays`` (as they are now)."""
+        """Ready the block buffers for ``count`` updates on ``replays`` (as they are now), their draws made."""
         if any(len(replay) == 0 for replay in replays):
             raise ValueError("update_block needs a non-empty replay buffer")
         if count > self.rows.shape[1]:
             self.allocate_block(count)
         self.set_replay_sizes(replays)
+        self.draw_block(replays, count)
         self.counter.zero_()
 
     def set_replay_sizes(self, replays: list[ReplayBuffer]) -> None:

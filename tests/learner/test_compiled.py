@@ -34,8 +34,7 @@ def test_compiled_maths_make_the_eager_updates_for_stacks_of_three_shapes_in_one
         compiled, compiled_replays = stack_of(runs, batch)
         compiled.math = compiled_math()
         for stack, replays in ((eager, eager_replays), (compiled, compiled_replays)):
-            stack.set_replay_sizes(replays)
-            stack.counter.zero_()
+            stack.begin_block(replays, 2)
             for _ in range(2):
                 stack.sampled_step(replays)
         assert torch.equal(compiled.indices[:, :2], eager.indices[:, :2])

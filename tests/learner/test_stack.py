@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learner.replay import ReplayBuffer, joint_rows
+from learner.replay import INDEX_RANGE, ReplayBuffer, joint_rows
 from learner.sac import SAC
 from learner.stack import RunStack, update_blocks
 from tests.learner.helpers import DIMS, RUN_ALONE_TOLERANCE, random_batch, with_config
@@ -54,6 +54,24 @@ def test_runs_in_one_stack_make_the_updates_they_make_alone():
         assert torch.equal(j.actor.net[0].weight, stack.actor[0][joined.index(j)])  # the networks: views of the stack
         assert float(j.alpha()) == pytest.approx(float(a.alpha()), rel=1e-6)
     assert (flat(joined[0]) - flat(joined[1])).abs().max() > 0.01  # and the runs really differ
+
+
+def test_a_blocks_draws_are_each_runs_own_generators_next_made_before_the_block():
+    """``draw_block``: a block of 5 updates is, per run, its replay sampler's next 5 × batch integers mod its replay's
+    size (run by run: 100, 110, 120 rows) and its noise generator's (seed + 1) next 5 × 2 × batch × action_dim
+    normals, drawn before the first update; the generators end exactly past them."""
+    runs, replays = make_runs(), make_replays()
+    stack = RunStack.join([sac.stack for sac in runs])
+    batch, count = runs[0].config.batch_size, 5
+    results = update_blocks([stack], [replays], count)
+    for k, ((seed, _), replay, (_, rows)) in enumerate(zip(RUNS, replays, results, strict=True)):
+        sampler, noise = torch.Generator().manual_seed(10 + k), torch.Generator().manual_seed(seed + 1)
+        drawn = torch.randint(0, INDEX_RANGE, (count * batch,), generator=sampler)
+        assert rows.shape == (count, batch) and torch.equal(rows.reshape(-1), drawn % (100 + 10 * k))
+        expected_noise = torch.randn((count, 2 * batch, DIMS.action_dim), generator=noise)
+        assert torch.equal(stack.block_noise[k, :count], expected_noise)
+        assert torch.equal(replay.generator.get_state(), sampler.get_state())
+        assert torch.equal(runs[k].noise.get_state(), noise.get_state())
 
 
 def test_runs_on_joined_replays_gather_all_batches_at_once_and_make_the_same_updates(monkeypatch):
