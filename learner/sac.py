@@ -15,9 +15,9 @@ from torch import nn
 from learner.checkpoint_io import SAC_LAYOUT as LAYOUT
 from learner.config import LearnerConfig
 from learner.networks import Actor, TwinCritic
-from learner.optim import adam_state, load_adam_state
+from learner.optim import AdamTensors, adam_state, load_adam_state
 from learner.replay import ReplayBuffer
-from learner.stack import GradHook, RunStack, StackSpec, copies_of, update_blocks
+from learner.stack import GradHook, RunStack, StackSpec, copies_of, unpadded, update_blocks
 
 
 class SAC:
@@ -46,23 +46,34 @@ class SAC:
         with torch.no_grad():
             for mine, theirs in zip(self.stack.actor + self.stack.critic + self.stack.target, self.module_tensors(),
                                     strict=True):  # fmt: skip
-                mine[0].copy_(theirs)
+                unpadded(mine[0], theirs.shape).copy_(theirs)
         self.stack.temperature.set_alpha(config.initial_alpha)
         self.set_rates(config.reward_scale, config.lr)
         self.alias_modules()
 
-    def module_tensors(self) -> list[nn.Parameter]:
-        """The networks' parameters in the stack's order (policy, critics, targets; layer by layer, weight then
-        bias)."""
+    def networks(self) -> dict[str, list[nn.Parameter]]:
+        """The networks' parameters by the stack's names (``actor``, ``critic``, ``target``), each in the stack's
+        order: layer by layer, weight then bias."""
         linears = [m for m in self.actor.net if isinstance(m, nn.Linear)]
         actor = [p for layer in linears for p in (layer.weight, layer.bias)]
-        return actor + self.critic.ordered() + self.critic_target.ordered()
+        return {"actor": actor, "critic": self.critic.ordered(), "target": self.critic_target.ordered()}
+
+    def module_tensors(self) -> list[nn.Parameter]:
+        """``networks``' parameters in the stack's order (policy, critics, targets)."""
+        return [p for params in self.networks().values() for p in params]
 
     def alias_modules(self) -> None:
-        """Point the networks' parameters at this run's slice of the stack (again after a join)."""
+        """Point the networks' parameters at this run's slice of the stack (again after a join), without the first
+        layers' alignment columns (``learner.stack.ALIGNED_WIDTH``)."""
         stacked = self.stack.actor + self.stack.critic + self.stack.target
         for module_tensor, stacked_tensor in zip(self.module_tensors(), stacked, strict=True):
-            module_tensor.data = stacked_tensor.data[0]
+            module_tensor.data = unpadded(stacked_tensor.data[0], module_tensor.shape)
+
+    def adam(self, name: str) -> AdamTensors:
+        """This run's ``actor`` or ``critic`` optimizer state as views in the networks' shapes."""
+        adam, params = getattr(self.stack, f"{name}_adam").run(0), self.networks()[name]
+        return AdamTensors(*([unpadded(t, p.shape) for t, p in zip(ts, params, strict=True)]
+                             for ts in (adam.params, adam.exp_avgs, adam.exp_avg_sqs)), adam.step)  # fmt: skip
 
     @property
     def lr(self) -> torch.Tensor:
@@ -79,8 +90,9 @@ class SAC:
     def gradients(self) -> dict[str, list[torch.Tensor]]:
         """The last update's gradients after clipping, ``actor`` and ``critic``, in the stack's order (None before
         the first)."""
-        return {name: [None if p.grad is None else p.grad[0] for p in params]
-                for name, params in (("actor", self.stack.actor), ("critic", self.stack.critic))}  # fmt: skip
+        return {name: [None if p.grad is None else unpadded(p.grad[0], module.shape)
+                       for p, module in zip(getattr(self.stack, name), self.networks()[name], strict=True)]
+                for name in ("actor", "critic")}  # fmt: skip
 
     # -- one update ---------------------------------------------------------------------------
     def step(self, rows: torch.Tensor) -> torch.Tensor:
@@ -134,8 +146,8 @@ class SAC:
             "actor": copied(self.actor),
             "critic": copied(self.critic),
             "critic_target": copied(self.critic_target),
-            "actor_optimizer": adam_state(self.stack.actor_adam.run(0)),
-            "critic_optimizer": adam_state(self.stack.critic_adam.run(0)),
+            "actor_optimizer": adam_state(self.adam("actor")),
+            "critic_optimizer": adam_state(self.adam("critic")),
             "temperature": self.stack.temperature.state_dict(),
             "reward_scale": self.rates_in_force[0],
             "learning_rate": self.rates_in_force[1],
@@ -150,8 +162,8 @@ class SAC:
             raise ValueError(f"SAC state layout {state.get('layout', 1)}: upgrade it with upgrade_sac_state first")
         for module in ("actor", "critic", "critic_target"):  # copies into the existing tensors
             getattr(self, module).load_state_dict(state[module])
-        load_adam_state(self.stack.actor_adam.run(0), state["actor_optimizer"])
-        load_adam_state(self.stack.critic_adam.run(0), state["critic_optimizer"])
+        load_adam_state(self.adam("actor"), state["actor_optimizer"])
+        load_adam_state(self.adam("critic"), state["critic_optimizer"])
         self.stack.temperature.load_state_dict(state["temperature"])
         self.set_rates(state["reward_scale"], state["learning_rate"])
         self.noise.set_state(state["noise_rng"])

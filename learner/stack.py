@@ -81,6 +81,30 @@ def tf32_matmuls() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32 = before
 
 
+ALIGNED_WIDTH = 8
+"""The first layers' inputs are zero-padded to a multiple of this many features (16 bytes of bfloat16), their weights
+by as many zero columns, which stay zero (their gradients are products with the zero inputs). cuBLAS multiplies an
+unaligned width with slower kernels: on an H200, 8 runs at batch 256 in TF32, 55 input features took 8.4 µs a product
+against 3.6 for 56, and 49 took 11.7 against 5.1 for 52 (``bench/results/block_draws/first_layer_alignment.txt``)."""
+
+
+def aligned(width: int) -> int:
+    """``width`` rounded up to a multiple of ``ALIGNED_WIDTH``."""
+    return -(-width // ALIGNED_WIDTH) * ALIGNED_WIDTH
+
+
+def layer_input(parts: list[torch.Tensor], dim: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """A first layer's input: ``parts`` joined along ``dim``, zero-padded on the right to ``width`` features, in the
+    products' ``dtype`` (one kernel through torch.compile: the join, the padding and the cast fused)."""
+    x = torch.cat(parts, dim=dim) if len(parts) > 1 else parts[0]
+    return torch.nn.functional.pad(x, (0, width - x.shape[-1])).to(dtype)
+
+
+def unpadded(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The leading ``shape`` of ``tensor`` (a view): a run's parameter without its alignment columns."""
+    return tensor[tuple(slice(0, n) for n in shape)]
+
+
 def low_precision_copies(tensors: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
     """``tensors`` cast to ``dtype``, as views of one buffer: a cat and a cast (one kernel through torch.compile),
     not a cast of each weight at each use (autocast's way: 30 small kernels per update, 7.5 % of its kernel time at
@@ -93,7 +117,7 @@ MATH: dict[str, Callable] = {
     "policy_head": policy_head, "soft_q_target": soft_q_target, "critic_loss": critic_loss,
     "actor_loss": actor_loss, "stats_vector": stats_vector, "clipped_adam_step": clipped_adam_step,
     "polyak_update": polyak_update, "temperature_step": temperature_step, "low_precision_copies": low_precision_copies,
-    "bias_relu": bias_relu,
+    "bias_relu": bias_relu, "layer_input": layer_input,
 }  # fmt: skip
 """The pure maths of a step; ``learner/graph.py`` swaps in their ``torch.compile``d versions (of ``COMPILED_FORMS``
 where a function has one)."""
@@ -150,8 +174,10 @@ class RunStack:
         def zeros(*shape: int) -> torch.Tensor:
             return torch.zeros((k, *shape), device=device)
 
-        actor_layers = layer_shapes(spec.policy_in, spec.hidden_sizes, 2 * spec.action_dim)
-        critic_layers = layer_shapes(spec.critic_in + spec.action_dim, spec.hidden_sizes, 1)
+        self.input_widths = aligned(spec.policy_in), aligned(spec.critic_in + spec.action_dim)
+        """The policy's and the critics' first-layer input widths (``ALIGNED_WIDTH``)."""
+        actor_layers = layer_shapes(self.input_widths[0], spec.hidden_sizes, 2 * spec.action_dim)
+        critic_layers = layer_shapes(self.input_widths[1], spec.hidden_sizes, 1)
         self.actor = [nn.Parameter(t) for o, i in actor_layers for t in (zeros(o, i), zeros(o))]
         """Policy weights and biases, layer by layer: ``[K, out, in]``, ``[K, out]``."""
         self.critic = [nn.Parameter(t) for o, i in critic_layers for t in (zeros(2, o, i), zeros(2, o))]
@@ -243,25 +269,27 @@ class RunStack:
         size = rows.shape[1]
         alpha = self.temperature.alpha().unsqueeze(-1)
         actor_low, critic_low, target_low = self.low_precision(self.actor, self.critic, self.target)
-        policy_in = torch.cat([next_in, obs_in], dim=1)[..., : spec.policy_in]
+        dtype, (policy_width, critic_width) = self.low_dtype or torch.float32, self.input_widths
+        policy_in = m["layer_input"]([next_in[..., : spec.policy_in], obs_in[..., : spec.policy_in]], 1, policy_width,
+                                     dtype)  # fmt: skip
         # the networks' outputs stay in their dtype: the maths cast them to float32 (fused, once compiled; in bf16
         # a cast of each after its product was 7 copy kernels per update at batch 4 096 on an H200)
         policy_out = stacked_mlp(policy_in, self.actor[0::2], self.actor[1::2], actor_low, relu)
         actions, log_probs = m["policy_head"](policy_out, noise)
         next_actions, new_actions = actions[:, :size], actions[:, size:]
         with torch.no_grad():
-            next_q = twin_q(torch.cat([next_in, next_actions], dim=-1), self.target[0::2], self.target[1::2],
-                            target_low, relu)  # fmt: skip
+            next_q = twin_q(m["layer_input"]([next_in, next_actions], -1, critic_width, dtype), self.target[0::2],
+                            self.target[1::2], target_low, relu)  # fmt: skip
             scaled_reward = reward * self.reward_scale.unsqueeze(-1)  # the one place rewards are scaled
             target = m["soft_q_target"](scaled_reward, terminated, spec.gamma, next_q, log_probs[:, :size], alpha)
-        q = twin_q(state_action, self.critic[0::2], self.critic[1::2], critic_low, relu)
+        q = twin_q(m["layer_input"]([state_action], -1, critic_width, dtype), self.critic[0::2], self.critic[1::2], critic_low, relu)
         q_loss = m["critic_loss"](q, target)
         q_norm = self._descend(self.critic_adam, q_loss, critic=True)
         for p in self.critic:  # the policy loss must not leave gradients on the critics
             p.requires_grad_(False)
         (critic_low,) = self.low_precision(self.critic)  # the critics as their step left them
-        policy_q = twin_q(torch.cat([obs_in, new_actions], dim=-1), self.critic[0::2], self.critic[1::2],
-                          critic_low, relu)  # fmt: skip
+        policy_q = twin_q(m["layer_input"]([obs_in, new_actions], -1, critic_width, dtype), self.critic[0::2],
+                          self.critic[1::2], critic_low, relu)  # fmt: skip
         for p in self.critic:
             p.requires_grad_(True)
         policy_loss = m["actor_loss"](alpha, log_probs[:, size:], policy_q)

@@ -103,7 +103,7 @@ def test_a_stand_in_hands_the_maths_what_the_real_step_does(runs):
         replays.append(replay)
     stand_in, rows = stand_in_for(stack, replays)
     real, stand = math_calls(stack, replays), math_calls(stand_in, rows)
-    assert [name for name, _ in real] == [name for name, _ in stand] and len(real) == 17  # 8 hidden layers, 2 Adams
+    assert [name for name, _ in real] == [name for name, _ in stand] and len(real) == 21  # 8 hidden layers, 4 first-layer inputs, 2 Adams
     assert real == stand
 
 

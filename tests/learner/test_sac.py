@@ -200,19 +200,22 @@ def test_bf16_casts_the_weights_once_per_pass_and_the_policy_loss_sees_the_criti
     Adam step (SAC's policy loss is taken on the updated critics), and no other cast of a weight."""
     sac = make_sac(matmul_precision="bf16", lr=1e-2)
 
-    def critic() -> torch.Tensor:  # in the stack's order: layer by layer, weight then bias
-        return torch.cat([p.detach().reshape(-1) for p in sac.critic.ordered()])
+    def flat(tensors) -> torch.Tensor:
+        return torch.cat([t.detach().reshape(-1) for t in tensors])
+
+    def critic() -> torch.Tensor:  # the stack's tensors (first layers aligned), layer by layer, weight then bias
+        return flat(sac.stack.critic)
 
     critic_before = critic().clone()
     seen = []
 
     def recording(tensors, dtype):
-        seen.append(torch.cat([t.detach().reshape(-1) for t in tensors]).clone())
+        seen.append(flat(tensors).clone())
         return low_precision_copies(tensors, dtype)
 
     sac.stack.math = dict(MATH, low_precision_copies=recording)
     sac.update(random_rows(seed=1))
-    actor, critics = len(params(sac.actor)), len(critic_before)
+    actor, critics = len(flat(sac.stack.actor)), len(critic_before)
     assert [len(s) for s in seen] == [actor + 2 * critics, critics]
     assert torch.equal(seen[0][actor : actor + critics], critic_before)
     assert torch.equal(seen[1], critic()) and not torch.equal(seen[1], critic_before)

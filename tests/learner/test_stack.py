@@ -9,7 +9,7 @@ import torch
 
 from learner.replay import INDEX_RANGE, ReplayBuffer, joint_rows
 from learner.sac import SAC
-from learner.stack import RunStack, update_blocks
+from learner.stack import RunStack, aligned, update_blocks
 from tests.learner.helpers import DIMS, RUN_ALONE_TOLERANCE, random_batch, with_config
 
 CPU = torch.device("cpu")
@@ -51,7 +51,13 @@ def test_runs_in_one_stack_make_the_updates_they_make_alone():
         torch.testing.assert_close(flat(j), flat(a), **RUN_ALONE_TOLERANCE)
         change = flat(a) - start
         assert ((flat(j) - start) - change).norm() / change.norm() < 1e-3 and a.updates_done == j.updates_done == 6
-        assert torch.equal(j.actor.net[0].weight, stack.actor[0][joined.index(j)])  # the networks: views of the stack
+        weight, stacked = j.actor.net[0].weight, stack.actor[0][joined.index(j)]  # the networks: views of the stack
+        assert weight.data_ptr() == stacked.data_ptr() and torch.equal(weight, stacked[:, : DIMS.policy_in])
+        # the first layers' alignment columns (ALIGNED_WIDTH) stay zero, and so do their Adam moments
+        for padded, width in ((stack.actor[0], DIMS.policy_in), (stack.critic[0], DIMS.policy_in + DIMS.action_dim),
+                              (stack.target[0], DIMS.policy_in + DIMS.action_dim),
+                              (stack.critic_adam.exp_avg_sqs[0], DIMS.policy_in + DIMS.action_dim)):  # fmt: skip
+            assert padded.shape[-1] == aligned(width) > width and not padded[..., width:].any()
         assert float(j.alpha()) == pytest.approx(float(a.alpha()), rel=1e-6)
     assert (flat(joined[0]) - flat(joined[1])).abs().max() > 0.01  # and the runs really differ
 
