@@ -71,7 +71,7 @@ class ReplayBuffer:
 
     def draw(self, batch_size: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """``sample_indices`` before the ``mod size``: this buffer's generator's next draws, into ``out`` if given
-        (several runs' draws are reduced by one ``remainder`` in ``RunStack.sampled_step``)."""
+        (a block's draws of several runs are reduced by one ``remainder`` in ``RunStack.draw_block``)."""
         if out is None:
             out = torch.empty(batch_size, dtype=torch.long, device=self.device)
         return torch.randint(0, INDEX_RANGE, (batch_size,), generator=self.generator, device=self.device, out=out)

@@ -7,8 +7,9 @@ each run's gradients clipped to its own norm and its own Adam rates (``learner.o
 statistics row per run with its non-finite flags — no host sync. One run is a stack of one (``learner.sac.SAC``
 owns it); ``train.parallel_runs`` joins runs of the same shapes into one stack, their tensors then views of the
 joint ones, so each run's snapshots, rollbacks and checkpoints still act on its own slice. Runs share no generator:
-each one's noise and replay samples are those it would draw alone. ``learner/graph.py`` replays ``sampled_step`` as
-a CUDA graph: the same step.
+each one's noise and replay samples are those it would draw alone, drawn for a whole block before it
+(``draw_block``). ``learner/graph.py`` replays ``sampled_step`` as a CUDA graph: the same step. The first layers'
+weights carry zero columns up to an aligned width (``ALIGNED_WIDTH``), which a run's networks do not show.
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ class RunStack:
         self.replay_offsets = torch.zeros((k, 1), dtype=torch.long, device=device)
         """Where each run's rows start in its replays' joint tensor, flattened (``joint_rows``)."""
         self.counter = torch.zeros(1, dtype=torch.long, device=device)
-        """The running block's next update: where ``sampled_step`` records its statistics and indices."""
+        """The running block's next update: where ``sampled_step`` reads its draws and records its statistics."""
         self.allocate_block(spec.block_updates)
 
     # -- its tensors --------------------------------------------------------------------------
