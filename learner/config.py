@@ -45,8 +45,8 @@ class LearnerConfig:
     """Launch the next block before reading the last, so the device trains while the host records and guards it; a
     block that reading the last one invalidates (a rollback, a remedy's rates) is undone: the same updates either way."""
     fast_path: Annotated[Literal["auto", "compiled", "graph", "off"], BeforeValidator(lambda v: "off" if v is False else v)] = "auto"
-    """On CUDA, the SAC step replayed as a CUDA graph (of ten updates, and of one for a block's rest); ``auto``: training starts at once with the
-    graph of the plain maths while ``torch.compile`` builds the compiled ones in the background (20-25 s on an
+    """On CUDA, the SAC step replayed as CUDA graphs (of ten updates, and of one for a block's rest); ``auto``:
+    training starts at once with the graph of the plain maths while ``torch.compile`` builds the compiled ones in the background (20-25 s on an
     H200), then the graph is captured again with those; ``compiled``: the compiled maths from the first update
     (training waits for the compile; the same numbers from run to run); ``graph``: never compiled; ``off``: the same
     step run eagerly (always eager off CUDA; YAML's unquoted ``off`` is read as this, not as false). A job of ``auto``

@@ -103,7 +103,8 @@ def test_a_stand_in_hands_the_maths_what_the_real_step_does(runs):
         replays.append(replay)
     stand_in, rows = stand_in_for(stack, replays)
     real, stand = math_calls(stack, replays), math_calls(stand_in, rows)
-    assert [name for name, _ in real] == [name for name, _ in stand] and len(real) == 21  # 8 hidden layers, 4 first-layer inputs, 2 Adams
+    # 8 hidden layers, 4 first-layer inputs, 2 Adams
+    assert [name for name, _ in real] == [name for name, _ in stand] and len(real) == 21
     assert real == stand
 
 
@@ -209,7 +210,8 @@ def test_one_graph_for_several_runs_equals_each_run_eager_on_cuda():
     make = lambda: [SAC(DIMS.policy_in, DIMS.action_dim, c, cuda, seed=11 + k) for k, c in enumerate(configs)]  # noqa: E731
     eager, graphed = make(), make()
     eager_replays, graphed_replays = ([replays()[0] for _ in configs] for _ in range(2))
-    blocks = GraphedBlocks([RunStack.join([graphed[0].stack, graphed[1].stack]), graphed[2].stack], steps_per_replay=STEPS)
+    stacks = [RunStack.join([graphed[0].stack, graphed[1].stack]), graphed[2].stack]
+    blocks = GraphedBlocks(stacks, steps_per_replay=STEPS)
     graphed_replays = [graphed_replays[:2], graphed_replays[2:]]
     before = [networks(sac) for sac in eager]
     for _ in range(3):

@@ -54,6 +54,20 @@ def test_reported_grad_norms_are_pre_clip_global_norms():
     assert stats.policy_grad_norm == pytest.approx(actor_norm, rel=1e-5)
 
 
+def test_the_aligned_step_reports_the_critic_modules_q():
+    """The step pads the first layers' inputs and weights with zero columns (``learner.stack.ALIGNED_WIDTH``): the
+    Q it reports is the first critic module's on the batch, unpadded (5 + 1 features), to float32 rounding."""
+    sac = make_sac()
+    batch = random_batch(seed=5)
+    state = torch.cat([batch["obs"], batch["context"]], dim=-1)
+    assert sac.stack.input_widths == (8, 8) and state.shape[1] + DIMS.action_dim == 6
+    with torch.no_grad():
+        q = sac.critic(state, batch["action"])[0]
+    stats = named(sac.update(transition_rows(batch)))
+    assert stats.q_mean == pytest.approx(float(q.mean()), rel=1e-5, abs=1e-7)
+    assert stats.q_std == pytest.approx(float(q.std()), rel=1e-5, abs=1e-7)
+
+
 def test_clipping_limits_the_applied_gradient_and_is_flagged():
     sac = make_sac(max_grad_norm=1e-3)
     stats = named(sac.update(random_rows(seed=3)))
