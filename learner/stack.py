@@ -198,8 +198,11 @@ class RunStack:
         """``bf16``: the forward products on bfloat16 copies of the weights (``low_precision_copies``)."""
         self.replay_sizes = torch.ones(k, dtype=torch.long, device=device)
         """Transitions in each run's replay buffer, as a device tensor (a captured graph samples all of them)."""
-        self.replay_offsets = torch.zeros((k, 1), dtype=torch.long, device=device)
-        """Where each run's rows start in its replays' joint tensor, flattened (``joint_rows``)."""
+        self.replay_offsets = torch.zeros((k, 1, 1), dtype=torch.long, device=device)
+        """Where each run's rows start in its replays' joint tensor, flattened (``joint_rows``); 0 where the replays
+        are apart. The block's draws carry them (``draw_block``), so a step gathers from the joint tensor as drawn."""
+        self.ones = torch.ones(k, device=device)
+        """Each run's loss's gradient seed (``_descend``)."""
         self.counter = torch.zeros(1, dtype=torch.long, device=device)
         """The running block's next update: where ``sampled_step`` reads its draws and records its statistics."""
         self.allocate_block(spec.block_updates)
@@ -322,7 +325,10 @@ class RunStack:
         """Backward of every run's loss, per-run pre-clip global norms, clip, Adam step; returns the norms ``[K]``."""
         for p in adam.params:
             p.grad = None
-        losses.sum().backward()  # runs share no parameter: each one's gradient is its own loss's
+        # runs share no parameter: each one's gradient is its own loss's. Seeded with ones, not through a sum: the
+        # sum's backward hands the loss's a stride-0 [K] gradient, which the compiled loss copies when K > 1 (with the
+        # sum and its seed's fill: 6 kernels per update at 8 runs, 4 at one)
+        losses.backward(self.ones)
         if critic:
             for k, run in enumerate(self.runs):
                 if run.grad_hook is not None:
@@ -344,14 +350,15 @@ class RunStack:
 
     def draw_block(self, replays: list[ReplayBuffer], count: int) -> None:
         """Every random number of the block's ``count`` updates, before them: per run, its sampler's next ``count *
-        batch`` draws (mapped into its replay by one remainder for all runs) and its noise generator's next ``count``
-        updates' noise. Two kernels per run and block, not per update, and the block's CUDA graph draws nothing (a
-        graph that draws refills every generator's seed and offset at each replay): at 8 runs, batch 256, the
-        per-update draws were 16 kernels, and 8 runs trained 18 727 updates/s on an H200 with them, 20 621 without."""
+        batch`` draws (mapped into its replay by one remainder for all runs, then to its rows of the joint tensor by
+        its offset) and its noise generator's next ``count`` updates' noise. Two kernels per run and block, not per
+        update, and the block's CUDA graph draws nothing (a graph that draws refills every generator's seed and offset
+        at each replay): at 8 runs, batch 256, the per-update draws were 16 kernels, and 8 runs trained 18 727
+        updates/s on an H200 with them, 20 621 without."""
         draws = self.indices[:, :count]
         for replay, run_draws in zip(replays, draws, strict=True):
             replay.draw(run_draws.numel(), out=run_draws.view(-1))
-        draws.remainder_(self.replay_sizes.view(-1, 1, 1))
+        draws.remainder_(self.replay_sizes.view(-1, 1, 1)).add_(self.replay_offsets)
         self.fill_noise(self.block_noise[:, :count])
 
     def sampled_step(self, replays: list[ReplayBuffer]) -> None:
@@ -361,7 +368,7 @@ class RunStack:
         if joint is None:
             batch = along_runs([replay.gather(rows) for replay, rows in zip(replays, index, strict=True)])
         else:  # one gather for all runs (a gather per run was 8 kernels and 34 µs per update at 8 runs on an H200)
-            batch = joint.flatten(0, 1)[index + self.replay_offsets]
+            batch = joint.flatten(0, 1)[index]
         stats = self.step_with(batch, self.block_noise.index_select(1, self.counter).squeeze(1))
         self.rows.index_copy_(1, self.counter, stats.unsqueeze(1))
         self.counter.add_(1)
@@ -378,13 +385,14 @@ class RunStack:
 
     def set_replay_sizes(self, replays: list[ReplayBuffer]) -> None:
         """What a captured step samples from: each replay's rows now (at least one: a capture may see an empty one)."""
+        joint = joint_rows(replays) is not None
         for k, replay in enumerate(replays):
             self.replay_sizes[k].fill_(max(len(replay), 1))
-            self.replay_offsets[k].fill_(k * replay.rows.shape[0])
+            self.replay_offsets[k].fill_(k * replay.rows.shape[0] if joint else 0)
 
     def end_block(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per run: the block's statistics ‖ first flagged update, and the replay rows ``[count, batch]`` it used."""
-        return [(summarize_block(self.rows[k, :count], self.keep), self.indices[k, :count].clone())
+        return [(summarize_block(self.rows[k, :count], self.keep), self.indices[k, :count] - self.replay_offsets[k])
                 for k in range(len(self.runs))]  # fmt: skip
 
 
