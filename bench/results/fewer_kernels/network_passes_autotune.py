@@ -1,6 +1,6 @@
 """Micro-bench: an update's network passes (critic fwd+bwd, actor fwd+bwd) at K=1 and K=8, TF32, as CUDA graphs:
-the current path (eager cuBLAS products + compiled bias_relu) against whole networks compiled (default / max-autotune). Run from the repository root (CUDA only); its
-``zip``s given ``strict=True`` after the run."""
+the current path (eager cuBLAS products + compiled bias_relu) against whole networks compiled (default /
+max-autotune). Run from the repository root (CUDA only); its ``zip``s given ``strict=True`` after the run."""
 
 import sys
 import time
