@@ -44,9 +44,9 @@ class SAC:
         """``(reward_scale, lr)`` as given: the device tensors hold them rounded to float32."""
         self.stack = RunStack([self], StackSpec.of(config, in_dim, critic_in or in_dim, action_dim, device, guard))
         with torch.no_grad():
-            for mine, theirs in zip(self.stack.actor + self.stack.critic + self.stack.target, self.module_tensors(),
-                                    strict=True):  # fmt: skip
-                unpadded(mine[0], theirs.shape).copy_(theirs)
+            for name, params in self.networks().items():
+                for mine, theirs in zip(self.views(name, getattr(self.stack, name)), params, strict=True):
+                    mine.copy_(theirs)
         self.stack.temperature.set_alpha(config.initial_alpha)
         self.set_rates(config.reward_scale, config.lr)
         self.alias_modules()
@@ -58,22 +58,24 @@ class SAC:
         actor = [p for layer in linears for p in (layer.weight, layer.bias)]
         return {"actor": actor, "critic": self.critic.ordered(), "target": self.critic_target.ordered()}
 
-    def module_tensors(self) -> list[nn.Parameter]:
-        """``networks``' parameters in the stack's order (policy, critics, targets)."""
-        return [p for params in self.networks().values() for p in params]
+    def views(self, name: str, stacked: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+        """This run's slices of ``stacked`` — ``[K, ...]`` tensors in network ``name``'s order (``networks``): its
+        stacked parameters, their gradients or Adam moments — detached, in the network's shapes (without the first
+        layers' alignment columns, ``learner.stack.ALIGNED_WIDTH``); None stays None."""
+        return [None if t is None else unpadded(t.detach()[0], p.shape)
+                for t, p in zip(stacked, self.networks()[name], strict=True)]  # fmt: skip
 
     def alias_modules(self) -> None:
-        """Point the networks' parameters at this run's slice of the stack (again after a join), without the first
-        layers' alignment columns (``learner.stack.ALIGNED_WIDTH``)."""
-        stacked = self.stack.actor + self.stack.critic + self.stack.target
-        for module_tensor, stacked_tensor in zip(self.module_tensors(), stacked, strict=True):
-            module_tensor.data = unpadded(stacked_tensor.data[0], module_tensor.shape)
+        """Point the networks' parameters at this run's slice of the stack (again after a join)."""
+        for name, params in self.networks().items():
+            for param, view in zip(params, self.views(name, getattr(self.stack, name)), strict=True):
+                param.data = view
 
     def adam(self, name: str) -> AdamTensors:
         """This run's ``actor`` or ``critic`` optimizer state as views in the networks' shapes."""
-        adam, params = getattr(self.stack, f"{name}_adam").run(0), self.networks()[name]
-        return AdamTensors(*([unpadded(t, p.shape) for t, p in zip(ts, params, strict=True)]
-                             for ts in (adam.params, adam.exp_avgs, adam.exp_avg_sqs)), adam.step)  # fmt: skip
+        adam = getattr(self.stack, f"{name}_adam")
+        return AdamTensors(self.views(name, adam.params), self.views(name, adam.exp_avgs),
+                           self.views(name, adam.exp_avg_sqs), adam.step[0])  # fmt: skip
 
     @property
     def lr(self) -> torch.Tensor:
@@ -90,9 +92,7 @@ class SAC:
     def gradients(self) -> dict[str, list[torch.Tensor]]:
         """The last update's gradients after clipping, ``actor`` and ``critic``, in the stack's order (None before
         the first)."""
-        return {name: [None if p.grad is None else unpadded(p.grad[0], module.shape)
-                       for p, module in zip(getattr(self.stack, name), self.networks()[name], strict=True)]
-                for name in ("actor", "critic")}  # fmt: skip
+        return {name: self.views(name, [p.grad for p in getattr(self.stack, name)]) for name in ("actor", "critic")}
 
     # -- one update ---------------------------------------------------------------------------
     def step(self, rows: torch.Tensor) -> torch.Tensor:

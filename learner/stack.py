@@ -198,9 +198,12 @@ class RunStack:
         """``bf16``: the forward products on bfloat16 copies of the weights (``low_precision_copies``)."""
         self.replay_sizes = torch.ones(k, dtype=torch.long, device=device)
         """Transitions in each run's replay buffer, as a device tensor (a captured graph samples all of them)."""
+        self.joint_replay: torch.Tensor | None = None
+        """The runs' replays' joint rows (``joint_rows``) where they are joined: a step then gathers all batches from
+        it at once. Set with the replay sizes, for a block (``set_replay_sizes``)."""
         self.replay_offsets = torch.zeros((k, 1, 1), dtype=torch.long, device=device)
-        """Where each run's rows start in its replays' joint tensor, flattened (``joint_rows``); 0 where the replays
-        are apart. The block's draws carry them (``draw_block``), so a step gathers from the joint tensor as drawn."""
+        """Where each run's rows start in ``joint_replay``, flattened; 0 where the replays are apart. The block's draws
+        carry them (``draw_block``), so a step gathers from the joint tensor as drawn."""
         self.ones = torch.ones(k, device=device)
         """Each run's loss's gradient seed (``_descend``)."""
         self.counter = torch.zeros(1, dtype=torch.long, device=device)
@@ -362,13 +365,13 @@ class RunStack:
         self.fill_noise(self.block_noise[:, :count])
 
     def sampled_step(self, replays: list[ReplayBuffer]) -> None:
-        """Update every run on the block's draws at its counter (``draw_block``), and record the statistics there."""
+        """Update every run on the block's draws at its counter (``draw_block``) from ``replays`` (those the block
+        began on: ``set_replay_sizes``), and record the statistics there."""
         index = self.indices.index_select(1, self.counter).squeeze(1)
-        joint = joint_rows(replays)
-        if joint is None:
+        if self.joint_replay is None:
             batch = along_runs([replay.gather(rows) for replay, rows in zip(replays, index, strict=True)])
         else:  # one gather for all runs (a gather per run was 8 kernels and 34 µs per update at 8 runs on an H200)
-            batch = joint.flatten(0, 1)[index]
+            batch = self.joint_replay.flatten(0, 1)[index]
         stats = self.step_with(batch, self.block_noise.index_select(1, self.counter).squeeze(1))
         self.rows.index_copy_(1, self.counter, stats.unsqueeze(1))
         self.counter.add_(1)
@@ -384,11 +387,12 @@ class RunStack:
         self.counter.zero_()
 
     def set_replay_sizes(self, replays: list[ReplayBuffer]) -> None:
-        """What a captured step samples from: each replay's rows now (at least one: a capture may see an empty one)."""
-        joint = joint_rows(replays) is not None
+        """What a (captured) step samples from: each replay's rows now (at least one: a capture may see an empty one),
+        and whether the replays are joined."""
+        self.joint_replay = joint_rows(replays)
         for k, replay in enumerate(replays):
             self.replay_sizes[k].fill_(max(len(replay), 1))
-            self.replay_offsets[k].fill_(k * replay.rows.shape[0] if joint else 0)
+            self.replay_offsets[k].fill_(0 if self.joint_replay is None else k * replay.rows.shape[0])
 
     def end_block(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per run: the block's statistics ‖ first flagged update, and the replay rows ``[count, batch]`` it used."""
